@@ -1,0 +1,124 @@
+"""DuckDB access to the archive: one view per dataset, and reads the collector needs.
+
+``<data_dir>/archive.duckdb`` holds only views over the Parquet files (no data),
+so it is cheap to rebuild. It is rebuilt under a temporary name and renamed into
+place: a DuckDB CLI or notebook holding the old file open is never disturbed,
+and never blocks the rebuild.
+
+SQL text is built only from names in :mod:`collector.datasets` and the archive's
+own directory (quoted); values go in as bound parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from collector import datasets
+from collector.storage import layout
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "archive.duckdb"
+
+_DUCKDB_TYPES: dict[pa.DataType, str] = {
+    pa.string(): "VARCHAR",
+    pa.float64(): "DOUBLE",
+    pa.int64(): "BIGINT",
+    pa.int16(): "SMALLINT",
+    pa.bool_(): "BOOLEAN",
+    datasets.TIMESTAMP: "TIMESTAMPTZ",
+}
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (for paths, which DuckDB table functions cannot bind)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def has_files(data_dir: str | Path, dataset: str) -> bool:
+    base = Path(data_dir) / dataset
+    return base.is_dir() and any(base.glob(f"market=*/date=*/*{layout.PARQUET_SUFFIX}"))
+
+
+def source_sql(data_dir: str | Path, dataset: str) -> str:
+    """A SELECT over the dataset's files (or an empty, typed SELECT when it has none)."""
+    spec = datasets.get(dataset)
+    if not has_files(data_dir, dataset):
+        columns = ", ".join(
+            f"CAST(NULL AS {_DUCKDB_TYPES[c.type]}) AS {c.name}" for c in spec.columns
+        )
+        return f"SELECT {columns}, CAST(NULL AS DATE) AS date WHERE false"
+    glob = layout.dataset_glob(str(Path(data_dir).resolve()), dataset)
+    columns = ", ".join(spec.column_names)
+    return (
+        # Names come from the dataset registry; the path is quoted by sql_string.
+        f"SELECT {columns}, date FROM read_parquet({sql_string(glob)}, "  # noqa: S608
+        "hive_partitioning = true, hive_types = {'market': VARCHAR, 'date': DATE}, "
+        "union_by_name = true)"
+    )
+
+
+def connect(data_dir: str | Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every dataset as a view (always current)."""
+    connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")
+    for name in datasets.DATASETS:
+        connection.execute(f"CREATE VIEW {name} AS {source_sql(data_dir, name)}")
+    return connection
+
+
+def write_views(data_dir: str | Path) -> Path:
+    """(Re)write ``<data_dir>/archive.duckdb`` with one view per dataset; return its path."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    final = data_dir / DB_NAME
+    temp = data_dir / f".{DB_NAME}.{os.getpid()}.tmp"
+    for stale in (temp, Path(f"{temp}.wal")):
+        stale.unlink(missing_ok=True)
+    connection = duckdb.connect(str(temp))
+    try:
+        for name, spec in datasets.DATASETS.items():
+            connection.execute(f"CREATE OR REPLACE VIEW {name} AS {source_sql(data_dir, name)}")
+            connection.execute(f"COMMENT ON VIEW {name} IS {sql_string(spec.doc)}")
+        connection.execute("CHECKPOINT")
+    finally:
+        connection.close()
+    os.replace(temp, final)
+    return final
+
+
+def query(data_dir: str | Path, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+    """Run ``sql`` against the views and return an Arrow table."""
+    with connect(data_dir) as connection:
+        return connection.execute(sql, params or {}).to_arrow_table()
+
+
+def max_by_group(
+    data_dir: str | Path, dataset: str, column: str, group: tuple[str, ...]
+) -> dict[tuple[Any, ...], Any]:
+    """``max(column)`` per group over the archived files: where each job resumes.
+
+    Times come back as milliseconds since the epoch.
+    """
+    spec = datasets.get(dataset)
+    for name in (column, *group):
+        if name not in spec.column_names:
+            raise ValueError(f"{dataset} has no column {name!r}")
+    if not has_files(data_dir, dataset):
+        return {}
+    keys = ", ".join(group)
+    is_time = spec.schema.field(column).type == datasets.TIMESTAMP
+    aggregate = f"epoch_ms(max({column}))" if is_time else f"max({column})"
+    with connect(data_dir) as connection:
+        rows = connection.execute(
+            # Names only, all checked against the dataset registry above.
+            f"SELECT {keys}, {aggregate} FROM {dataset} "  # noqa: S608
+            f"WHERE {column} IS NOT NULL GROUP BY {keys}"
+        ).fetchall()
+    return {tuple(row[:-1]): row[-1] for row in rows}

@@ -1,0 +1,232 @@
+"""The ``jex-collector`` command line. Thin: it turns the library's errors into messages
+and exit codes (0 fine, 1 a failure, 2 a usage or configuration error)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import SecretStr
+
+from collector import __version__, catalog, config
+from collector.errors import CollectorError, ConfigError
+
+log = logging.getLogger("collector")
+
+SIM_DEMO_KEY = "sim-demo-key"
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("schedules.yaml"),
+    show_default=True,
+    help="The schedule and settings file.",
+)
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The archive directory (default: storage.data_dir of the config).",
+)
+_log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(status)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.Formatter.converter = __import__("time").gmtime  # log times in UTC
+    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _settings(config_path: Path, **overrides: Any) -> config.Settings:
+    try:
+        return config.load(config_path, overrides=overrides)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+
+def _data_dir(config_path: Path, data_dir: Path | None) -> Path:
+    if data_dir is not None:
+        return data_dir
+    if not config_path.exists():
+        return Path("data")
+    return Path(_settings(config_path).storage.data_dir)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="jex-collector")
+def main() -> None:
+    """Archive every JEX market dataset into partitioned Parquet, queryable with DuckDB."""
+
+
+@main.command()
+@_config_option
+@_data_dir_option
+@click.option("--base-url", default=None, help="Exchange URL (overrides exchange.base_url).")
+@click.option(
+    "--sim", is_flag=True, help="Start the built-in exchange simulator and collect from it."
+)
+@click.option("--sim-seed", type=int, default=1, show_default=True, help="Simulator seed.")
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    help="Stop after this many seconds (default: run until SIGTERM or Ctrl-C).",
+)
+@_log_level_option
+def run(
+    config_path: Path,
+    data_dir: Path | None,
+    base_url: str | None,
+    sim: bool,
+    sim_seed: int,
+    duration: float | None,
+    log_level: str,
+) -> None:
+    """Run the collector daemon (Ctrl-C or SIGTERM flushes and exits 0)."""
+    _setup_logging(log_level)
+    settings = _settings(config_path, data_dir=data_dir, base_url=base_url)
+    server = None
+    if sim:
+        from collector.sim import SimExchange, SimServer
+
+        server = SimServer(SimExchange(seed=sim_seed))
+        server.start()
+        update: dict[str, Any] = {
+            "exchange": settings.exchange.model_copy(update={"base_url": server.base_url})
+        }
+        if settings.api_key is None:
+            update["api_key"] = SecretStr(SIM_DEMO_KEY)
+        settings = settings.model_copy(update=update)
+        log.info("simulator (seed %d) listening on %s", sim_seed, server.base_url)
+    from collector.daemon import Daemon
+
+    try:
+        asyncio.run(Daemon(settings).run(duration))
+    except CollectorError as exc:
+        _fail(str(exc), 1)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8900, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--weight-limit",
+    type=int,
+    default=1200,
+    show_default=True,
+    help="Request weight per minute before 429s.",
+)
+@_log_level_option
+def sim(host: str, port: int, seed: int, weight_limit: int, log_level: str) -> None:
+    """Serve the JEX exchange simulator (deterministic under --seed)."""
+    _setup_logging(log_level)
+    from collector.sim import SimExchange
+    from collector.sim.server import run_forever
+
+    click.echo(f"JEX simulator (seed {seed}) on http://{host}:{port}  (Ctrl-C stops)", err=True)
+    run_forever(SimExchange(seed=seed), host, port, weight_limit=weight_limit)
+
+
+@main.command()
+@_config_option
+@_data_dir_option
+def views(config_path: Path, data_dir: Path | None) -> None:
+    """Write <data_dir>/archive.duckdb with one view per dataset."""
+    directory = _data_dir(config_path, data_dir)
+    path = catalog.write_views(directory)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("sql")
+@_config_option
+@_data_dir_option
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--max-rows",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Rows shown in table format (csv and json print all).",
+)
+def query(sql: str, config_path: Path, data_dir: Path | None, output: str, max_rows: int) -> None:
+    """Run SQL on the archive's views and print the result."""
+    import duckdb
+
+    directory = _data_dir(config_path, data_dir)
+    try:
+        with catalog.connect(directory) as connection:
+            cursor = connection.execute(sql)
+            columns = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchall()
+    except duckdb.Error as exc:
+        _fail(f"query failed: {exc}", 1)
+    if output == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows([[_plain(v) for v in row] for row in rows])
+    elif output == "json":
+        for row in rows:
+            click.echo(
+                json.dumps(dict(zip(columns, map(_plain, row), strict=True)), ensure_ascii=False)
+            )
+    else:
+        _print_table(columns, rows, max_rows)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return value
+
+
+def _print_table(columns: list[str], rows: list[tuple[Any, ...]], max_rows: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, show_lines=False)
+    for row in rows[:max_rows]:
+        table.add_row(*("" if v is None else str(_plain(v)) for v in row))
+    console = Console()
+    console.print(table)
+    more = len(rows) - max_rows
+    console.print(
+        f"{len(rows)} row(s)" + (f", {more} not shown (use --format csv)" if more > 0 else "")
+    )
+
+
+if __name__ == "__main__":
+    main()

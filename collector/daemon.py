@@ -1,0 +1,225 @@
+"""The long-running collector: the only module that knows APScheduler.
+
+Start-up: remove temporary files a crash left behind, rebuild the DuckDB views,
+measure the exchange clock, read the instrument lists (retrying until the
+exchange answers), resume every cursor from the archive, then schedule one job
+per dataset, their first runs spread out so the start is not a burst.
+
+Shutdown (SIGTERM, SIGINT/Ctrl-C, or ``duration`` elapsed): no new runs, running
+jobs get a few seconds to finish and are then cancelled, buffered rows are
+flushed, the views are rebuilt. Cursors advance only with rows that reached the
+buffer, so whatever a cancelled job had not buffered is fetched again next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import signal
+from typing import Any
+
+import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from collector import catalog, datasets, jobs
+from collector.config import Settings
+from collector.errors import CollectorError
+from collector.exchange.client import JexClient
+from collector.storage.writer import ArchiveWriter
+
+log = logging.getLogger(__name__)
+
+#: Seconds between the first runs of consecutive jobs at start-up.
+STAGGER_S = 0.5
+#: How long running jobs may take to finish after a stop was asked for.
+DRAIN_S = 5.0
+#: Pause between attempts to reach the exchange at start-up.
+STARTUP_RETRY_S = 10.0
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = str(settings.storage.data_dir)
+        self.writer = ArchiveWriter(self.data_dir)
+        exchange = settings.exchange
+        self.client = JexClient(
+            exchange.base_url,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout=exchange.timeout,
+            weight_fraction=exchange.weight_fraction,
+            max_attempts=exchange.max_attempts,
+            concurrency=exchange.concurrency,
+            transport=transport,
+        )
+        self.ctx = jobs.JobContext(self.client, self.writer, settings)
+        self.stop_event = asyncio.Event()
+        self._running: set[asyncio.Task[Any]] = set()
+        self._datasets_with_files = {
+            name for name in datasets.DATASETS if catalog.has_files(self.data_dir, name)
+        }
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self, duration: float | None = None, *, handle_signals: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            await self._run(duration)
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            await self.client.aclose()
+
+    async def _run(self, duration: float | None) -> None:
+        self.writer.remove_orphans()
+        self._refresh_views()
+        log.info(
+            "collecting from %s into %s (%s)",
+            self.settings.exchange.base_url,
+            self.writer.root,
+            "historicalTrades with API key"
+            if self.client.has_api_key
+            else "no API key: recent trades only, gaps possible",
+        )
+        stop_at = None if duration is None else loop_time() + duration
+        if not await self._first_contact(stop_at):
+            return
+        await asyncio.to_thread(jobs.load_cursors, self.data_dir, self.ctx.state)
+        scheduler = self._schedule()
+        scheduler.start()
+        try:
+            timeout = None if stop_at is None else max(0.0, stop_at - loop_time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), timeout)
+        finally:
+            log.info("stopping: finishing running jobs and flushing")
+            scheduler.shutdown(wait=False)
+            await self._drain()
+            await self._flush()
+            self._refresh_views()
+            log.info("stopped")
+
+    async def _first_contact(self, stop_at: float | None) -> bool:
+        """Clock and instrument lists; retried until the exchange answers or we are stopped."""
+        while not self.stop_event.is_set():
+            try:
+                await self.client.sync_clock()
+                instruments_job = self.settings.enabled_jobs().get("instruments")
+                await jobs.refresh_instruments(self.ctx, instruments_job)
+                return True
+            except CollectorError as exc:
+                log.error(
+                    "cannot reach the exchange yet (%s); retrying in %.0fs", exc, STARTUP_RETRY_S
+                )
+            wait = STARTUP_RETRY_S
+            if stop_at is not None:
+                wait = min(wait, max(0.0, stop_at - loop_time()))
+                if wait <= 0:
+                    return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), wait)
+        return False
+
+    def _schedule(self) -> AsyncIOScheduler:
+        scheduler = AsyncIOScheduler(timezone=dt.UTC)
+        now = dt.datetime.now(dt.UTC)
+        enabled = self.settings.enabled_jobs()
+        for index, (name, job) in enumerate(enabled.items()):
+            first = now + dt.timedelta(seconds=index * STAGGER_S)
+            if name == "instruments":
+                first = now + dt.timedelta(seconds=job.every)  # it ran at start-up
+            scheduler.add_job(
+                self._guarded,
+                "interval",
+                args=[name],
+                id=name,
+                seconds=job.every,
+                next_run_time=first,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(job.every)),
+            )
+        scheduler.add_job(
+            self._flush,
+            "interval",
+            id="_flush",
+            seconds=self.settings.storage.flush_every,
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.add_job(
+            self._sync_clock,
+            "interval",
+            id="_clock",
+            seconds=self.settings.exchange.clock_sync_every,
+            max_instances=1,
+            coalesce=True,
+        )
+        return scheduler
+
+    async def _guarded(self, name: str) -> None:
+        """Run one round of a job; a failure is logged and the next round runs as scheduled."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await jobs.run_job(self.ctx, name)
+        except Exception:
+            log.exception("job %s failed unexpectedly; it will run again next round", name)
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    async def _sync_clock(self) -> None:
+        try:
+            await self.client.sync_clock()
+        except CollectorError as exc:
+            log.warning(
+                "clock sync failed, keeping offset %+d ms: %s", self.client.clock.offset_ms, exc
+            )
+
+    async def _drain(self) -> None:
+        running = [task for task in self._running if not task.done()]
+        if not running:
+            return
+        _, pending = await asyncio.wait(running, timeout=DRAIN_S)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+            log.info("cancelled %d job run(s) still going at shutdown", len(pending))
+
+    async def _flush(self) -> None:
+        result = await asyncio.to_thread(self.writer.flush)
+        if result.files:
+            log.info(
+                "flushed %d file(s): %s",
+                len(result.files),
+                ", ".join(f"{name}={rows}" for name, rows in sorted(result.rows.items())),
+            )
+        new = set(result.rows) - self._datasets_with_files
+        if new:
+            self._datasets_with_files |= new
+            self._refresh_views()
+
+    def _refresh_views(self) -> None:
+        try:
+            catalog.write_views(self.data_dir)
+        except Exception as exc:  # the views are a convenience; never stop collecting for them
+            log.warning("could not rebuild %s/%s: %s", self.data_dir, catalog.DB_NAME, exc)
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()

@@ -1,0 +1,325 @@
+"""Every dataset of the archive: its name, Arrow schema, key and partition rule.
+
+This is the one place a column is defined. The folder under ``data/``, the
+DuckDB view, the loader and the docs (``docs/datasets.md``, checked by a test)
+all take their names and types from here.
+
+Conventions: ``market`` and ``symbol`` are strings; times are UTC
+timezone-aware timestamps with millisecond precision; prices, quantities and
+rates are float64 parsed from the exchange's decimal strings; ids are int64.
+Files are partitioned by ``market`` and by ``date``, the UTC date of the
+dataset's ``time_column``. ``date`` exists only in the path (DuckDB's hive
+partitioning turns it into a column); ``market`` is both in the path and in
+the file so that a single file stays self-describing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+MARKETS: tuple[str, ...] = ("spot", "option", "contract")
+
+TIMESTAMP = pa.timestamp("ms", tz="UTC")
+F64 = pa.float64()
+I64 = pa.int64()
+STR = pa.string()
+BOOL = pa.bool_()
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    doc: str
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset: one folder, one DuckDB view, one loader."""
+
+    name: str
+    doc: str
+    markets: tuple[str, ...]
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    time_column: str
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in self.columns])
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def sort_keys(self) -> list[tuple[str, str]]:
+        """Rows in a file are sorted by symbol, then event time, then the rest of the key."""
+        order = ["symbol", self.time_column] + [
+            k for k in self.key if k not in ("market", "symbol", self.time_column)
+        ]
+        return [(name, "ascending") for name in order]
+
+
+def _c(name: str, type_: pa.DataType, doc: str, nullable: bool = False) -> Column:
+    return Column(name, type_, doc, nullable)
+
+
+MARKET = _c("market", STR, "Market: `spot`, `option` or `contract`.")
+SYMBOL = _c("symbol", STR, "Instrument symbol as the exchange names it (upper-case ASCII).")
+RECEIVED_AT = _c(
+    "received_at", TIMESTAMP, "When the response was received, in exchange time (UTC, ms)."
+)
+
+_TICKER_PRICES = [
+    _c("price_change", F64, "Last price minus the price 24 hours ago."),
+    _c("price_change_percent", F64, "price_change as a percentage of open_price."),
+    _c("weighted_avg_price", F64, "Volume-weighted average price over 24 hours."),
+    _c("last_price", F64, "Last traded price."),
+    _c("bid_price", F64, "Best bid price."),
+    _c("bid_qty", F64, "Quantity at the best bid."),
+    _c("ask_price", F64, "Best ask price."),
+    _c("ask_qty", F64, "Quantity at the best ask."),
+    _c("open_price", F64, "Price 24 hours ago."),
+    _c("high_price", F64, "Highest price in 24 hours."),
+    _c("low_price", F64, "Lowest price in 24 hours."),
+    _c("volume", F64, "Base-asset volume in 24 hours."),
+    _c("quote_volume", F64, "Quote-asset volume in 24 hours."),
+    _c("open_time", TIMESTAMP, "Start of the 24-hour window."),
+    _c(
+        "close_time",
+        TIMESTAMP,
+        "End of the 24-hour window (the exchange's documentation shows it earlier "
+        "than open_time; stored as received).",
+    ),
+    _c("expiry_time", TIMESTAMP, "Options only: expiry (`exertionTime`).", True),
+    _c("perform_price", F64, "Options only: `performPrice`.", True),
+    _c("reference_price", F64, "Options only: spot price of the underlying.", True),
+    _c("strike_price", F64, "Options only: strike (`exertionPrice`).", True),
+]
+
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        Dataset(
+            "trades",
+            "Every trade. From `historicalTrades` (with an API key) or recent `trades`.",
+            MARKETS,
+            (
+                MARKET,
+                SYMBOL,
+                _c(
+                    "trade_id",
+                    I64,
+                    "Exchange trade id; null when the row came from the recent-trades "
+                    "endpoint, which has no ids.",
+                    True,
+                ),
+                _c("time", TIMESTAMP, "Trade time (exchange, UTC, ms)."),
+                _c("price", F64, "Trade price."),
+                _c("qty", F64, "Trade quantity (base asset), always positive."),
+                _c(
+                    "is_buyer_maker",
+                    BOOL,
+                    "True when the buyer was the maker (a sell aggressor); null when unknown.",
+                    True,
+                ),
+                RECEIVED_AT,
+            ),
+            ("market", "symbol", "trade_id"),
+            "time",
+        ),
+        Dataset(
+            "depth",
+            "Order-book snapshots, one row per side and level.",
+            MARKETS,
+            (
+                MARKET,
+                SYMBOL,
+                RECEIVED_AT,
+                _c("update_id", I64, "The book's `lastUpdateId`."),
+                _c("side", STR, "`bid` or `ask`."),
+                _c("level", pa.int16(), "0 is the best price of the side."),
+                _c("price", F64, "Price of the level."),
+                _c(
+                    "qty",
+                    F64,
+                    "Quantity at the level, always positive (the contract market sends "
+                    "negative ask quantities; the sign is dropped).",
+                ),
+            ),
+            ("market", "symbol", "received_at", "side", "level"),
+            "received_at",
+        ),
+        Dataset(
+            "klines",
+            "Closed candlesticks; one row per market, symbol, interval and open time.",
+            MARKETS,
+            (
+                MARKET,
+                SYMBOL,
+                _c("interval", STR, "Kline interval: `1m`, `1h`, ..."),
+                _c("open_time", TIMESTAMP, "Open time; identifies the kline."),
+                _c("close_time", TIMESTAMP, "Close time (open_time + interval - 1 ms)."),
+                _c("open", F64, "First trade price."),
+                _c("high", F64, "Highest trade price."),
+                _c("low", F64, "Lowest trade price."),
+                _c("close", F64, "Last trade price."),
+                _c("volume", F64, "Base-asset volume."),
+                _c("quote_volume", F64, "Quote-asset volume."),
+                _c("trade_count", I64, "Number of trades."),
+                _c("taker_buy_volume", F64, "Base volume bought by takers."),
+                _c("taker_buy_quote_volume", F64, "Quote volume bought by takers."),
+            ),
+            ("market", "symbol", "interval", "open_time"),
+            "open_time",
+        ),
+        Dataset(
+            "ticker_24hr",
+            "Rolling 24-hour ticker statistics.",
+            MARKETS,
+            (MARKET, SYMBOL, RECEIVED_AT, *_TICKER_PRICES),
+            ("market", "symbol", "received_at"),
+            "received_at",
+        ),
+        Dataset(
+            "ticker_price",
+            "Last price per symbol.",
+            MARKETS,
+            (MARKET, SYMBOL, RECEIVED_AT, _c("price", F64, "Last traded price.")),
+            ("market", "symbol", "received_at"),
+            "received_at",
+        ),
+        Dataset(
+            "book_ticker",
+            "Best bid and ask per symbol.",
+            MARKETS,
+            (
+                MARKET,
+                SYMBOL,
+                RECEIVED_AT,
+                _c("bid_price", F64, "Best bid price."),
+                _c("bid_qty", F64, "Quantity at the best bid."),
+                _c("ask_price", F64, "Best ask price."),
+                _c("ask_qty", F64, "Quantity at the best ask."),
+            ),
+            ("market", "symbol", "received_at"),
+            "received_at",
+        ),
+        Dataset(
+            "avg_price",
+            "Average price over the last few minutes (`avgPrice`).",
+            MARKETS,
+            (
+                MARKET,
+                SYMBOL,
+                RECEIVED_AT,
+                _c("minutes", I64, "Length of the averaging window in minutes."),
+                _c("price", F64, "Average price."),
+            ),
+            ("market", "symbol", "received_at"),
+            "received_at",
+        ),
+        Dataset(
+            "indices_price",
+            "Futures: last, index and mark price.",
+            ("contract",),
+            (
+                MARKET,
+                SYMBOL,
+                RECEIVED_AT,
+                _c("last_price", F64, "Last traded price."),
+                _c("index_price", F64, "Index price."),
+                _c("mark_price", F64, "Mark price."),
+            ),
+            ("market", "symbol", "received_at"),
+            "received_at",
+        ),
+        Dataset(
+            "funding_rate",
+            "Futures: funding rate history.",
+            ("contract",),
+            (
+                MARKET,
+                SYMBOL,
+                _c("id", I64, "Exchange id of the funding event."),
+                _c("time", TIMESTAMP, "Funding time."),
+                _c("funding_rate", F64, "Funding rate of the interval."),
+                _c("funding_rate_day", F64, "The same rate per day."),
+            ),
+            ("market", "symbol", "id"),
+            "time",
+        ),
+        Dataset(
+            "protection_fund",
+            "Futures: protection (insurance) fund balance over time.",
+            ("contract",),
+            (
+                MARKET,
+                SYMBOL,
+                _c("id", I64, "Exchange id of the record."),
+                _c("time", TIMESTAMP, "Record time (`createdDate`)."),
+                _c("insurance_fund", F64, "Fund balance."),
+            ),
+            ("market", "symbol", "id"),
+            "time",
+        ),
+        Dataset(
+            "instruments",
+            "Instrument lists from `exchangeInfo` and `optionInfo`, one row per refresh.",
+            MARKETS,
+            (
+                MARKET,
+                SYMBOL,
+                RECEIVED_AT,
+                _c("status", STR, "Trading status, e.g. `TRADING`."),
+                _c("base_asset", STR, "Base asset (non-ASCII text for some options)."),
+                _c("quote_asset", STR, "Quote asset."),
+                _c("base_precision", I64, "Base asset precision (digits).", True),
+                _c("quote_precision", I64, "Quote asset precision (digits).", True),
+                _c("min_price", F64, "PRICE_FILTER minPrice.", True),
+                _c("max_price", F64, "PRICE_FILTER maxPrice.", True),
+                _c("min_qty", F64, "LOT_SIZE minQty.", True),
+                _c("max_qty", F64, "LOT_SIZE maxQty.", True),
+                _c("option_type", STR, "Options only: `call` or `put`.", True),
+                _c("expiry_time", TIMESTAMP, "Options only: expiry.", True),
+            ),
+            ("market", "symbol", "received_at"),
+            "received_at",
+        ),
+        Dataset(
+            "contract_info",
+            "Futures: contract details from `contractInfo`.",
+            ("contract",),
+            (
+                MARKET,
+                SYMBOL,
+                RECEIVED_AT,
+                _c("funding_rate", F64, "Current funding rate."),
+                _c("predicted_funding_rate", F64, "Predicted next funding rate."),
+                _c("funding_interval_ms", I64, "Funding interval in milliseconds."),
+                _c("next_funding_time", TIMESTAMP, "Next funding time."),
+                _c("mark_price", F64, "Mark price."),
+                _c("last_price", F64, "Last traded price."),
+                _c("turnover_24h", F64, "Turnover in 24 hours."),
+            ),
+            ("market", "symbol", "received_at"),
+            "received_at",
+        ),
+    )
+}
+
+
+def get(name: str) -> Dataset:
+    """The dataset called ``name``; a KeyError names the ones that exist."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; datasets are: {', '.join(DATASETS)}") from None
+
+
+def empty_table(name: str) -> pa.Table:
+    return get(name).schema.empty_table()

@@ -1,0 +1,329 @@
+"""The JEX HTTP client: one ``httpx.AsyncClient``, weights, pauses, retries, the clock.
+
+Every request goes through :meth:`JexClient.get`, which
+
+1. waits while the exchange has told us to stop (429/418 ``Retry-After``) -- no
+   request of this process leaves until then, whichever job makes it;
+2. waits until the request's weight fits the per-minute budget;
+3. sends, then translates the outcome in one place (:meth:`JexClient._check`)
+   into data or one of :mod:`collector.errors`' exceptions;
+4. retries transient failures (5xx, timeouts, connection errors) with capped
+   exponential backoff and full jitter.
+
+Times returned with a response (``received_at``) are exchange time: local time
+plus the offset measured from ``/api/v1/time``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from collector import __version__
+from collector.errors import (
+    BannedError,
+    ExchangeError,
+    PayloadError,
+    RateLimitError,
+    RequestRejectedError,
+    TransientError,
+    UnknownSymbolError,
+)
+from collector.exchange import endpoints
+from collector.exchange.budget import WeightBudget
+from collector.exchange.endpoints import Endpoint
+
+log = logging.getLogger(__name__)
+
+#: Waits shorter than this are slept through; longer ones fail the request at once
+#: (the job's round is skipped) rather than holding a job for minutes or days.
+MAX_INLINE_WAIT_S = 30.0
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Response:
+    payload: Any
+    received_at: int  # exchange time, ms
+    status: int
+    used_weight: int | None
+
+
+class ExchangeClock:
+    """Exchange time from the local clock plus a measured offset."""
+
+    def __init__(self, local_ms: Callable[[], int] = wall_clock_ms) -> None:
+        self.local_ms = local_ms
+        self.offset_ms = 0
+        self.synced = False
+
+    def now_ms(self) -> int:
+        return self.local_ms() + self.offset_ms
+
+    def update(self, sent_local: int, server_time: int, received_local: int) -> None:
+        """Offset from one round trip: the server read its clock at about the midpoint."""
+        self.offset_ms = server_time - (sent_local + received_local) // 2
+        self.synced = True
+
+
+class JexClient:
+    """Async JEX REST client. Use as ``async with JexClient(...) as client``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        weight_fraction: float = 0.8,
+        max_attempts: int = 4,
+        concurrency: int = 4,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: ExchangeClock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 10.0,
+    ) -> None:
+        self._api_key = api_key
+        self.clock = clock or ExchangeClock()
+        self.budget = WeightBudget(fraction=weight_fraction)
+        self.max_attempts = max_attempts
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 -- jitter, not security
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._budget_lock = asyncio.Lock()
+        self._in_flight = asyncio.Semaphore(concurrency)
+        self.paused_until = 0.0  # local monotonic seconds
+        self.stats: dict[str, int] = {"requests": 0, "retries": 0, "429": 0, "418": 0}
+        # TLS verification is httpx's default and is never turned off.
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            headers={"User-Agent": f"jex-collector/{__version__}"},
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> JexClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self._api_key)
+
+    # -- the one way out -------------------------------------------------------------------
+
+    async def get(
+        self,
+        endpoint: Endpoint,
+        *,
+        market: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Response:
+        """GET ``endpoint`` and return its decoded JSON with the receive time.
+
+        Raises the :mod:`collector.errors` exception that says what to do.
+        """
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        context: dict[str, Any] = {
+            "endpoint": endpoint.name,
+            "market": market,
+            "symbol": params.get("symbol"),
+        }
+        headers: dict[str, str] = {}
+        if endpoint.security == "MARKET_DATA":
+            if not self._api_key:
+                raise RequestRejectedError(
+                    "this endpoint needs an API key; set JEX_API_KEY", **context
+                )
+            headers["X-JEX-APIKEY"] = self._api_key
+        path = endpoint.url_path(market)
+        weight = endpoint.cost(params)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._send_once(path, params, headers, weight, context)
+            except TransientError as exc:
+                if attempt >= self.max_attempts:
+                    raise
+                delay = self._backoff(attempt)
+                self.stats["retries"] += 1
+                log.info("retrying %s in %.2fs (attempt %d): %s", path, delay, attempt, exc)
+                await self._sleep(delay)
+            except RateLimitError as exc:
+                if isinstance(exc, BannedError) or attempt >= self.max_attempts:
+                    raise
+                if exc.retry_at - self._monotonic() > MAX_INLINE_WAIT_S:
+                    raise
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
+        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
+        return self._rng.uniform(0, ceiling)
+
+    async def _wait_until_allowed(self, weight: int, context: dict[str, Any]) -> None:
+        async with self._budget_lock:
+            while True:
+                pause = self.paused_until - self._monotonic()
+                if pause > MAX_INLINE_WAIT_S:
+                    raise RateLimitError(
+                        f"the exchange asked us to pause; sending nothing for {pause:.0f}s more",
+                        retry_at=self.paused_until,
+                        **context,
+                    )
+                if pause > 0:
+                    await self._sleep(pause)
+                    continue
+                wait_ms = self.budget.reserve(weight, self.clock.now_ms())
+                if wait_ms <= 0:
+                    return
+                log.debug("weight budget full (%d used), waiting %d ms", self.budget.used, wait_ms)
+                await self._sleep(wait_ms / 1000)
+
+    async def _send_once(
+        self,
+        path: str,
+        params: dict[str, Any],
+        headers: dict[str, str],
+        weight: int,
+        context: dict[str, Any],
+    ) -> Response:
+        await self._wait_until_allowed(weight, context)
+        async with self._in_flight:
+            self.stats["requests"] += 1
+            try:
+                response = await self._http.get(path, params=params, headers=headers)
+            except httpx.TimeoutException as exc:
+                raise TransientError(f"timed out: {type(exc).__name__}", **context) from None
+            except httpx.TransportError as exc:
+                raise TransientError(f"connection failed: {exc!r}", **context) from None
+        received_at = self.clock.now_ms()
+        return self._check(response, received_at, context)
+
+    # -- translating outcomes, in one place ------------------------------------------------
+
+    def _retry_after(self, response: httpx.Response) -> float:
+        raw = response.headers.get("Retry-After", "")
+        try:
+            return max(1.0, float(raw))
+        except ValueError:
+            return 60.0  # no usable header: a conservative pause
+
+    def _check(
+        self, response: httpx.Response, received_at: int, context: dict[str, Any]
+    ) -> Response:
+        status = response.status_code
+        used = _used_weight(response.headers)
+        if used is not None:
+            self.budget.observe(used, self.clock.now_ms())
+        if status in (418, 429):
+            seconds = self._retry_after(response)
+            self.paused_until = max(self.paused_until, self._monotonic() + seconds)
+            self.stats[str(status)] += 1
+            if status == 418:
+                log.error(
+                    "the exchange banned this IP (HTTP 418) for %.0fs; sending nothing until then",
+                    seconds,
+                )
+                raise BannedError(
+                    f"IP banned for {seconds:.0f}s",
+                    retry_at=self.paused_until,
+                    status=status,
+                    **context,
+                )
+            log.warning("HTTP 429 from the exchange: pausing every request for %.0fs", seconds)
+            raise RateLimitError(
+                f"rate limited; retry after {seconds:.0f}s",
+                retry_at=self.paused_until,
+                status=status,
+                **context,
+            )
+        if status >= 500:
+            raise TransientError(
+                f"server error {status}: {_snippet(response.content)}", status=status, **context
+            )
+        try:
+            payload = json.loads(response.content)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if status >= 400:
+                raise RequestRejectedError(
+                    f"HTTP {status}: {_snippet(response.content)}", status=status, **context
+                ) from None
+            raise PayloadError(
+                f"response is not valid JSON ({exc}): {_snippet(response.content)}",
+                status=status,
+                **context,
+            ) from None
+        if status >= 400:
+            code = payload.get("code") if isinstance(payload, dict) else None
+            msg = (
+                payload.get("msg", "") if isinstance(payload, dict) else _snippet(response.content)
+            )
+            if code == -1121:
+                raise UnknownSymbolError(
+                    f"unknown symbol: {msg}", status=status, code=code, **context
+                )
+            if code in (-1001, -1016):
+                raise TransientError(
+                    f"exchange unavailable: {msg}", status=status, code=code, **context
+                )
+            hint = " (check JEX_API_KEY)" if status in (401, 403) else ""
+            raise RequestRejectedError(
+                f"rejected: {msg}{hint}", status=status, code=code, **context
+            )
+        return Response(payload=payload, received_at=received_at, status=status, used_weight=used)
+
+    # -- conveniences ----------------------------------------------------------------------
+
+    async def sync_clock(self) -> int:
+        """Measure the exchange clock offset from ``/api/v1/time``; return it in ms."""
+        sent = self.clock.local_ms()
+        response = await self.get(endpoints.TIME)
+        received = self.clock.local_ms()
+        payload = response.payload
+        if not isinstance(payload, dict) or not isinstance(payload.get("serverTime"), int):
+            raise PayloadError("time: expected {'serverTime': <ms>}", endpoint="time")
+        self.clock.update(sent, payload["serverTime"], received)
+        log.info("exchange clock offset %+d ms", self.clock.offset_ms)
+        return self.clock.offset_ms
+
+
+def _used_weight(headers: httpx.Headers) -> int | None:
+    for name in ("X-MBX-USED-WEIGHT-1M", "X-MBX-USED-WEIGHT"):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _snippet(body: bytes, size: int = 120) -> str:
+    text = body[:size].decode("utf-8", errors="replace").replace("\n", " ").strip()
+    return (text + "...") if len(body) > size else (text or "<empty body>")
+
+
+__all__ = ["ExchangeClock", "ExchangeError", "JexClient", "Response", "wall_clock_ms"]

@@ -1,0 +1,197 @@
+"""Pure parsers for the instrument lists: ``exchangeInfo``, ``optionInfo``, ``contractInfo``.
+
+They also give the jobs what they need to know about the exchange: which
+symbols exist per market (:class:`Listing`) and the announced rate limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.datasets import MARKETS
+from collector.errors import PayloadError
+from collector.exchange.parsers import (
+    Parsed,
+    build_rows,
+    decimal,
+    expect_shape,
+    integer,
+    millis,
+    optional_decimal,
+    symbol_name,
+)
+
+_LIST_KEYS = {"spot": "spotSymbols", "option": "optionSymbols", "contract": "contractSymbols"}
+_OPTION_TYPES = {"LONGS": "call", "SHORTS": "put", "CALL": "call", "PUT": "put"}
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Symbols per market at one moment, and option expiries."""
+
+    symbols: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    expiries: dict[str, int] = field(default_factory=dict)  # option symbol -> expiry ms
+
+    def active(self, market: str, now_ms: int) -> tuple[str, ...]:
+        """Symbols of ``market`` worth polling: listed, and for options not yet expired."""
+        names = self.symbols.get(market, ())
+        if market != "option":
+            return names
+        return tuple(s for s in names if self.expiries.get(s, now_ms + 1) > now_ms)
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    weight_per_minute: int | None
+    raw_requests: int | None
+    raw_interval_ms: int | None
+
+
+_INTERVAL_MS = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
+
+
+def rate_limits(exchange_info: Any) -> RateLimits:
+    """The ``rateLimits`` of ``exchangeInfo``; both enum spellings are accepted::
+
+    {"rateLimitType": "requestsWeight", "interval": "minute", "intervalNum": 1, "limit": 1200}
+    """
+    expect_shape(exchange_info, dict, "exchangeInfo")
+    weight = raw = raw_ms = None
+    for entry in exchange_info.get("rateLimits") or []:
+        if not isinstance(entry, dict):
+            continue
+        kind = str(entry.get("rateLimitType", "")).replace("_", "").upper()
+        unit = _INTERVAL_MS.get(str(entry.get("interval", "")).upper())
+        try:
+            limit = integer(entry.get("limit"))
+            count = integer(entry.get("intervalNum", 1))
+        except ValueError:
+            continue
+        if unit is None or limit <= 0:
+            continue
+        if kind == "REQUESTSWEIGHT":
+            # Scale to a per-minute figure whatever window the exchange states.
+            weight = max(1, limit * 60_000 // (unit * count))
+        elif kind == "RAWREQUESTS":
+            raw, raw_ms = limit, unit * count
+    return RateLimits(weight, raw, raw_ms)
+
+
+def _filters(record: Mapping[str, Any]) -> dict[str, float | None]:
+    found: dict[str, float | None] = {
+        "min_price": None,
+        "max_price": None,
+        "min_qty": None,
+        "max_qty": None,
+    }
+    for entry in record.get("filters") or []:
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("filterType") == "PRICE_FILTER":
+            found["min_price"] = optional_decimal(entry.get("minPrice"))
+            found["max_price"] = optional_decimal(entry.get("maxPrice"))
+        elif entry.get("filterType") == "LOT_SIZE":
+            found["min_qty"] = optional_decimal(entry.get("minQty"))
+            found["max_qty"] = optional_decimal(entry.get("maxQty"))
+    return found
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else integer(value)
+
+
+def instruments(exchange_info: Any, option_info: Any, received_at: int) -> tuple[Parsed, Listing]:
+    """``exchangeInfo`` (three symbol lists) joined with ``optionInfo`` (type, expiry)::
+
+    {"timezone": "UTC", "serverTime": 1565246363776, "rateLimits": [...],
+     "spotSymbols": [{"symbol": "ETHBTC", "status": "TRADING", "baseAsset": "ETH",
+        "baseAssetPrecision": 8, "quoteAsset": "BTC", "quotePrecision": 8,
+        "orderTypes": ["LIMIT"], "icebergAllowed": false,
+        "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.00000100",
+                     "maxPrice": "100000.00000000"}]}],
+     "optionSymbols": [...], "contractSymbols": [...]}
+    optionInfo: [{"symbol": "BTC0226CALL", "status": "TRADING", "type": "LONGS",
+                  "exertionTime": 1582704000000, "optionDesc": "...", "canRelease": true,
+                  "releaseOption": null}]
+    """
+    expect_shape(exchange_info, dict, "exchangeInfo")
+    options: dict[str, Mapping[str, Any]] = {}
+    for record in expect_shape(option_info if option_info is not None else [], list, "optionInfo"):
+        if isinstance(record, dict) and isinstance(record.get("symbol"), str):
+            options[record["symbol"]] = record
+
+    def entries() -> Iterable[tuple[str, Any]]:
+        for market in MARKETS:
+            listed = exchange_info.get(_LIST_KEYS[market]) or []
+            if not isinstance(listed, list):
+                raise PayloadError(f"exchangeInfo.{_LIST_KEYS[market]} is not a list")
+            for record in listed:
+                yield market, record
+
+    def read(entry: tuple[str, Mapping[str, Any]]) -> Iterable[dict[str, Any]]:
+        market, record = entry
+        name = symbol_name(record["symbol"])
+        option = options.get(name, {}) if market == "option" else {}
+        expiry = option.get("exertionTime")
+        option_type = option.get("type")
+        yield {
+            "market": market,
+            "symbol": name,
+            "received_at": received_at,
+            "status": str(record.get("status", option.get("status", ""))),
+            "base_asset": str(record.get("baseAsset", "")),
+            "quote_asset": str(record.get("quoteAsset", "")),
+            "base_precision": _optional_int(record.get("baseAssetPrecision")),
+            "quote_precision": _optional_int(record.get("quotePrecision")),
+            **_filters(record),
+            "option_type": None if option_type is None else _OPTION_TYPES.get(str(option_type)),
+            "expiry_time": None if expiry is None else millis(expiry),
+        }
+
+    parsed = build_rows("instruments", entries(), read)
+    table = parsed.table
+    symbols: dict[str, list[str]] = {m: [] for m in MARKETS}
+    for market, name in zip(
+        table.column("market").to_pylist(), table.column("symbol").to_pylist(), strict=True
+    ):
+        if name not in symbols[market]:
+            symbols[market].append(name)
+    expiries = {
+        name: expiry
+        for name, expiry in zip(
+            table.column("symbol").to_pylist(),
+            [v.value if v.is_valid else None for v in table.column("expiry_time").cast("int64")],
+            strict=True,
+        )
+        if expiry is not None
+    }
+    return parsed, Listing({m: tuple(s) for m, s in symbols.items()}, expiries)
+
+
+def contract_info(payload: Any, received_at: int) -> Parsed:
+    """``GET /api/v1/contractInfo`` (numbers, not strings)::
+
+    [{"symbol": "BTCUSDT", "fundingRate": 0.0001, "fundingInterval": 600000,
+      "nextFundingTime": 1574150400000, "predictedFundingRate": 0.00012,
+      "turnover24": 1234.5, "markMethod": 1, "markPrice": 9800.9, "lastPrice": 9800.5,
+      "autoDeleveraging": "..."}]
+    """
+    expect_shape(payload, list, "contractInfo")
+
+    def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        yield {
+            "market": "contract",
+            "symbol": symbol_name(record["symbol"]),
+            "received_at": received_at,
+            "funding_rate": decimal(record["fundingRate"]),
+            "predicted_funding_rate": decimal(record["predictedFundingRate"]),
+            "funding_interval_ms": integer(record["fundingInterval"]),
+            "next_funding_time": millis(record["nextFundingTime"]),
+            "mark_price": decimal(record["markPrice"]),
+            "last_price": decimal(record["lastPrice"]),
+            "turnover_24h": decimal(record["turnover24"]),
+        }
+
+    return build_rows("contract_info", payload, read)

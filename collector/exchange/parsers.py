@@ -1,0 +1,441 @@
+"""Pure parsers: one JEX response in, Arrow rows of one dataset out. No I/O.
+
+Each parser survives the documented quirks (``shared/jex-api.md``): decimal
+strings (and numbers where strings were documented), trade ids as strings in
+any order, recent trades without id or side, a single-symbol book ticker
+without ``symbol``, option tickers' extra fields, negative contract quantities.
+
+A record that cannot be read is set aside with its reason and the rest of the
+response is kept (:class:`Parsed`); a payload of the wrong shape altogether
+raises :class:`PayloadError`. Unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from collector import datasets
+from collector.errors import PayloadError
+
+SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,63}$")
+
+
+@dataclass
+class Parsed:
+    """Rows of ``dataset`` and the records that could not be read, with why."""
+
+    dataset: str
+    table: pa.Table
+    rejected: list[tuple[Any, str]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return int(self.table.num_rows)
+
+
+# -- field readers ---------------------------------------------------------------------------
+
+
+def decimal(value: Any) -> float:
+    """A price, quantity or rate: a decimal string (or a JSON number) as float64.
+
+    Python's float() rounds correctly, so every decimal of up to 15 significant
+    digits survives the round trip through float64 unchanged.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a decimal, got a boolean")
+    if isinstance(value, str):
+        number = float(value.strip())
+    elif isinstance(value, int | float):
+        number = float(value)
+    else:
+        raise ValueError(f"expected a decimal string, got {type(value).__name__}")
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
+
+def optional_decimal(value: Any) -> float | None:
+    return None if value is None or value == "" else decimal(value)
+
+
+def integer(value: Any) -> int:
+    """An id or count, given as a JSON integer or a string of digits."""
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def millis(value: Any) -> int:
+    """A time in ms since the epoch."""
+    number = integer(value)
+    if not 0 <= number < 10**14:
+        raise ValueError(f"not a time in milliseconds: {value!r}")
+    return number
+
+
+def symbol_name(value: Any) -> str:
+    """An exchange symbol; only upper-case ASCII names are accepted."""
+    if not isinstance(value, str) or not SYMBOL_RE.match(value):
+        raise ValueError(f"not a valid symbol: {value!r}")
+    return value
+
+
+def expect_shape(payload: Any, kind: type, endpoint: str) -> Any:
+    if not isinstance(payload, kind):
+        raise PayloadError(
+            f"expected a JSON {'list' if kind is list else 'object'}, got {type(payload).__name__}",
+            endpoint=endpoint,
+        )
+    return payload
+
+
+def build_rows(
+    dataset: str,
+    records: Iterable[Any],
+    read: Callable[[Any], Iterable[Mapping[str, Any]]],
+) -> Parsed:
+    """Apply ``read`` to each record (it yields rows); set aside the records it rejects."""
+    schema = datasets.get(dataset).schema
+    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+    rejected: list[tuple[Any, str]] = []
+    for record in records:
+        try:
+            rows = list(read(record))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            rejected.append((record, reason))
+            continue
+        for row in rows:
+            for name in schema.names:
+                columns[name].append(row.get(name))
+    table = pa.table(
+        {name: pa.array(values, type=schema.field(name).type) for name, values in columns.items()},
+        schema=schema,
+    )
+    return Parsed(dataset, table, rejected)
+
+
+# -- market data -----------------------------------------------------------------------------
+
+
+def depth(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
+    """``GET /api/v1/{market}/depth``::
+
+    {"lastUpdateId": 1027024,
+     "bids": [["4.00000000", "431.00000000", []]],
+     "asks": [["4.00000200", "12.00000000", []]]}
+    """
+    expect_shape(payload, dict, "depth")
+    update_id = integer(payload.get("lastUpdateId"))
+
+    def levels(side: str) -> Callable[[Any], Iterable[dict[str, Any]]]:
+        def read(entry: tuple[int, Any]) -> Iterable[dict[str, Any]]:
+            level, level_data = entry
+            yield {
+                "market": market,
+                "symbol": symbol,
+                "received_at": received_at,
+                "update_id": update_id,
+                "side": side,
+                "level": level,
+                "price": decimal(level_data[0]),
+                # The contract market sends sells with negative quantities.
+                "qty": abs(decimal(level_data[1])),
+            }
+
+        return read
+
+    parts = []
+    for key, side in (("bids", "bid"), ("asks", "ask")):
+        entries = expect_shape(payload.get(key, []), list, "depth")
+        parts.append(build_rows("depth", enumerate(entries), levels(side)))
+    return Parsed(
+        "depth",
+        pa.concat_tables([p.table for p in parts]),
+        [r for p in parts for r in p.rejected],
+    )
+
+
+def historical_trades(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
+    """``GET /api/v1/{market}/historicalTrades`` (ids are strings, often newest first)::
+
+        [{"id": "28457", "price": "4.00000100", "qty": "12.00000000",
+          "time": 1499865549590, "buyerMaker": true}]
+
+    Rows come back sorted by trade id with duplicate ids removed.
+    """
+    expect_shape(payload, list, "historicalTrades")
+
+    def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        maker = record.get("buyerMaker", record.get("isBuyerMaker"))
+        yield {
+            "market": market,
+            "symbol": symbol,
+            "trade_id": integer(record["id"]),
+            "time": millis(record["time"]),
+            "price": decimal(record["price"]),
+            "qty": abs(decimal(record["qty"])),
+            "is_buyer_maker": maker if isinstance(maker, bool) else None,
+            "received_at": received_at,
+        }
+
+    parsed = build_rows("trades", payload, read)
+    parsed.table = dedupe_sorted(parsed.table, "trade_id")
+    return parsed
+
+
+def recent_trades(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
+    """``GET /api/v1/{market}/trades``: no id and no side (the docs show ``time: 0``)::
+
+    [{"price": "4.00000100", "qty": "12.00000000", "time": 1499865549590}]
+    """
+    expect_shape(payload, list, "trades")
+
+    def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        yield {
+            "market": market,
+            "symbol": symbol,
+            "trade_id": None,
+            "time": millis(record["time"]),
+            "price": decimal(record["price"]),
+            "qty": abs(decimal(record["qty"])),
+            "is_buyer_maker": None,
+            "received_at": received_at,
+        }
+
+    return build_rows("trades", payload, read)
+
+
+def klines(payload: Any, market: str, symbol: str, interval: str) -> Parsed:
+    """``GET /api/v1/{market}/klines``: 12-element arrays, the last one may be open::
+
+    [[1499040000000, "0.01634790", "0.80000000", "0.01575800", "0.01577100",
+      "148976.11427815", 1499644799999, "2434.19055334", 308,
+      "1756.87402397", "28.46694368", "0"]]
+    """
+    expect_shape(payload, list, "klines")
+
+    def read(row: list[Any]) -> Iterable[dict[str, Any]]:
+        yield {
+            "market": market,
+            "symbol": symbol,
+            "interval": interval,
+            "open_time": millis(row[0]),
+            "open": decimal(row[1]),
+            "high": decimal(row[2]),
+            "low": decimal(row[3]),
+            "close": decimal(row[4]),
+            "volume": decimal(row[5]),
+            "close_time": millis(row[6]),
+            "quote_volume": decimal(row[7]),
+            "trade_count": integer(row[8]),
+            "taker_buy_volume": decimal(row[9]),
+            "taker_buy_quote_volume": decimal(row[10]),
+        }
+
+    parsed = build_rows("klines", payload, read)
+    parsed.table = dedupe_sorted(parsed.table, "open_time")
+    return parsed
+
+
+def _one_or_many(payload: Any, endpoint: str) -> list[Any]:
+    if isinstance(payload, dict):
+        return [payload]
+    return list(expect_shape(payload, list, endpoint))
+
+
+def _record_symbol(record: Mapping[str, Any], requested: str | None) -> str:
+    """The record's symbol; a single-symbol response may omit it (contract bookTicker)."""
+    if "symbol" in record:
+        name = symbol_name(record["symbol"])
+        if requested is not None and name != requested:
+            raise ValueError(f"asked for {requested}, got {name}")
+        return name
+    if requested is None:
+        raise KeyError("symbol")
+    return requested
+
+
+def ticker_24hr(payload: Any, market: str, received_at: int, symbol: str | None = None) -> Parsed:
+    """``GET /api/v1/{market}/ticker/24hr`` (one object, or a list without ``symbol``)::
+
+        {"symbol": "BTCUSDT", "priceChange": "-94.99999800", "priceChangePercent": "-95.960",
+         "weightedAvgPrice": "0.29628482", "lastPrice": "4.00000200", "bidPrice": "4.00000000",
+         "bidQty": "1.0", "askPrice": "4.00000200", "askQty": "1.0", "openPrice": "99.00000000",
+         "highPrice": "100.00000000", "lowPrice": "0.10000000", "volume": "8913.30000000",
+         "quoteVolume": "15.30000000", "openTime": 1499783499040, "closeTime": 1499869899040}
+
+    Options add ``exertionTime``, ``performPrice``, ``referencePrice``, ``exertionPrice``.
+    """
+
+    def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        expiry = record.get("exertionTime")
+        yield {
+            "market": market,
+            "symbol": _record_symbol(record, symbol),
+            "received_at": received_at,
+            "price_change": decimal(record["priceChange"]),
+            "price_change_percent": decimal(record["priceChangePercent"]),
+            "weighted_avg_price": decimal(record["weightedAvgPrice"]),
+            "last_price": decimal(record["lastPrice"]),
+            "bid_price": decimal(record["bidPrice"]),
+            "bid_qty": abs(decimal(record["bidQty"])),
+            "ask_price": decimal(record["askPrice"]),
+            "ask_qty": abs(decimal(record["askQty"])),
+            "open_price": decimal(record["openPrice"]),
+            "high_price": decimal(record["highPrice"]),
+            "low_price": decimal(record["lowPrice"]),
+            "volume": abs(decimal(record["volume"])),
+            "quote_volume": abs(decimal(record["quoteVolume"])),
+            "open_time": millis(record["openTime"]),
+            "close_time": millis(record["closeTime"]),
+            "expiry_time": None if expiry is None else millis(expiry),
+            "perform_price": optional_decimal(record.get("performPrice")),
+            "reference_price": optional_decimal(record.get("referencePrice")),
+            "strike_price": optional_decimal(record.get("exertionPrice")),
+        }
+
+    return build_rows("ticker_24hr", _one_or_many(payload, "ticker/24hr"), read)
+
+
+def ticker_price(payload: Any, market: str, received_at: int, symbol: str | None = None) -> Parsed:
+    """``GET /api/v1/{market}/ticker/price``::
+
+    {"symbol": "LTCBTC", "price": "4.00000200"}
+    """
+
+    def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        yield {
+            "market": market,
+            "symbol": _record_symbol(record, symbol),
+            "received_at": received_at,
+            "price": decimal(record["price"]),
+        }
+
+    return build_rows("ticker_price", _one_or_many(payload, "ticker/price"), read)
+
+
+def book_ticker(payload: Any, market: str, received_at: int, symbol: str | None = None) -> Parsed:
+    """``GET /api/v1/{market}/ticker/bookTicker`` (single contract form has no ``symbol``)::
+
+    {"symbol": "LTCBTC", "bidPrice": "4.00000000", "bidQty": "431.00000000",
+     "askPrice": "4.00000200", "askQty": "9.00000000"}
+    """
+
+    def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        yield {
+            "market": market,
+            "symbol": _record_symbol(record, symbol),
+            "received_at": received_at,
+            "bid_price": decimal(record["bidPrice"]),
+            "bid_qty": abs(decimal(record["bidQty"])),
+            "ask_price": decimal(record["askPrice"]),
+            "ask_qty": abs(decimal(record["askQty"])),
+        }
+
+    return build_rows("book_ticker", _one_or_many(payload, "ticker/bookTicker"), read)
+
+
+def avg_price(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
+    """``GET /api/v1/{market}/avgPrice``::
+
+    {"mins": 5, "price": "9.35751834"}
+    """
+    expect_shape(payload, dict, "avgPrice")
+
+    def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        yield {
+            "market": market,
+            "symbol": symbol,
+            "received_at": received_at,
+            "minutes": integer(record["mins"]),
+            "price": decimal(record["price"]),
+        }
+
+    return build_rows("avg_price", [payload], read)
+
+
+def indices_price(payload: Any, received_at: int, symbol: str | None = None) -> Parsed:
+    """``GET /api/v1/contract/ticker/indicesPrice``::
+
+    {"symbol": "BTCUSDT", "price": "9800.5", "indexPrice": "9801.2", "markPrice": "9800.9"}
+    """
+
+    def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        yield {
+            "market": "contract",
+            "symbol": _record_symbol(record, symbol),
+            "received_at": received_at,
+            "last_price": decimal(record["price"]),
+            "index_price": decimal(record["indexPrice"]),
+            "mark_price": decimal(record["markPrice"]),
+        }
+
+    return build_rows("indices_price", _one_or_many(payload, "ticker/indicesPrice"), read)
+
+
+def funding_rate(payload: Any, symbol: str) -> Parsed:
+    """``GET /api/v1/contract/historyRate`` (numbers, not strings)::
+
+    [{"id": 1, "fundingRate": 0.0001, "fundingRateDay": 0.0144,
+      "symbol": "BTCUSDT", "date": 1574150400000}]
+    """
+    expect_shape(payload, list, "historyRate")
+
+    def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        yield {
+            "market": "contract",
+            "symbol": _record_symbol(record, symbol),
+            "id": integer(record["id"]),
+            "time": millis(record["date"]),
+            "funding_rate": decimal(record["fundingRate"]),
+            "funding_rate_day": decimal(record["fundingRateDay"]),
+        }
+
+    parsed = build_rows("funding_rate", payload, read)
+    parsed.table = dedupe_sorted(parsed.table, "id")
+    return parsed
+
+
+def protection_fund(payload: Any, symbol: str) -> Parsed:
+    """``GET /api/v1/contract/protectionFund``::
+
+    [{"id": 1, "createdDate": 1574150400000, "symbol": "BTCUSDT", "insuranceFund": 1000000.5}]
+    """
+    expect_shape(payload, list, "protectionFund")
+
+    def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        yield {
+            "market": "contract",
+            "symbol": _record_symbol(record, symbol),
+            "id": integer(record["id"]),
+            "time": millis(record["createdDate"]),
+            "insurance_fund": decimal(record["insuranceFund"]),
+        }
+
+    parsed = build_rows("protection_fund", payload, read)
+    parsed.table = dedupe_sorted(parsed.table, "id")
+    return parsed
+
+
+def dedupe_sorted(table: pa.Table, key: str) -> pa.Table:
+    """Sort by ``key`` and keep the first row of each key value."""
+    if table.num_rows == 0:
+        return table
+    table = table.sort_by([(key, "ascending")])
+    values = table.column(key).to_pylist()
+    keep = [i for i, value in enumerate(values) if i == 0 or value != values[i - 1]]
+    return table if len(keep) == len(values) else table.take(keep)
