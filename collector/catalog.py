@@ -96,7 +96,7 @@ def write_views(data_dir: str | Path) -> Path:
 def query(data_dir: str | Path, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
     """Run ``sql`` against the views and return an Arrow table."""
     with connect(data_dir) as connection:
-        return connection.execute(sql, params or {}).to_arrow_table()
+        return connection.sql(sql, params=params or None).to_arrow_table()
 
 
 def max_by_group(

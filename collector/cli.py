@@ -155,6 +155,14 @@ def sim(host: str, port: int, seed: int, weight_limit: int, log_level: str) -> N
 
 
 @main.command()
+def schema() -> None:
+    """Print every dataset's columns, types and meaning (Markdown)."""
+    from collector import datasets
+
+    click.echo(datasets.markdown(), nl=False)
+
+
+@main.command()
 @_config_option
 @_data_dir_option
 def views(config_path: Path, data_dir: Path | None) -> None:

@@ -323,3 +323,46 @@ def get(name: str) -> Dataset:
 
 def empty_table(name: str) -> pa.Table:
     return get(name).schema.empty_table()
+
+
+_TYPE_NAMES = {
+    STR: "string",
+    F64: "float64",
+    I64: "int64",
+    pa.int16(): "int16",
+    BOOL: "bool",
+    TIMESTAMP: "timestamp[ms, UTC]",
+}
+
+
+def markdown() -> str:
+    """Every dataset's columns as Markdown: the source of ``docs/datasets.md``."""
+    lines = [
+        "# Datasets",
+        "",
+        "Generated from `collector/datasets.py` by `jex-collector schema`; a test keeps it",
+        "current. Every dataset is a folder `data/<dataset>/market=<m>/date=<YYYY-MM-DD>/`,",
+        "a DuckDB view of the same name (with `date`, the UTC date of the time column,",
+        "added from the path) and, later, a loader.",
+        "",
+        "Times are UTC timestamps with millisecond precision; prices, quantities and rates",
+        "are float64 parsed from the exchange's decimal strings (exact for up to 15",
+        "significant digits); ids are int64.",
+    ]
+    for dataset in DATASETS.values():
+        lines += [
+            "",
+            f"## `{dataset.name}`",
+            "",
+            dataset.doc,
+            "",
+            f"Markets: {', '.join(dataset.markets)}. Key: {', '.join(dataset.key)}. "
+            f"Partition date from `{dataset.time_column}`.",
+            "",
+            "| column | type | null | meaning |",
+            "|---|---|---|---|",
+        ]
+        for column in dataset.columns:
+            null = "yes" if column.nullable else ""
+            lines.append(f"| `{column.name}` | {_TYPE_NAMES[column.type]} | {null} | {column.doc} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,46 @@
+"""The docs say what the code does."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from collector import datasets
+from collector.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_docs_datasets_md_is_generated_from_the_schemas() -> None:
+    assert (ROOT / "docs" / "datasets.md").read_text() == datasets.markdown(), (
+        "docs/datasets.md is stale: run `jex-collector schema > docs/datasets.md`"
+    )
+
+
+def test_every_cli_command_is_in_the_readme() -> None:
+    for name in main.list_commands(None):  # type: ignore[arg-type]
+        assert f"jex-collector {name}" in README, name
+
+
+def test_every_dataset_is_in_the_readme() -> None:
+    for name in datasets.DATASETS:
+        assert f"| `{name}` |" in README, name
+
+
+def test_the_quick_start_is_two_make_commands_that_exist() -> None:
+    quick_start = README.split("## Quick start", 1)[1].split("##", 1)[0]
+    commands = re.findall(r"^make (\w+)", quick_start, flags=re.MULTILINE)
+    assert commands == ["run", "test"]
+    makefile = (ROOT / "Makefile").read_text()
+    for target in commands:
+        assert re.search(rf"^{target}:", makefile, flags=re.MULTILINE), target
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_schema_command_prints_the_docs() -> None:
+    result = CliRunner().invoke(main, ["schema"])
+    assert result.exit_code == 0
+    assert result.output == datasets.markdown()
