@@ -364,5 +364,7 @@ def markdown() -> str:
         ]
         for column in dataset.columns:
             null = "yes" if column.nullable else ""
-            lines.append(f"| `{column.name}` | {_TYPE_NAMES[column.type]} | {null} | {column.doc} |")
+            lines.append(
+                f"| `{column.name}` | {_TYPE_NAMES[column.type]} | {null} | {column.doc} |"
+            )
     return "\n".join(lines) + "\n"

@@ -36,8 +36,15 @@ def test_the_shipped_schedule_has_a_job_for_every_dataset() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(10, 10.0), (2.5, 2.5), ("500ms", 0.5), ("10s", 10.0), ("5m", 300.0), ("1h", 3600.0),
-     ("1d", 86400.0)],
+    [
+        (10, 10.0),
+        (2.5, 2.5),
+        ("500ms", 0.5),
+        ("10s", 10.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert config.parse_duration(text) == seconds
@@ -68,8 +75,11 @@ def test_symbols_all_list_and_globs() -> None:
         ("jobs:\n  depth: {every: 10x}\n", "jobs.depth.every", "duration"),
         ("jobs:\n  depht: {every: 10s}\n", "jobs.depht", "unknown job"),
         ("jobs:\n  depth: {every: 1s, limit: 7}\n", "jobs.depth.limit", "one of"),
-        ("jobs:\n  funding_rate: {every: 1s, markets: [spot]}\n", "jobs.funding_rate.markets",
-         "contract"),
+        (
+            "jobs:\n  funding_rate: {every: 1s, markets: [spot]}\n",
+            "jobs.funding_rate.markets",
+            "contract",
+        ),
         ("jobs:\n  depth: {every: 1s, markets: [moon]}\n", "jobs.depth.markets[0]", "spot"),
         ("jobs:\n  klines: {every: 1s, intervals: [7m]}\n", "jobs.klines.intervals", "7m"),
         ("jobs:\n  depth: {every: 1s, color: red}\n", "jobs.depth.color", "unknown key"),
@@ -132,7 +142,10 @@ def test_cli_exits_with_status_2_on_a_bad_config(tmp_path: Path) -> None:
     path = write(tmp_path, "jobs:\n  depth: {every: 10x}\n")
     result = subprocess.run(
         [sys.executable, "-m", "collector", "run", "--config", str(path), "--duration", "1"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert "jobs.depth.every" in result.stderr and str(path) in result.stderr

@@ -109,12 +109,19 @@ def test_flush_writes_hive_partitions_by_market_and_event_date(tmp_path: Path) -
 
 def test_rows_are_sorted_by_symbol_then_time(tmp_path: Path) -> None:
     writer = ArchiveWriter(tmp_path)
-    writer.add("trades", trades([("spot", "ETH", 1, T0 + 5), ("spot", "BTC", 9, T0 + 9),
-                                 ("spot", "BTC", 8, T0 + 1)]))
+    writer.add(
+        "trades",
+        trades(
+            [("spot", "ETH", 1, T0 + 5), ("spot", "BTC", 9, T0 + 9), ("spot", "BTC", 8, T0 + 1)]
+        ),
+    )
     writer.flush()
     table = read_all(tmp_path, "trades")
-    assert list(zip(table["symbol"].to_pylist(), table["trade_id"].to_pylist(),
-                    strict=True)) == [("BTC", 8), ("BTC", 9), ("ETH", 1)]
+    assert list(zip(table["symbol"].to_pylist(), table["trade_id"].to_pylist(), strict=True)) == [
+        ("BTC", 8),
+        ("BTC", 9),
+        ("ETH", 1),
+    ]
 
 
 def test_a_flush_never_writes_a_key_twice(tmp_path: Path) -> None:

@@ -162,7 +162,7 @@ def instruments(exchange_info: Any, option_info: Any, received_at: int) -> tuple
         name: expiry
         for name, expiry in zip(
             table.column("symbol").to_pylist(),
-            [v.value if v.is_valid else None for v in table.column("expiry_time").cast("int64")],
+            table.column("expiry_time").cast("int64").to_pylist(),
             strict=True,
         )
         if expiry is not None

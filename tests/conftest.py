@@ -1,0 +1,54 @@
+"""Shared fixtures: a running simulator and settings that point the collector at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector import config
+from collector.sim import SimExchange, SimServer
+
+SEED = 7
+
+
+@pytest.fixture(scope="session")
+def sim_exchange() -> SimExchange:
+    return SimExchange(seed=SEED)
+
+
+@pytest.fixture
+def sim_server(sim_exchange: SimExchange) -> Iterator[SimServer]:
+    """A simulator server of its own (rate limits are per server), over the shared market."""
+    with SimServer(sim_exchange) as server:
+        yield server
+
+
+def fast_settings(
+    base_url: str, data_dir: Path, *, api_key: str | None = "test-key", **job_overrides: Any
+) -> config.Settings:
+    """Every job every second or two, small first-contact pages, flushes every 2 s."""
+    jobs: dict[str, Any] = {
+        "depth": {"every": "2s", "limit": 5},
+        "trades": {"every": "1s"},
+        "klines": {"every": "2s", "intervals": ["1m", "1h"], "limit": 60},
+        "ticker_24hr": {"every": "3s"},
+        "ticker_price": {"every": "2s"},
+        "book_ticker": {"every": "2s"},
+        "avg_price": {"every": "3s"},
+        "indices_price": {"every": "2s", "markets": ["contract"]},
+        "funding_rate": {"every": "3s", "markets": ["contract"]},
+        "protection_fund": {"every": "3s", "markets": ["contract"]},
+        "contract_info": {"every": "3s", "markets": ["contract"]},
+        "instruments": {"every": "30s"},
+    }
+    jobs.update(job_overrides)
+    raw = {
+        "exchange": {"base_url": base_url, "timeout": "5s", "max_attempts": 2},
+        "storage": {"data_dir": str(data_dir), "flush_every": "2s"},
+        "jobs": jobs,
+    }
+    environ = {"JEX_API_KEY": api_key} if api_key else {}
+    return config.from_mapping(raw, source="<test>", environ=environ)
