@@ -139,8 +139,7 @@ def test_funding_and_protection_fund_ids_are_complete(
     for dataset in ("funding_rate", "protection_fund"):
         for symbol, first, last, count in rows(
             archive,
-            f"SELECT symbol, min(id), max(id), count(DISTINCT id) FROM {dataset} "
-            "GROUP BY 1",
+            f"SELECT symbol, min(id), max(id), count(DISTINCT id) FROM {dataset} GROUP BY 1",
         ):
             assert count == last - first + 1, f"{dataset} {symbol} has holes"
     truth = sim_exchange.funding_rates("BTCUSDT", 0, sim_exchange.now_ms() + 1)
