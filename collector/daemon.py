@@ -105,8 +105,11 @@ class Daemon:
                 await asyncio.wait_for(self.stop_event.wait(), timeout)
         finally:
             log.info("stopping: finishing running jobs and flushing")
-            scheduler.shutdown(wait=False)
+            # Pause first: shutting APScheduler's asyncio executor down cancels running jobs
+            # at once, and they deserve the drain period to finish their round.
+            scheduler.pause()
             await self._drain()
+            scheduler.shutdown(wait=False)
             await self._flush()
             self._refresh_views()
             log.info("stopped")
@@ -176,6 +179,8 @@ class Daemon:
             self._running.add(task)
         try:
             await jobs.run_job(self.ctx, name)
+        except asyncio.CancelledError:
+            log.info("job %s cancelled at shutdown; it resumes from the archive next start", name)
         except Exception:
             log.exception("job %s failed unexpectedly; it will run again next round", name)
         finally:
@@ -202,7 +207,14 @@ class Daemon:
             log.info("cancelled %d job run(s) still going at shutdown", len(pending))
 
     async def _flush(self) -> None:
-        result = await asyncio.to_thread(self.writer.flush)
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)  # a flush under way is waited for at shutdown
+        try:
+            result = await asyncio.to_thread(self.writer.flush)
+        finally:
+            if task is not None:
+                self._running.discard(task)
         if result.files:
             log.info(
                 "flushed %d file(s): %s",
