@@ -143,15 +143,38 @@ def run(
     show_default=True,
     help="Request weight per minute before 429s.",
 )
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND=P",
+    help="Inject a fault with probability P per request: error_500, unavailable_503, "
+    "truncated_json, slow (repeatable; also settable at run time with POST /_sim/faults).",
+)
 @_log_level_option
-def sim(host: str, port: int, seed: int, weight_limit: int, log_level: str) -> None:
+def sim(
+    host: str, port: int, seed: int, weight_limit: int, faults: tuple[str, ...], log_level: str
+) -> None:
     """Serve the JEX exchange simulator (deterministic under --seed)."""
     _setup_logging(log_level)
-    from collector.sim import SimExchange
+    from collector.sim import Faults, SimExchange
     from collector.sim.server import run_forever
 
+    switches: dict[str, float] = {}
+    for item in faults:
+        kind, _, probability = item.partition("=")
+        try:
+            switches[kind] = float(probability)
+        except ValueError:
+            _fail(f"--fault {item!r}: expected KIND=PROBABILITY, e.g. error_500=0.05", 2)
+    try:
+        fault_switches = Faults.from_dict({**switches, "seed": seed})
+    except (ValueError, TypeError) as exc:
+        _fail(f"--fault: {exc}", 2)
     click.echo(f"JEX simulator (seed {seed}) on http://{host}:{port}  (Ctrl-C stops)", err=True)
-    run_forever(SimExchange(seed=seed), host, port, weight_limit=weight_limit)
+    run_forever(
+        SimExchange(seed=seed), host, port, weight_limit=weight_limit, faults=fault_switches
+    )
 
 
 @main.command()

@@ -337,3 +337,21 @@ def test_faults_can_be_switched_at_run_time_and_admin_paths_are_exempt() -> None
         assert httpx.get(f"{server.base_url}/_sim/state").status_code == 200
         refused = httpx.post(f"{server.base_url}/_sim/faults", json={"meteor": 1.0})
         assert refused.status_code == 400 and "meteor" in refused.text
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("meteor=1", "unknown fault switch"),
+        ("error_500=x", "KIND=PROBABILITY"),
+        ("slow=2", "probability"),
+    ],
+)
+def test_sim_command_refuses_bad_fault_switches(argument: str, message: str) -> None:
+    from click.testing import CliRunner
+
+    from collector.cli import main
+
+    result = CliRunner().invoke(main, ["sim", "--fault", argument])
+    assert result.exit_code == 2
+    assert message in result.output
