@@ -85,14 +85,12 @@ class Daemon:
     async def _run(self, duration: float | None) -> None:
         self.writer.remove_orphans()
         self._refresh_views()
-        log.info(
-            "collecting from %s into %s (%s)",
-            self.settings.exchange.base_url,
-            self.writer.root,
-            "historicalTrades with API key"
-            if self.client.has_api_key
-            else "no API key: recent trades only, gaps possible",
-        )
+        log.info("collecting from %s into %s", self.settings.exchange.base_url, self.writer.root)
+        if not self.client.has_api_key:
+            log.warning(
+                "no JEX_API_KEY: trades come from the recent-trades endpoint (60 per poll, no "
+                "ids); busy symbols can lose trades between polls"
+            )
         stop_at = None if duration is None else loop_time() + duration
         if not await self._first_contact(stop_at):
             return

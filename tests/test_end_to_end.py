@@ -225,3 +225,25 @@ def test_sigterm_flushes_and_exits_zero_within_ten_seconds(tmp_path: Path) -> No
     assert elapsed < 10
     counts = dict(rows(tmp_path / "data", "SELECT market, count(*) FROM trades GROUP BY 1"))
     assert set(counts) == set(datasets.MARKETS)
+
+
+def test_received_at_is_exchange_time_even_when_the_clocks_disagree(tmp_path: Path) -> None:
+    skew_ms = 300_000  # the exchange's clock runs five minutes ahead of ours
+    ahead = SimExchange(seed=2, clock=lambda: time.time_ns() // 1_000_000 + skew_ms)
+    with SimServer(ahead) as server:
+        settings = fast_settings(
+            server.base_url,
+            tmp_path,
+            depth={"every": "1s", "markets": ["spot"], "symbols": ["BTCUSDT"], "limit": 5},
+        )
+        settings = settings.model_copy(
+            update={
+                "jobs": {k: v for k, v in settings.jobs.items() if k in ("depth", "instruments")}
+            }
+        )
+        started = time.time_ns() // 1_000_000
+        asyncio.run(Daemon(settings).run(2.5, handle_signals=False))
+        ended = time.time_ns() // 1_000_000
+    received = [r[0] for r in rows(tmp_path, "SELECT DISTINCT epoch_ms(received_at) FROM depth")]
+    assert received
+    assert all(started + skew_ms - 1_000 <= t <= ended + skew_ms + 1_000 for t in received)
