@@ -122,15 +122,21 @@ class Daemon:
                 return True
             except CollectorError as exc:
                 log.error(
-                    "cannot reach the exchange yet (%s); retrying in %.0fs", exc, STARTUP_RETRY_S
+                    "first contact with the exchange at %s failed (%s); retrying in %.0fs "
+                    "(check exchange.base_url and the network)",
+                    self.settings.exchange.base_url,
+                    exc,
+                    STARTUP_RETRY_S,
                 )
             wait = STARTUP_RETRY_S
             if stop_at is not None:
-                wait = min(wait, max(0.0, stop_at - loop_time()))
-                if wait <= 0:
-                    return False
+                wait = min(wait, stop_at - loop_time())
+            if wait <= 0:
+                return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), wait)
+            if stop_at is not None and loop_time() >= stop_at:
+                return False
         return False
 
     def _schedule(self) -> AsyncIOScheduler:

@@ -247,3 +247,10 @@ def test_received_at_is_exchange_time_even_when_the_clocks_disagree(tmp_path: Pa
     received = [r[0] for r in rows(tmp_path, "SELECT DISTINCT epoch_ms(received_at) FROM depth")]
     assert received
     assert all(started + skew_ms - 1_000 <= t <= ended + skew_ms + 1_000 for t in received)
+
+
+def test_an_unreachable_exchange_is_retried_and_the_daemon_stops_cleanly(tmp_path: Path) -> None:
+    settings = fast_settings("http://127.0.0.1:9", tmp_path)  # nothing listens on port 9
+    asyncio.run(Daemon(settings).run(1.5, handle_signals=False))
+    assert (tmp_path / catalog.DB_NAME).exists()
+    assert not list(tmp_path.glob("*/market=*"))
