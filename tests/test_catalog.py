@@ -96,3 +96,29 @@ def test_a_data_dir_with_a_quote_in_its_name_is_quoted(tmp_path: Path) -> None:
     writer.add("protection_fund", fund_rows([1]))
     writer.flush()
     assert catalog.query(odd, "SELECT count(*) AS n FROM protection_fund")["n"].to_pylist() == [1]
+
+
+def test_query_command_prints_table_csv_and_json_and_fails_clearly(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from collector.cli import main
+
+    writer = ArchiveWriter(tmp_path)
+    writer.add("protection_fund", fund_rows([1, 2]))
+    writer.flush()
+    runner = CliRunner()
+    sql = "SELECT symbol, id, time FROM protection_fund ORDER BY id"
+    table = runner.invoke(main, ["query", sql, "--data-dir", str(tmp_path)])
+    assert table.exit_code == 0 and "BTCUSDT" in table.output and "2 row(s)" in table.output
+    csv_out = runner.invoke(main, ["query", sql, "--data-dir", str(tmp_path), "--format", "csv"])
+    assert csv_out.output.splitlines() == [
+        "symbol,id,time",
+        "BTCUSDT,1,2025-11-24T16:01:00+00:00",
+        "BTCUSDT,2,2025-11-24T16:02:00+00:00",
+    ]
+    json_out = runner.invoke(main, ["query", sql, "--data-dir", str(tmp_path), "--format", "json"])
+    assert [json.loads(line)["id"] for line in json_out.output.splitlines()] == [1, 2]
+    bad = runner.invoke(main, ["query", "SELECT nope FROM trades", "--data-dir", str(tmp_path)])
+    assert bad.exit_code == 1 and "query failed" in bad.output and "nope" in bad.output
