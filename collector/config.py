@@ -103,6 +103,8 @@ class JobSettings(_Strict):
     symbols: Literal["all"] | tuple[str, ...] = "all"
     limit: int | None = Field(None, ge=1)
     intervals: tuple[str, ...] = ()
+    #: trades and klines: how far back to fetch on first start (nothing archived yet).
+    backfill: Duration | None = None
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -163,6 +165,11 @@ class Settings(_Strict):
             if name == "depth" and job.limit is not None and job.limit not in DEPTH_LIMITS:
                 raise ValueError(
                     f"jobs.depth.limit: expected one of {DEPTH_LIMITS}, got {job.limit}"
+                )
+            if job.backfill is not None and name not in ("trades", "klines"):
+                raise ValueError(
+                    f"jobs.{name}.backfill: only trades and klines take a backfill "
+                    "(funding_rate and protection_fund always fetch the whole history)"
                 )
             if name == "klines" and not job.intervals:
                 raise ValueError("jobs.klines.intervals: expected at least one interval")

@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 
 #: Pages fetched per symbol in one round before yielding to the next round.
 MAX_PAGES_PER_ROUND = 20
+#: Pages of funding or protection-fund history fetched per symbol in one round.
+HISTORY_PAGES_PER_ROUND = 50
+#: Pages fetched backwards for a first start's trade backfill (500 trades each).
+MAX_BACKFILL_PAGES = 200
+#: Weekly klines open on Mondays: 1970-01-05 is the first one after the epoch.
+WEEK_ALIGN_MS = 4 * 86_400_000
 #: A kline counts as closed once its close time is this far behind the exchange clock.
 KLINE_CLOSE_MARGIN_MS = 2_000
 
@@ -132,9 +138,11 @@ async def _for_each_symbol(
 # -- trades ----------------------------------------------------------------------------------
 
 
-async def _historical_trades(ctx: JobContext, market: str, symbol: str) -> int:
+async def _historical_trades(ctx: JobContext, job: JobSettings, market: str, symbol: str) -> int:
     key: Cursor = ("trades", market, symbol)
     rows = 0
+    if ctx.state.cursors.get(key) is None and job.backfill:
+        rows += await _first_trades_with_backfill(ctx, market, symbol, job.backfill)
     for _ in range(MAX_PAGES_PER_ROUND):
         cursor = ctx.state.cursors.get(key)
         params: dict[str, Any] = {"symbol": symbol, "limit": endpoints.HISTORICAL_TRADES_MAX}
@@ -158,6 +166,55 @@ async def _historical_trades(ctx: JobContext, market: str, symbol: str) -> int:
             ctx.state.cursors[key] = int(pc.max(parsed.table["trade_id"]).as_py())
         if cursor is None or len(response.payload) < endpoints.HISTORICAL_TRADES_MAX:
             break  # first contact (newest page only) or caught up
+    return rows
+
+
+async def _first_trades_with_backfill(
+    ctx: JobContext, market: str, symbol: str, lookback_s: float
+) -> int:
+    """First contact: the newest page, then pages backwards until ``lookback_s`` is covered.
+
+    The forward cursor is the newest page's last id; the backward pages only fill in
+    below it, so nothing is fetched twice.
+    """
+    key: Cursor = ("trades", market, symbol)
+    newest = await ctx.client.get(
+        endpoints.HISTORICAL_TRADES,
+        market=market,
+        params={"symbol": symbol, "limit": endpoints.HISTORICAL_TRADES_MAX},
+    )
+    parsed = parsers.historical_trades(newest.payload, market, symbol, newest.received_at)
+    if not parsed.rows:
+        return 0
+    rows = _keep(ctx, parsed, f"trades {market} {symbol}")
+    ctx.state.cursors[key] = int(pc.max(parsed.table["trade_id"]).as_py())
+    oldest_wanted = newest.received_at - int(lookback_s * 1000)
+    lowest_id = int(pc.min(parsed.table["trade_id"]).as_py())
+    lowest_time = int(pc.min(pc.cast(parsed.table["time"], pa.int64())).as_py())
+    for _ in range(MAX_BACKFILL_PAGES):
+        if lowest_time < oldest_wanted or lowest_id <= 1:
+            return rows
+        from_id = max(1, lowest_id - endpoints.HISTORICAL_TRADES_MAX)
+        response = await ctx.client.get(
+            endpoints.HISTORICAL_TRADES,
+            market=market,
+            params={"symbol": symbol, "fromId": from_id, "limit": lowest_id - from_id},
+        )
+        page = parsers.historical_trades(response.payload, market, symbol, response.received_at)
+        page.table = page.table.filter(pc.less(page.table["trade_id"], lowest_id))
+        if not page.rows:
+            return rows  # the exchange's history ends here
+        lowest_id = int(pc.min(page.table["trade_id"]).as_py())
+        lowest_time = int(pc.min(pc.cast(page.table["time"], pa.int64())).as_py())
+        in_window = pc.greater_equal(pc.cast(page.table["time"], pa.int64()), oldest_wanted)
+        page.table = page.table.filter(in_window)
+        rows += _keep(ctx, page, f"trades {market} {symbol}")
+    log.warning(
+        "trades %s %s: backfill stopped after %d pages; older trades were not fetched",
+        market,
+        symbol,
+        MAX_BACKFILL_PAGES,
+    )
     return rows
 
 
@@ -205,10 +262,12 @@ async def _recent_trades(ctx: JobContext, market: str, symbol: str) -> int:
 
 
 async def collect_trades(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
-    fetch = _historical_trades if ctx.client.has_api_key else _recent_trades
-    return await _for_each_symbol(
-        "trades", market, ctx.symbols(job, market), lambda s: fetch(ctx, market, s)
-    )
+    def fetch(symbol: str) -> Awaitable[int]:
+        if ctx.client.has_api_key:
+            return _historical_trades(ctx, job, market, symbol)
+        return _recent_trades(ctx, market, symbol)
+
+    return await _for_each_symbol("trades", market, ctx.symbols(job, market), fetch)
 
 
 # -- klines ----------------------------------------------------------------------------------
@@ -218,6 +277,12 @@ async def _klines(ctx: JobContext, job: JobSettings, market: str, symbol: str) -
     rows = 0
     for interval in job.intervals:
         key: Cursor = ("klines", market, symbol, interval)
+        step = KLINE_INTERVALS[interval]
+        if ctx.state.cursors.get(key) is None and job.backfill:
+            # First start with a lookback: pretend the kline before the window is archived.
+            start = ctx.now_ms() - int(job.backfill * 1000)
+            align = WEEK_ALIGN_MS if interval == "1w" else 0
+            ctx.state.cursors[key] = start - (start - align) % step - step
         for _ in range(MAX_PAGES_PER_ROUND):
             cursor = ctx.state.cursors.get(key)
             params: dict[str, Any] = {"symbol": symbol, "interval": interval}
@@ -225,7 +290,7 @@ async def _klines(ctx: JobContext, job: JobSettings, market: str, symbol: str) -
                 params["limit"] = job.limit or 500
             else:
                 params["limit"] = endpoints.KLINES_MAX
-                params["startTime"] = cursor + KLINE_INTERVALS[interval]
+                params["startTime"] = cursor + step
             response = await ctx.client.get(endpoints.KLINES, market=market, params=params)
             parsed = parsers.klines(response.payload, market, symbol, interval)
             table = parsed.table
@@ -333,19 +398,18 @@ async def _paged_by_id(
 ) -> int:
     key: Cursor = (dataset, "contract", symbol)
     rows = 0
-    for _ in range(MAX_PAGES_PER_ROUND):
-        cursor = ctx.state.cursors.get(key)
+    for _ in range(HISTORY_PAGES_PER_ROUND):
+        # Nothing archived yet: start before the first id, i.e. fetch the whole history.
+        cursor = ctx.state.cursors.get(key, 0)
         params: dict[str, Any] = {"symbol": symbol, size_param: page_size}
-        if cursor is not None:
-            params.update(cursor_params(cursor))
+        params.update(cursor_params(cursor))
         response = await ctx.client.get(endpoint, params=params)
         parsed = parse(response.payload, symbol)
-        if cursor is not None:
-            parsed.table = parsed.table.filter(pc.greater(parsed.table["id"], cursor))
+        parsed.table = parsed.table.filter(pc.greater(parsed.table["id"], cursor))
         if parsed.rows:
             rows += _keep(ctx, parsed, f"{dataset} contract {symbol}")
             ctx.state.cursors[key] = int(pc.max(parsed.table["id"]).as_py())
-        if cursor is None or len(response.payload) < page_size:
+        if len(response.payload) < page_size:
             break
     return rows
 

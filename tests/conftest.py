@@ -16,7 +16,7 @@ SEED = 7
 
 @pytest.fixture(scope="session")
 def sim_exchange() -> SimExchange:
-    return SimExchange(seed=SEED)
+    return SimExchange(seed=SEED, history_days=2)
 
 
 @pytest.fixture

@@ -31,6 +31,8 @@ def test_the_shipped_schedule_has_a_job_for_every_dataset() -> None:
     assert settings.jobs["depth"].limit == 20
     assert settings.jobs["klines"].intervals == ("1m", "1h")
     assert settings.jobs["trades"].every == 5.0
+    assert settings.jobs["trades"].backfill == 3600.0
+    assert settings.jobs["klines"].backfill == 7 * 86400.0
     assert settings.api_key is None
 
 
@@ -86,6 +88,7 @@ def test_symbols_all_list_and_globs() -> None:
         ("exchange: {base_url: ftp://x}\njobs: {}\n", "exchange.base_url", "http"),
         ("storage: {flush_every: soon}\njobs: {}\n", "storage.flush_every", "duration"),
         ("jobs: {}\napi_key: abc\n", "api_key", "JEX_API_KEY"),
+        ("jobs:\n  depth: {every: 1s, backfill: 1h}\n", "jobs.depth.backfill", "only trades"),
         ("exchange: {}\n", "jobs", "missing"),
     ],
 )

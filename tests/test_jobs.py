@@ -43,7 +43,7 @@ class Harness:
 
     def __init__(self, data_dir: Path, *, api_key: str | None = "test-key", **jobs_: Any):
         self.now = START
-        self.exchange = SimExchange(seed=3, clock=lambda: self.now)
+        self.exchange = SimExchange(seed=3, clock=lambda: self.now, history_days=2)
         self.settings = fast_settings("http://sim.test", data_dir, api_key=api_key, **jobs_)
         self.api_key = api_key
         self.writer = ArchiveWriter(data_dir)
@@ -227,3 +227,78 @@ def test_one_failing_symbol_does_not_stop_the_others(tmp_path: Path) -> None:
         assert report.rows > 0
 
     harness.run(scenario)
+
+
+def test_first_start_backfills_trades_backwards_to_the_lookback(tmp_path: Path) -> None:
+    harness = Harness(
+        tmp_path,
+        trades={"every": "1s", "markets": ["spot"], "symbols": ["BTCUSDT"], "backfill": "20m"},
+    )
+
+    async def scenario(ctx: jobs.JobContext) -> None:
+        await jobs.run_job(ctx, "trades")
+        harness.now += 3_000
+        await jobs.run_job(ctx, "trades")
+
+    harness.run(scenario)
+    harness.flush()
+    ((first, last, n, oldest),) = harness.rows(
+        "SELECT min(trade_id), max(trade_id), count(*), epoch_ms(min(time)) FROM trades"
+    )
+    assert n == last - first + 1
+    assert n > 2_000  # 20 minutes at ~2 trades a second: several pages backwards
+    window_start = harness.now - 3_000 - 20 * 60_000
+    assert oldest >= window_start
+    (before,) = harness.exchange.trades_from_id("spot", "BTCUSDT", first - 1, 1)
+    assert before.time < window_start, "the backfill stopped short of its lookback"
+
+
+def test_first_start_backfills_klines_over_the_lookback(tmp_path: Path) -> None:
+    harness = Harness(
+        tmp_path,
+        klines={
+            "every": "1s",
+            "markets": ["contract"],
+            "symbols": ["ETHUSDT"],
+            "intervals": ["1m", "1h"],
+            "backfill": "1d",
+        },
+    )
+
+    async def scenario(ctx: jobs.JobContext) -> None:
+        await jobs.run_job(ctx, "klines")
+
+    harness.run(scenario)
+    harness.flush()
+    for interval, step in (("1m", 60_000), ("1h", 3_600_000)):
+        ((first, last, n),) = harness.rows(
+            "SELECT epoch_ms(min(open_time)), epoch_ms(max(open_time)), count(*) FROM klines "
+            f"WHERE interval = '{interval}'"
+        )
+        assert n == (last - first) // step + 1, interval
+        assert first <= harness.now - 86_400_000 + step, interval
+        assert last + step <= harness.now < last + 2 * step + jobs.KLINE_CLOSE_MARGIN_MS
+
+
+def test_funding_and_protection_fund_fetch_the_whole_history(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+
+    async def scenario(ctx: jobs.JobContext) -> None:
+        for _ in range(2):  # the protection fund's history takes more than one round
+            await jobs.run_job(ctx, "funding_rate")
+            await jobs.run_job(ctx, "protection_fund")
+
+    harness.run(scenario)
+    harness.flush()
+    everything = (0, harness.now + 1)
+    for dataset, truth in (
+        ("funding_rate", harness.exchange.funding_rates("BTCUSDT", *everything)),
+        ("protection_fund", harness.exchange.protection_fund("BTCUSDT", *everything)),
+    ):
+        ids = [
+            r[0]
+            for r in harness.rows(
+                f"SELECT id FROM {dataset} WHERE symbol = 'BTCUSDT' ORDER BY id"
+            )
+        ]
+        assert ids == [r.id for r in truth], dataset

@@ -181,7 +181,7 @@ class SimExchange:
         seed: int = 1,
         *,
         clock: Callable[[], int] | None = None,
-        history_days: int = 30,
+        history_days: int = 7,
     ) -> None:
         self.seed = seed
         self.clock = clock or wall_clock_ms
