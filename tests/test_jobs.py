@@ -297,8 +297,6 @@ def test_funding_and_protection_fund_fetch_the_whole_history(tmp_path: Path) -> 
     ):
         ids = [
             r[0]
-            for r in harness.rows(
-                f"SELECT id FROM {dataset} WHERE symbol = 'BTCUSDT' ORDER BY id"
-            )
+            for r in harness.rows(f"SELECT id FROM {dataset} WHERE symbol = 'BTCUSDT' ORDER BY id")
         ]
         assert ids == [r.id for r in truth], dataset
