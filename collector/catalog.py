@@ -122,3 +122,32 @@ def max_by_group(
             f"WHERE {column} IS NOT NULL GROUP BY {keys}"
         ).fetchall()
     return {tuple(row[:-1]): row[-1] for row in rows}
+
+
+def last_recent_trades(
+    data_dir: str | Path, per_symbol: int
+) -> dict[tuple[str, str], list[tuple[int, float, float]]]:
+    """The newest ``per_symbol`` trades without an id, per market and symbol, oldest first.
+
+    These came from the recent-trades endpoint; a restarted job compares its first poll
+    with them so that it does not store the overlap again. Rows keep the order the
+    exchange sent them in: files sort by name in creation order, and a file's rows are
+    stably sorted by time.
+    """
+    if not has_files(data_dir, "trades"):
+        return {}
+    glob = layout.dataset_glob(str(Path(data_dir).resolve()), "trades")
+    with connect(data_dir) as connection:
+        rows = connection.execute(
+            "SELECT market, symbol, epoch_ms(time), price, qty FROM ("
+            "  SELECT *, row_number() OVER (PARTITION BY market, symbol"
+            "    ORDER BY time DESC, filename DESC, file_row_number DESC) AS newest"
+            "  FROM read_parquet($glob, filename = true, file_row_number = true)"
+            "  WHERE trade_id IS NULL"
+            ") WHERE newest <= $n ORDER BY market, symbol, newest DESC",
+            {"glob": glob, "n": per_symbol},
+        ).fetchall()
+    found: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    for market, symbol, time_ms, price, qty in rows:
+        found.setdefault((market, symbol), []).append((time_ms, price, qty))
+    return found

@@ -93,6 +93,8 @@ def load_cursors(data_dir: str, state: CollectorState) -> None:
     for dataset, column, group in sources:
         for key, value in catalog.max_by_group(data_dir, dataset, column, group).items():
             state.cursors[(dataset, *key)] = int(value)
+    # Without an API key, the first poll after a restart overlaps what was archived last.
+    state.recent_trades.update(catalog.last_recent_trades(data_dir, endpoints.RECENT_TRADES_MAX))
 
 
 def _keep(ctx: JobContext, parsed: Parsed, where: str) -> int:

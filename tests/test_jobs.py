@@ -300,3 +300,36 @@ def test_funding_and_protection_fund_fetch_the_whole_history(tmp_path: Path) -> 
             for r in harness.rows(f"SELECT id FROM {dataset} WHERE symbol = 'BTCUSDT' ORDER BY id")
         ]
         assert ids == [r.id for r in truth], dataset
+
+
+def test_recent_trades_do_not_repeat_across_a_restart(tmp_path: Path) -> None:
+    harness = Harness(
+        tmp_path,
+        api_key=None,
+        trades={"every": "1s", "markets": ["spot", "contract"], "symbols": ["BTCUSDT"]},
+    )
+
+    async def poll_twice(ctx: jobs.JobContext) -> None:
+        for _ in range(2):
+            await jobs.run_job(ctx, "trades")
+            harness.now += 5_000
+
+    harness.run(poll_twice)
+    harness.flush()
+    first_time = {
+        m: t for m, t in harness.rows("SELECT market, epoch_ms(min(time)) FROM trades GROUP BY 1")
+    }
+    harness.state = jobs.CollectorState()  # a new process
+    jobs.load_cursors(str(tmp_path), harness.state)
+    harness.run(poll_twice)
+    harness.flush()
+    for market in ("spot", "contract"):
+        archived = harness.rows(
+            "SELECT epoch_ms(time), price, qty FROM trades "
+            f"WHERE market = '{market}' ORDER BY time, price, qty"
+        )
+        truth = harness.exchange.trades(
+            market, "BTCUSDT", first_time[market], harness.now - 5_000 + 1
+        )
+        assert archived == sorted((t.time, float(t.price), float(t.qty)) for t in truth)
+    assert harness.state.possible_gaps == {}
