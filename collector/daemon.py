@@ -165,6 +165,7 @@ class Daemon:
             seconds=self.settings.storage.flush_every,
             max_instances=1,
             coalesce=True,
+            misfire_grace_time=None,  # a late flush still runs: buffered rows must reach disk
         )
         scheduler.add_job(
             self._sync_clock,
