@@ -238,6 +238,65 @@ def query(sql: str, config_path: Path, data_dir: Path | None, output: str, max_r
         _print_table(columns, rows, max_rows)
 
 
+@main.command()
+@_config_option
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--all", "show_all", is_flag=True, help="Also list groups without problems.")
+def verify(config_path: Path, data_dir: Path | None, as_json: bool, show_all: bool) -> None:
+    """Check every dataset for duplicate keys and holes; exit 1 when there are any."""
+    from collector import verify as checks
+
+    findings = checks.verify(_data_dir(config_path, data_dir))
+    problems = [f for f in findings if not f.ok]
+    if as_json:
+        for finding in findings:
+            click.echo(json.dumps(finding.as_dict()))
+    else:
+        shown = findings if show_all else problems
+        if shown:
+            _print_findings(shown)
+        rows = sum(f.rows for f in findings)
+        click.echo(
+            f"{len(findings)} group(s), {rows} row(s): "
+            f"{sum(f.duplicates for f in findings)} duplicate(s), "
+            f"{sum(f.holes for f in findings)} hole(s)"
+        )
+    if problems:
+        sys.exit(1)
+
+
+def _print_findings(shown: list[Any]) -> None:
+    columns = [
+        "dataset",
+        "market",
+        "symbol",
+        "interval",
+        "rows",
+        "first",
+        "last",
+        "duplicates",
+        "holes",
+        "first holes",
+    ]
+    rows = [
+        (
+            f.dataset,
+            f.market,
+            f.symbol,
+            f.interval or "",
+            f.rows,
+            f.first,
+            f.last,
+            f.duplicates,
+            f.holes,
+            " ".join(f"{a}..{b}" for a, b in f.hole_ranges),
+        )
+        for f in shown
+    ]
+    _print_table(columns, rows, max_rows=10_000)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()

@@ -1,0 +1,175 @@
+"""Checking the archive: rows, time span, duplicate keys and holes, per dataset, market, symbol.
+
+Holes are counted where the key says something should exist:
+
+* trades (with ids), funding_rate, protection_fund: every id between the first and the
+  last archived one;
+* klines: every open time between the first and the last archived one, per interval
+  (the exchange has a kline for every interval, with zero volume when nothing traded).
+
+Duplicates are rows sharing the dataset's key. Snapshot datasets (depth, tickers, ...)
+have no holes to count, only duplicates. Read-only: nothing is changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collector import catalog, datasets
+from collector.config import KLINE_INTERVALS
+
+#: Gap ranges listed per group (all are counted).
+MAX_RANGES = 5
+
+
+@dataclass
+class Finding:
+    dataset: str
+    market: str
+    symbol: str
+    interval: str | None
+    rows: int
+    first: str | None
+    last: str | None
+    duplicates: int
+    holes: int
+    hole_ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.duplicates == 0 and self.holes == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# SQL text below is built from dataset and column names of the registry only; the
+# interval step comes from a fixed table, and symbols never enter the text.
+
+_ID_KEYED = {"trades": "trade_id", "funding_rate": "id", "protection_fund": "id"}
+
+
+def _id_keyed(connection: Any, dataset: str, column: str) -> list[Finding]:
+    time_column = datasets.get(dataset).time_column
+    rows = connection.execute(
+        f"SELECT market, symbol, count(*), count(DISTINCT {column}), "  # noqa: S608
+        f"min({column}), max({column}), min({time_column}), max({time_column}) "
+        f"FROM {dataset} WHERE {column} IS NOT NULL GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    gaps = _gaps(connection, dataset, column, 1)
+    findings = []
+    for market, symbol, count, distinct, low, high, first, last in rows:
+        ranges = gaps.get((market, symbol), [])
+        findings.append(
+            Finding(
+                dataset,
+                market,
+                symbol,
+                None,
+                count,
+                _iso(first),
+                _iso(last),
+                duplicates=count - distinct,
+                holes=(high - low + 1) - distinct,
+                hole_ranges=ranges[:MAX_RANGES],
+            )
+        )
+    without_ids = connection.execute(
+        f"SELECT market, symbol, count(*), min({time_column}), max({time_column}) "  # noqa: S608
+        f"FROM {dataset} WHERE {column} IS NULL GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    for market, symbol, count, first, last in without_ids:
+        # Recent trades carry no id: nothing to count holes or duplicates against.
+        findings.append(
+            Finding(dataset, market, symbol, "no ids", count, _iso(first), _iso(last), 0, 0)
+        )
+    return findings
+
+
+def _gaps(
+    connection: Any, dataset: str, value_sql: str, step: int, interval: str | None = None
+) -> dict[tuple[Any, ...], list[tuple[int, int]]]:
+    """Missing ranges (first, last) per market and symbol, where consecutive values of
+    ``value_sql`` should differ by ``step``."""
+    where = "interval = $interval" if interval is not None else f"{value_sql} IS NOT NULL"
+    params: dict[str, Any] = {"step": step}
+    if interval is not None:
+        params["interval"] = interval
+    rows = connection.execute(
+        "SELECT market, symbol, value + $step, next_value - $step FROM ("  # noqa: S608
+        "  SELECT market, symbol, value,"
+        "    lead(value) OVER (PARTITION BY market, symbol ORDER BY value) AS next_value"
+        f"  FROM (SELECT DISTINCT market, symbol, {value_sql} AS value FROM {dataset}"
+        f"        WHERE {where})"
+        ") WHERE next_value > value + $step ORDER BY ALL",
+        params,
+    ).fetchall()
+    found: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
+    for market, symbol, first, last in rows:
+        found.setdefault((market, symbol), []).append((int(first), int(last)))
+    return found
+
+
+def _klines(connection: Any) -> list[Finding]:
+    findings = []
+    for interval, step in KLINE_INTERVALS.items():
+        rows = connection.execute(
+            "SELECT market, symbol, count(*), count(DISTINCT open_time), "
+            "epoch_ms(min(open_time)), epoch_ms(max(open_time)), min(open_time), "
+            "max(open_time) FROM klines WHERE interval = $interval GROUP BY ALL ORDER BY ALL",
+            {"interval": interval},
+        ).fetchall()
+        if not rows:
+            continue
+        gaps = _gaps(connection, "klines", "epoch_ms(open_time)", step, interval)
+        for market, symbol, count, distinct, low, high, first, last in rows:
+            expected = (high - low) // step + 1
+            findings.append(
+                Finding(
+                    "klines",
+                    market,
+                    symbol,
+                    interval,
+                    count,
+                    _iso(first),
+                    _iso(last),
+                    duplicates=count - distinct,
+                    holes=expected - distinct,
+                    hole_ranges=gaps.get((market, symbol), [])[:MAX_RANGES],
+                )
+            )
+    return findings
+
+
+def _snapshots(connection: Any, dataset: str) -> list[Finding]:
+    spec = datasets.get(dataset)
+    key = ", ".join(spec.key)
+    rows = connection.execute(
+        f"SELECT market, symbol, count(*), count(*) - count(DISTINCT ({key})), "  # noqa: S608
+        f"min({spec.time_column}), max({spec.time_column}) FROM {dataset} "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    return [
+        Finding(dataset, market, symbol, None, count, _iso(first), _iso(last), dups, 0)
+        for market, symbol, count, dups, first, last in rows
+    ]
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def verify(data_dir: str | Path) -> list[Finding]:
+    """Every dataset's findings, in registry order."""
+    findings: list[Finding] = []
+    with catalog.connect(data_dir) as connection:
+        for name in datasets.DATASETS:
+            if name in _ID_KEYED:
+                findings += _id_keyed(connection, name, _ID_KEYED[name])
+            elif name == "klines":
+                findings += _klines(connection)
+            else:
+                findings += _snapshots(connection, name)
+    return findings

@@ -1,0 +1,104 @@
+"""verify: it finds duplicates and holes where they are, and nothing where there are none."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+from click.testing import CliRunner
+
+from collector import datasets
+from collector.cli import main
+from collector.storage.writer import ArchiveWriter
+from collector.verify import verify
+
+T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
+
+
+def trades(ids: list[int], symbol: str = "BTCUSDT", market: str = "spot") -> pa.Table:
+    return pa.table(
+        {
+            "market": [market] * len(ids),
+            "symbol": [symbol] * len(ids),
+            "trade_id": ids,
+            "time": [T0 + i for i in ids],
+            "price": [1.0] * len(ids),
+            "qty": [1.0] * len(ids),
+            "is_buyer_maker": [True] * len(ids),
+            "received_at": [T0 + 10_000] * len(ids),
+        },
+        schema=datasets.get("trades").schema,
+    )
+
+
+def klines(minutes: list[int], interval: str = "1m") -> pa.Table:
+    n = len(minutes)
+    opens = [T0 + m * 60_000 for m in minutes]
+    return pa.table(
+        {
+            "market": ["contract"] * n,
+            "symbol": ["ETHUSDT"] * n,
+            "interval": [interval] * n,
+            "open_time": opens,
+            "close_time": [o + 59_999 for o in opens],
+            **{
+                c: [1.0] * n
+                for c in (
+                    "open",
+                    "high",
+                    "low",
+                    "close",
+                    "volume",
+                    "quote_volume",
+                    "taker_buy_volume",
+                    "taker_buy_quote_volume",
+                )
+            },
+            "trade_count": [3] * n,
+        },
+        schema=datasets.get("klines").schema,
+    )
+
+
+def write(data_dir: Path, dataset: str, table: pa.Table) -> None:
+    writer = ArchiveWriter(data_dir)
+    writer.add(dataset, table)
+    assert writer.flush().errors == []
+
+
+def test_a_complete_archive_has_no_findings(tmp_path: Path) -> None:
+    write(tmp_path, "trades", trades(list(range(1, 101))))
+    write(tmp_path, "klines", klines(list(range(30))))
+    findings = verify(tmp_path)
+    assert {(f.dataset, f.rows) for f in findings} == {("trades", 100), ("klines", 30)}
+    assert all(f.ok for f in findings)
+    result = CliRunner().invoke(main, ["verify", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "0 duplicate(s), 0 hole(s)" in result.output
+
+
+def test_holes_and_duplicates_are_counted_and_located(tmp_path: Path) -> None:
+    write(tmp_path, "trades", trades([1, 2, 3, 7, 8, 10]))
+    write(tmp_path, "trades", trades([8]))  # a second file repeats id 8
+    write(tmp_path, "trades", trades([1, 2], symbol="ETHUSDT", market="contract"))
+    write(tmp_path, "klines", klines([0, 1, 4, 5]))
+    by_key = {(f.dataset, f.market, f.symbol): f for f in verify(tmp_path)}
+    spot = by_key[("trades", "spot", "BTCUSDT")]
+    assert (spot.rows, spot.duplicates, spot.holes) == (7, 1, 4)
+    assert spot.hole_ranges == [(4, 6), (9, 9)]
+    assert by_key[("trades", "contract", "ETHUSDT")].ok
+    kl = by_key[("klines", "contract", "ETHUSDT")]
+    assert kl.holes == 2 and kl.hole_ranges == [(T0 + 120_000, T0 + 180_000)]
+    result = CliRunner().invoke(main, ["verify", "--data-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert sum(line["holes"] for line in lines) == 6
+    wide = CliRunner(env={"COLUMNS": "250"})
+    table = wide.invoke(main, ["verify", "--data-dir", str(tmp_path)])
+    assert table.exit_code == 1 and "4..6 9..9" in table.output
+
+
+def test_an_empty_archive_verifies(tmp_path: Path) -> None:
+    assert verify(tmp_path) == []
+    assert CliRunner().invoke(main, ["verify", "--data-dir", str(tmp_path)]).exit_code == 0
