@@ -171,6 +171,8 @@ class Settings(_Strict):
                     f"jobs.{name}.backfill: only trades and klines take a backfill "
                     "(funding_rate and protection_fund always fetch the whole history)"
                 )
+            if name == "trades" and job.limit is not None and job.limit > 500:
+                raise ValueError(f"jobs.trades.limit: at most 500 (a page), got {job.limit}")
             if name == "klines" and not job.intervals:
                 raise ValueError("jobs.klines.intervals: expected at least one interval")
         return self

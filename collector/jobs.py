@@ -143,11 +143,12 @@ async def _for_each_symbol(
 async def _historical_trades(ctx: JobContext, job: JobSettings, market: str, symbol: str) -> int:
     key: Cursor = ("trades", market, symbol)
     rows = 0
+    page_size = job.limit or endpoints.HISTORICAL_TRADES_MAX
     if ctx.state.cursors.get(key) is None and job.backfill:
-        rows += await _first_trades_with_backfill(ctx, market, symbol, job.backfill)
+        rows += await _first_trades_with_backfill(ctx, market, symbol, job.backfill, page_size)
     for _ in range(MAX_PAGES_PER_ROUND):
         cursor = ctx.state.cursors.get(key)
-        params: dict[str, Any] = {"symbol": symbol, "limit": endpoints.HISTORICAL_TRADES_MAX}
+        params: dict[str, Any] = {"symbol": symbol, "limit": page_size}
         if cursor is not None:
             params["fromId"] = cursor + 1
         response = await ctx.client.get(endpoints.HISTORICAL_TRADES, market=market, params=params)
@@ -166,13 +167,13 @@ async def _historical_trades(ctx: JobContext, job: JobSettings, market: str, sym
         if parsed.rows:
             rows += _keep(ctx, parsed, f"trades {market} {symbol}")
             ctx.state.cursors[key] = int(pc.max(parsed.table["trade_id"]).as_py())
-        if cursor is None or len(response.payload) < endpoints.HISTORICAL_TRADES_MAX:
+        if cursor is None or len(response.payload) < page_size:
             break  # first contact (newest page only) or caught up
     return rows
 
 
 async def _first_trades_with_backfill(
-    ctx: JobContext, market: str, symbol: str, lookback_s: float
+    ctx: JobContext, market: str, symbol: str, lookback_s: float, page_size: int
 ) -> int:
     """First contact: the newest page, then pages backwards until ``lookback_s`` is covered.
 
@@ -183,7 +184,7 @@ async def _first_trades_with_backfill(
     newest = await ctx.client.get(
         endpoints.HISTORICAL_TRADES,
         market=market,
-        params={"symbol": symbol, "limit": endpoints.HISTORICAL_TRADES_MAX},
+        params={"symbol": symbol, "limit": page_size},
     )
     parsed = parsers.historical_trades(newest.payload, market, symbol, newest.received_at)
     if not parsed.rows:
@@ -196,7 +197,7 @@ async def _first_trades_with_backfill(
     for _ in range(MAX_BACKFILL_PAGES):
         if lowest_time < oldest_wanted or lowest_id <= 1:
             return rows
-        from_id = max(1, lowest_id - endpoints.HISTORICAL_TRADES_MAX)
+        from_id = max(1, lowest_id - page_size)
         response = await ctx.client.get(
             endpoints.HISTORICAL_TRADES,
             market=market,

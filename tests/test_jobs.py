@@ -333,3 +333,31 @@ def test_recent_trades_do_not_repeat_across_a_restart(tmp_path: Path) -> None:
         )
         assert archived == sorted((t.time, float(t.price), float(t.qty)) for t in truth)
     assert harness.state.possible_gaps == {}
+
+
+def test_expired_options_stop_being_polled_and_new_ones_are_picked_up(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, depth={"every": "1s", "markets": ["option"], "limit": 5})
+    seen: dict[str, set[str]] = {}
+
+    async def scenario(ctx: jobs.JobContext) -> None:
+        job = ctx.settings.jobs["depth"]
+        before = set(ctx.symbols(job, "option"))
+        await jobs.run_job(ctx, "depth")
+        first_expiry = min(ctx.state.listing.expiries[s] for s in before)
+        harness.now = first_expiry + 1
+        during = set(ctx.symbols(job, "option"))  # dropped at expiry, before any refresh
+        await jobs.run_job(ctx, "instruments")  # the scheduled refresh, no restart
+        after = set(ctx.symbols(job, "option"))
+        (report,) = await jobs.run_job(ctx, "depth")
+        assert report.errors == []
+        assert report.symbols == len(after)
+        seen.update(before=before, during=during, after=after)
+
+    harness.run(scenario)
+    harness.flush()
+    expired = seen["before"] - seen["during"]
+    assert expired
+    assert not expired & seen["after"]
+    assert seen["after"] - seen["before"], "the next expiry should be listed"
+    archived = {s for (s,) in harness.rows("SELECT DISTINCT symbol FROM depth")}
+    assert expired <= archived, "an expired option's rows stay in the archive"

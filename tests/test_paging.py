@@ -1,0 +1,163 @@
+"""Paging edge cases against a scripted exchange: page sizes, empty pages, equal timestamps,
+ids newest first, and jobs run twice over the same span."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from collector import catalog, config, jobs
+from collector.exchange.client import ExchangeClock, JexClient
+from collector.exchange.instruments import Listing
+from collector.storage.writer import ArchiveWriter
+
+T0 = 1_764_000_000_000
+
+
+class ScriptedExchange:
+    """historicalTrades over trades 1..n, several sharing each timestamp, newest first."""
+
+    def __init__(self, n: int, same_time: int) -> None:
+        self.trades = [
+            {
+                "id": str(i),
+                "price": f"{100 + i % 7}.5",
+                "qty": "1.25",
+                "time": T0 + (i - 1) // same_time,
+                "buyerMaker": i % 2 == 0,
+            }
+            for i in range(1, n + 1)
+        ]
+        self.requests: list[dict[str, str]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        params = dict(request.url.params)
+        self.requests.append(params)
+        limit = int(params.get("limit", 200))
+        if "fromId" in params:
+            start = max(int(params["fromId"]), 1) - 1
+            page = self.trades[start : start + limit]
+        else:
+            page = self.trades[-limit:]
+        return httpx.Response(200, json=list(reversed(page)))
+
+
+class FakeClock:
+    """Time stands still except when the client waits (for the weight budget)."""
+
+    def __init__(self) -> None:
+        self.now = T0 + 10**6
+
+    def ms(self) -> int:
+        return self.now
+
+    def seconds(self) -> float:
+        return self.now / 1000
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += int(seconds * 1000) + 1
+
+
+def run_rounds(
+    data_dir: Path,
+    exchange: ScriptedExchange,
+    page: int,
+    rounds: int,
+    state: jobs.CollectorState | None = None,
+) -> jobs.CollectorState:
+    settings = config.from_mapping(
+        {"jobs": {"trades": {"every": 1, "markets": ["spot"], "limit": page}}},
+        source="<test>",
+        environ={"JEX_API_KEY": "k"},
+    )
+    state = state or jobs.CollectorState(listing=Listing({"spot": ("XUSDT",)}))
+
+    clock = FakeClock()
+
+    async def go() -> None:
+        async with JexClient(
+            "http://jex.test",
+            api_key="k",
+            transport=httpx.MockTransport(exchange),
+            clock=ExchangeClock(local_ms=clock.ms),
+            monotonic=clock.seconds,
+            sleep=clock.sleep,
+        ) as client:
+            ctx = jobs.JobContext(client, ArchiveWriter(data_dir), settings, state)
+            for _ in range(rounds):
+                await jobs.run_job(ctx, "trades")
+            assert ctx.writer.flush().errors == []
+
+    asyncio.run(go())
+    return state
+
+
+def archived_ids(data_dir: Path) -> list[int]:
+    table = catalog.query(data_dir, "SELECT trade_id FROM trades ORDER BY trade_id")
+    return [int(v) for v in table["trade_id"].to_pylist()]
+
+
+def test_exactly_one_full_page_then_an_empty_one(tmp_path: Path) -> None:
+    exchange = ScriptedExchange(n=1000, same_time=3)
+    state = jobs.CollectorState(
+        listing=Listing({"spot": ("XUSDT",)}), cursors={("trades", "spot", "XUSDT"): 500}
+    )
+    run_rounds(tmp_path, exchange, page=500, rounds=1, state=state)
+    assert [r["fromId"] for r in exchange.requests] == ["501", "1001"]
+    assert archived_ids(tmp_path) == list(range(501, 1001))
+
+
+def test_an_empty_exchange_and_an_empty_page_store_nothing(tmp_path: Path) -> None:
+    exchange = ScriptedExchange(n=0, same_time=1)
+    state = run_rounds(tmp_path, exchange, page=500, rounds=2)
+    assert catalog.query(tmp_path, "SELECT count(*) AS n FROM trades")["n"].to_pylist() == [0]
+    assert ("trades", "spot", "XUSDT") not in state.cursors
+
+
+def test_a_page_size_of_one_across_equal_timestamps(tmp_path: Path) -> None:
+    exchange = ScriptedExchange(n=30, same_time=10)  # ten trades per millisecond
+    state = jobs.CollectorState(
+        listing=Listing({"spot": ("XUSDT",)}), cursors={("trades", "spot", "XUSDT"): 5}
+    )
+    run_rounds(tmp_path, exchange, page=1, rounds=2)  # fresh state: newest page first
+    run_rounds(tmp_path / "b", exchange, page=1, rounds=1, state=state)
+    assert archived_ids(tmp_path / "b") == list(range(6, 26))  # 20 pages in one round
+    run_rounds(tmp_path / "b", exchange, page=1, rounds=1, state=state)
+    assert archived_ids(tmp_path / "b") == list(range(6, 31))
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(0, 1200),
+    page=st.integers(1, 500),
+    same_time=st.integers(1, 20),
+    start=st.integers(0, 1200),
+)
+def test_a_job_run_twice_over_the_same_span_changes_nothing(
+    tmp_path_factory: Any, n: int, page: int, same_time: int, start: int
+) -> None:
+    data_dir = tmp_path_factory.mktemp("twice")
+    exchange = ScriptedExchange(n=n, same_time=same_time)
+    cursor = min(start, n)
+    state = jobs.CollectorState(
+        listing=Listing({"spot": ("XUSDT",)}), cursors={("trades", "spot", "XUSDT"): cursor}
+    )
+    rounds = (n - cursor) // (page * jobs.MAX_PAGES_PER_ROUND) + 1
+    run_rounds(data_dir, exchange, page=page, rounds=rounds, state=state)
+    once = archived_ids(data_dir)
+    assert once == list(range(cursor + 1, n + 1))
+    run_rounds(data_dir, exchange, page=page, rounds=2, state=state)
+    assert archived_ids(data_dir) == once
+    # And a restarted process, resuming from the archive, adds nothing either.
+    fresh = jobs.CollectorState(listing=Listing({"spot": ("XUSDT",)}))
+    jobs.load_cursors(str(data_dir), fresh)
+    if once:
+        run_rounds(data_dir, exchange, page=page, rounds=1, state=fresh)
+        assert archived_ids(data_dir) == once
