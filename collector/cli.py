@@ -238,6 +238,91 @@ def query(sql: str, config_path: Path, data_dir: Path | None, output: str, max_r
         _print_table(columns, rows, max_rows)
 
 
+def _time_ms(value: str, option: str) -> int:
+    """Milliseconds from an ISO date or datetime (naive means UTC) or a number of ms."""
+    if value.isdigit():
+        return int(value)
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        _fail(
+            f"{option} {value!r}: expected a date (2026-11-24), a UTC datetime "
+            "(2026-11-24T08:00) or milliseconds since the epoch",
+            2,
+        )
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+@main.command()
+@_config_option
+@_data_dir_option
+@click.option("--base-url", default=None, help="Exchange URL (overrides exchange.base_url).")
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Choice(["trades", "klines", "funding_rate", "protection_fund"]),
+)
+@click.option(
+    "--market",
+    "markets",
+    multiple=True,
+    type=click.Choice(["spot", "option", "contract"]),
+    help="Markets (default: the dataset's job's markets).",
+)
+@click.option(
+    "--symbol",
+    "symbols",
+    multiple=True,
+    help="Symbols or glob patterns (default: every listed symbol).",
+)
+@click.option(
+    "--interval", "intervals", multiple=True, help="klines: intervals (default: the klines job's)."
+)
+@click.option("--start", required=True, help="Start: 2026-11-24, 2026-11-24T08:00 (UTC) or ms.")
+@click.option("--end", default=None, help="End, exclusive (default: now).")
+@_log_level_option
+def backfill(
+    config_path: Path,
+    data_dir: Path | None,
+    base_url: str | None,
+    dataset: str,
+    markets: tuple[str, ...],
+    symbols: tuple[str, ...],
+    intervals: tuple[str, ...],
+    start: str,
+    end: str | None,
+    log_level: str,
+) -> None:
+    """Fill a time range of a dataset, fetching only what the archive lacks (resumable)."""
+    _setup_logging(log_level)
+    from collector.backfill_run import run_backfill
+
+    settings = _settings(config_path, data_dir=data_dir, base_url=base_url)
+    start_ms = _time_ms(start, "--start")
+    end_ms = None if end is None else _time_ms(end, "--end")
+    if end_ms is not None and end_ms <= start_ms:
+        _fail("--end must be after --start", 2)
+    try:
+        result = asyncio.run(
+            run_backfill(
+                settings,
+                dataset,
+                markets=markets,
+                symbols=symbols,
+                intervals=intervals,
+                start_ms=start_ms,
+                end_ms=end_ms,
+            )
+        )
+    except CollectorError as exc:
+        _fail(str(exc), 1)
+    for note in result.skipped:
+        click.echo(f"skipped: {note}", err=True)
+    click.echo(f"backfill {dataset}: {result.rows} row(s) added, {result.pages} request(s)")
+
+
 @main.command()
 @_config_option
 @_data_dir_option

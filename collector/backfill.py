@@ -1,0 +1,340 @@
+"""Filling a time range of an id- or time-keyed dataset, fetching only what the archive lacks.
+
+* klines: the open times missing from the archive in [start, end) are fetched in runs,
+  pages of 1000 with ``startTime``/``endTime``; only closed klines are kept.
+* trades (API key needed): the first trade id at or after ``start`` is found by a binary
+  search over ``fromId`` (one-trade probes), then the range is walked forwards, jumping
+  over ids the archive has.
+* funding_rate, protection_fund: ids missing between archived ones, and before the first
+  archived one back to ``start``, paged by ``startTime`` and id.
+
+Resumable by construction: what is missing is computed from the archive each time, so a
+second run fetches nothing the first one stored. The newest end of each series belongs to
+the daemon: when the archive already holds rows for a symbol, backfill never goes past
+its newest row, so the two never fetch the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from collector import catalog
+from collector.config import KLINE_INTERVALS
+from collector.exchange import endpoints, parsers
+from collector.exchange.client import JexClient
+from collector.storage.writer import ArchiveWriter
+
+log = logging.getLogger(__name__)
+
+WEEK_ALIGN_MS = 4 * 86_400_000
+CLOSE_MARGIN_MS = 2_000
+#: Rows buffered before a flush, so an interrupted backfill keeps most of its work.
+FLUSH_ROWS = 200_000
+
+Progress = Callable[[int, int], None]  # (rows added, pages fetched)
+
+
+@dataclass
+class Result:
+    rows: int = 0
+    pages: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+class Backfill:
+    def __init__(
+        self,
+        client: JexClient,
+        writer: ArchiveWriter,
+        data_dir: str | Path,
+        progress: Progress | None = None,
+    ) -> None:
+        self.client = client
+        self.writer = writer
+        self.data_dir = str(data_dir)
+        self.progress = progress or (lambda rows, pages: None)
+        self.result = Result()
+        self._buffered = 0
+
+    def _keep(self, parsed: parsers.Parsed, pages: int = 1) -> None:
+        self.writer.add(parsed.dataset, parsed.table)
+        self.result.rows += parsed.rows
+        self.result.pages += pages
+        self._buffered += parsed.rows
+        self.progress(parsed.rows, pages)
+        if self._buffered >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        result = self.writer.flush()
+        self._buffered = sum(self.writer.buffered_rows().values())
+        if result.errors:
+            raise result.errors[0]
+
+    def _archived(self, dataset: str, sql: str, **params: Any) -> list[int]:
+        """Values of the first column of ``sql`` over the archive (empty when it has none)."""
+        if not catalog.has_files(self.data_dir, dataset):
+            return []
+        table = catalog.query(self.data_dir, sql, params)
+        return [int(v) for v in table.column(0).to_pylist() if v is not None]
+
+    # -- klines ----------------------------------------------------------------------------
+
+    def missing_klines(
+        self, market: str, symbol: str, interval: str, start_ms: int, end_ms: int
+    ) -> list[tuple[int, int]]:
+        """Runs (first, last open time) of closed klines in [start, end) not archived."""
+        step = KLINE_INTERVALS[interval]
+        align = WEEK_ALIGN_MS if interval == "1w" else 0
+        first = start_ms + (align - start_ms) % step
+        now = self.client.clock.now_ms()
+        last_closed = now - CLOSE_MARGIN_MS - step  # open time of the newest closed kline
+        last = min(end_ms - 1, last_closed)
+        last -= (last - align) % step
+        if last < first:
+            return []
+        have = set(
+            self._archived(
+                "klines",
+                "SELECT epoch_ms(open_time) FROM klines WHERE market = $m AND symbol = $s "
+                "AND interval = $i AND epoch_ms(open_time) BETWEEN $a AND $b",
+                m=market,
+                s=symbol,
+                i=interval,
+                a=first,
+                b=last,
+            )
+        )
+        runs: list[tuple[int, int]] = []
+        for open_time in range(first, last + 1, step):
+            if open_time in have:
+                continue
+            if runs and runs[-1][1] == open_time - step:
+                runs[-1] = (runs[-1][0], open_time)
+            else:
+                runs.append((open_time, open_time))
+        return runs
+
+    async def klines(
+        self, market: str, symbol: str, interval: str, runs: list[tuple[int, int]]
+    ) -> None:
+        step = KLINE_INTERVALS[interval]
+        for run_first, run_last in runs:
+            cursor = run_first
+            while cursor <= run_last:
+                response = await self.client.get(
+                    endpoints.KLINES,
+                    market=market,
+                    params={
+                        "symbol": symbol,
+                        "interval": interval,
+                        "startTime": cursor,
+                        "endTime": run_last + step - 1,
+                        "limit": endpoints.KLINES_MAX,
+                    },
+                )
+                parsed = parsers.klines(response.payload, market, symbol, interval)
+                opens = pc.cast(parsed.table["open_time"], pa.int64())
+                closes = pc.cast(parsed.table["close_time"], pa.int64())
+                parsed.table = parsed.table.filter(
+                    pc.and_(
+                        pc.and_(pc.greater_equal(opens, cursor), pc.less_equal(opens, run_last)),
+                        pc.less(closes, response.received_at - CLOSE_MARGIN_MS),
+                    )
+                )
+                self._keep(parsed)
+                if not parsed.rows:
+                    break  # the exchange has nothing more in this run
+                cursor = int(pc.max(pc.cast(parsed.table["open_time"], pa.int64())).as_py())
+                cursor += step
+
+    # -- trades ----------------------------------------------------------------------------
+
+    async def _probe(self, market: str, symbol: str, from_id: int | None) -> tuple[int, int]:
+        """(id, time) of the trade at ``from_id`` (or the newest trade)."""
+        params: dict[str, Any] = {"symbol": symbol, "limit": 1}
+        if from_id is not None:
+            params["fromId"] = from_id
+        response = await self.client.get(endpoints.HISTORICAL_TRADES, market=market, params=params)
+        parsed = parsers.historical_trades(response.payload, market, symbol, 0)
+        self.result.pages += 1
+        if not parsed.rows:
+            raise LookupError("no trade")
+        row = parsed.table.slice(0, 1).to_pylist()[0]
+        return int(row["trade_id"]), int(pc.cast(parsed.table["time"], pa.int64())[0].as_py())
+
+    async def first_trade_at(self, market: str, symbol: str, start_ms: int) -> int | None:
+        """The smallest trade id with time >= start_ms.
+
+        Binary search over x for "the first trade with id >= x is at or after start",
+        which only turns from false to true as x grows: one one-trade probe per step.
+        """
+        newest_id, newest_time = await self._probe(market, symbol, None)
+        if newest_time < start_ms:
+            return None
+        low, _ = await self._probe(market, symbol, 1)  # the oldest id the exchange serves
+        high = newest_id
+        while low < high:
+            middle = (low + high) // 2
+            _, found_time = await self._probe(market, symbol, middle)
+            if found_time >= start_ms:
+                high = middle
+            else:
+                low = middle + 1
+        return (await self._probe(market, symbol, low))[0]
+
+    def _archived_first_trade_at(self, market: str, symbol: str, start_ms: int) -> int | None:
+        """The first id at ``start`` when the archive shows it, with no probe: the last
+        trade before ``start`` and the first at or after it are archived with adjacent ids."""
+        if not catalog.has_files(self.data_dir, "trades"):
+            return None
+        table = catalog.query(
+            self.data_dir,
+            "SELECT max(trade_id) FILTER (WHERE epoch_ms(time) < $a) AS before, "
+            "min(trade_id) FILTER (WHERE epoch_ms(time) >= $a) AS first "
+            "FROM trades WHERE market = $m AND symbol = $s AND trade_id IS NOT NULL",
+            {"m": market, "s": symbol, "a": start_ms},
+        )
+        before, first = table["before"][0].as_py(), table["first"][0].as_py()
+        if before is not None and first is not None and first == before + 1:
+            return int(first)
+        return None
+
+    async def _start_from_archive(self, market: str, symbol: str, start_ms: int) -> int | None:
+        """The archive's first trade at ``start`` is the exchange's too if the trade just
+        before it (one probe) is earlier than ``start``."""
+        first = self._archived(
+            "trades",
+            "SELECT min(trade_id) FROM trades WHERE market = $m AND symbol = $s "
+            "AND epoch_ms(time) >= $a",
+            m=market,
+            s=symbol,
+            a=start_ms,
+        )
+        if not first or first[0] <= 1:
+            return None
+        try:
+            found_id, found_time = await self._probe(market, symbol, first[0] - 1)
+        except LookupError:
+            return None
+        return first[0] if found_id == first[0] - 1 and found_time < start_ms else None
+
+    async def trades(self, market: str, symbol: str, start_ms: int, end_ms: int) -> None:
+        if not self.client.has_api_key:
+            self.result.skipped.append(f"{market} {symbol}: trades need JEX_API_KEY")
+            return
+        newest_archived = self._archived(
+            "trades",
+            "SELECT max(trade_id) FROM trades WHERE market = $m AND symbol = $s",
+            m=market,
+            s=symbol,
+        )
+        edge = newest_archived[0] if newest_archived else None
+        have = np.array(
+            sorted(
+                self._archived(
+                    "trades",
+                    "SELECT trade_id FROM trades WHERE market = $m AND symbol = $s "
+                    "AND trade_id IS NOT NULL AND epoch_ms(time) >= $a AND epoch_ms(time) < $b",
+                    m=market,
+                    s=symbol,
+                    a=start_ms,
+                    b=end_ms,
+                )
+            ),
+            dtype=np.int64,
+        )
+        first = self._archived_first_trade_at(market, symbol, start_ms)
+        if first is None:
+            first = await self._start_from_archive(market, symbol, start_ms)
+        if first is None:
+            first = await self.first_trade_at(market, symbol, start_ms)
+        if first is None:
+            return
+        cursor = first
+        while edge is None or cursor <= edge:
+            # Jump over ids the archive already holds.
+            index = int(np.searchsorted(have, cursor))
+            while index < len(have) and have[index] == cursor:
+                cursor += 1
+                index += 1
+            limit = endpoints.HISTORICAL_TRADES_MAX
+            if index < len(have):
+                limit = min(limit, int(have[index]) - cursor)
+            if edge is not None:
+                limit = min(limit, edge - cursor + 1)
+            if limit <= 0:
+                break
+            response = await self.client.get(
+                endpoints.HISTORICAL_TRADES,
+                market=market,
+                params={"symbol": symbol, "fromId": cursor, "limit": limit},
+            )
+            parsed = parsers.historical_trades(
+                response.payload, market, symbol, response.received_at
+            )
+            if not parsed.rows:
+                break
+            times = pc.cast(parsed.table["time"], pa.int64())
+            ids = parsed.table["trade_id"]
+            last_id = int(pc.max(ids).as_py())
+            past_end = bool(pc.any(pc.greater_equal(times, end_ms)).as_py())
+            parsed.table = parsed.table.filter(
+                pc.and_(
+                    pc.less(times, end_ms),
+                    pc.invert(pc.is_in(ids, pa.array(have))),
+                )
+            )
+            self._keep(parsed)
+            if past_end or len(response.payload) < limit:
+                break
+            cursor = last_id + 1
+
+    # -- funding rate and protection fund --------------------------------------------------
+
+    async def by_id(self, dataset: str, symbol: str, start_ms: int, end_ms: int) -> None:
+        is_funding = dataset == "funding_rate"
+        endpoint = endpoints.HISTORY_RATE if is_funding else endpoints.PROTECTION_FUND
+        size_param = "limit" if is_funding else "size"
+        parse = parsers.funding_rate if is_funding else parsers.protection_fund
+        have = set(
+            self._archived(
+                dataset,
+                f"SELECT id FROM {dataset} WHERE symbol = $s",  # noqa: S608 -- registry name
+                s=symbol,
+            )
+        )
+        edge = max(have) if have else None
+        params: dict[str, Any] = {
+            "symbol": symbol,
+            size_param: 100,
+            "startTime": start_ms,
+            "endTime": end_ms - 1,
+        }
+        while True:
+            response = await self.client.get(endpoint, params=params)
+            parsed = parse(response.payload, symbol)
+            if not parsed.rows:
+                break
+            ids = parsed.table["id"]
+            last_id = int(pc.max(ids).as_py())
+            keep = pc.invert(pc.is_in(ids, pa.array(sorted(have), pa.int64())))
+            if edge is not None:
+                keep = pc.and_(keep, pc.less_equal(ids, edge))
+            parsed.table = parsed.table.filter(keep)
+            self._keep(parsed)
+            if len(response.payload) < 100 or (edge is not None and last_id >= edge):
+                break
+            params.pop("startTime", None)
+            if is_funding:
+                params["fromId"] = last_id + 1
+            else:
+                params["start"] = last_id

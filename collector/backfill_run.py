@@ -1,0 +1,92 @@
+"""The ``backfill`` command's driver: pick the groups, show progress, flush on the way out.
+
+Sharing the exchange with a running daemon: both read ``X-MBX-USED-WEIGHT-1M`` from every
+response, which counts the weight of every process on the IP, so each one slows down
+when the two together reach the budget (``exchange.weight_fraction`` of the limit).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from collector import jobs
+from collector.backfill import Backfill, Result
+from collector.config import Settings
+from collector.datasets import get as get_dataset
+from collector.exchange.client import JexClient
+from collector.storage.writer import ArchiveWriter
+
+
+async def run_backfill(
+    settings: Settings,
+    dataset: str,
+    *,
+    markets: tuple[str, ...],
+    symbols: tuple[str, ...],
+    intervals: tuple[str, ...],
+    start_ms: int,
+    end_ms: int | None,
+) -> Result:
+    job = settings.jobs.get(dataset)
+    chosen_markets = markets or (job.markets if job else get_dataset(dataset).markets)
+    chosen_intervals = intervals or (job.intervals if job and job.intervals else ("1m",))
+    exchange = settings.exchange
+    writer = ArchiveWriter(settings.storage.data_dir)
+    async with JexClient(
+        exchange.base_url,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        timeout=exchange.timeout,
+        weight_fraction=exchange.weight_fraction,
+        max_attempts=exchange.max_attempts,
+        concurrency=exchange.concurrency,
+    ) as client:
+        await client.sync_clock()
+        ctx = jobs.JobContext(client, writer, settings)
+        await jobs.refresh_instruments(ctx)
+        end = end_ms if end_ms is not None else client.clock.now_ms()
+        groups: list[tuple[str, str, str | None]] = []
+        for market in chosen_markets:
+            if market not in get_dataset(dataset).markets:
+                continue
+            for symbol in ctx.state.listing.symbols.get(market, ()):
+                if symbols and not any(fnmatch.fnmatchcase(symbol, p) for p in symbols):
+                    continue
+                if dataset == "klines":
+                    groups += [(market, symbol, interval) for interval in chosen_intervals]
+                else:
+                    groups.append((market, symbol, None))
+        filler = Backfill(client, writer, settings.storage.data_dir)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} series"),
+            TextColumn("{task.fields[rows]} rows, {task.fields[pages]} requests"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, transient=False) as progress:
+            task = progress.add_task(f"backfill {dataset}", total=len(groups), rows=0, pages=0)
+
+            def report(rows: int, pages: int) -> None:
+                progress.update(task, rows=filler.result.rows, pages=filler.result.pages)
+
+            filler.progress = report
+            try:
+                for market, symbol, interval in groups:
+                    label = " ".join(p for p in (market, symbol, interval) if p)
+                    progress.update(task, description=f"backfill {dataset} {label}")
+                    if dataset == "klines":
+                        assert interval is not None
+                        runs = filler.missing_klines(market, symbol, interval, start_ms, end)
+                        await filler.klines(market, symbol, interval, runs)
+                    elif dataset == "trades":
+                        await filler.trades(market, symbol, start_ms, end)
+                    else:
+                        await filler.by_id(dataset, symbol, start_ms, end)
+                    progress.advance(task)
+                    report(0, 0)
+            finally:
+                filler.flush()  # keep what was fetched, even when interrupted
+        return filler.result
