@@ -328,11 +328,40 @@ def backfill(
 @_data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--all", "show_all", is_flag=True, help="Also list groups without problems.")
-def verify(config_path: Path, data_dir: Path | None, as_json: bool, show_all: bool) -> None:
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Backfill the holes found and remove duplicate rows, then check again.",
+)
+@click.option("--base-url", default=None, help="Exchange URL for --repair.")
+def verify(
+    config_path: Path,
+    data_dir: Path | None,
+    as_json: bool,
+    show_all: bool,
+    repair: bool,
+    base_url: str | None,
+) -> None:
     """Check every dataset for duplicate keys and holes; exit 1 when there are any."""
     from collector import verify as checks
 
-    findings = checks.verify(_data_dir(config_path, data_dir))
+    directory = _data_dir(config_path, data_dir)
+    findings = checks.verify(directory)
+    if repair and any(not f.ok for f in findings):
+        from collector.repair import repair as run_repair
+
+        settings = _settings(config_path, data_dir=directory, base_url=base_url)
+        try:
+            report = asyncio.run(run_repair(settings, findings))
+        except CollectorError as exc:
+            _fail(f"repair stopped: {exc}", 1)
+        for dataset, removed in sorted(report.duplicates_removed.items()):
+            click.echo(f"repair: removed {removed} duplicate row(s) from {dataset}")
+        for dataset, added in sorted(report.rows_added.items()):
+            click.echo(f"repair: added {added} missing row(s) to {dataset}")
+        for note in report.skipped:
+            click.echo(f"repair: skipped {note}")
+        findings = checks.verify(directory)
     problems = [f for f in findings if not f.ok]
     if as_json:
         for finding in findings:

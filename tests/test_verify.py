@@ -102,3 +102,83 @@ def test_holes_and_duplicates_are_counted_and_located(tmp_path: Path) -> None:
 def test_an_empty_archive_verifies(tmp_path: Path) -> None:
     assert verify(tmp_path) == []
     assert CliRunner().invoke(main, ["verify", "--data-dir", str(tmp_path)]).exit_code == 0
+
+
+def test_repair_fills_holes_from_the_exchange_and_removes_duplicates(tmp_path: Path) -> None:
+    from collector.sim import SimExchange, SimServer
+
+    sim = SimExchange(seed=9, history_days=1)
+    now = sim.now_ms()
+    truth = sim.trades("spot", "ETHUSDT", now - 20 * 60_000, now - 10 * 60_000)
+    holey = [t for i, t in enumerate(truth) if not 50 <= i < 150]
+    table = pa.table(
+        {
+            "market": ["spot"] * len(holey),
+            "symbol": ["ETHUSDT"] * len(holey),
+            "trade_id": [t.id for t in holey],
+            "time": [t.time for t in holey],
+            "price": [float(t.price) for t in holey],
+            "qty": [float(t.qty) for t in holey],
+            "is_buyer_maker": [t.buyer_maker for t in holey],
+            "received_at": [now] * len(holey),
+        },
+        schema=datasets.get("trades").schema,
+    )
+    write(tmp_path, "trades", table)
+    write(tmp_path, "trades", table.slice(0, 10))  # ten duplicated rows in a second file
+    kl = sim.klines("spot", "ETHUSDT", "1m", now - 60 * 60_000, now - 30 * 60_000)
+    kept = [k for i, k in enumerate(kl) if i not in (5, 6, 20)]
+    write(
+        tmp_path,
+        "klines",
+        pa.table(
+            {
+                "market": ["spot"] * len(kept),
+                "symbol": ["ETHUSDT"] * len(kept),
+                "interval": ["1m"] * len(kept),
+                "open_time": [k.open_time for k in kept],
+                "close_time": [k.close_time for k in kept],
+                **{
+                    name: [float(getattr(k, name)) for k in kept]
+                    for name in (
+                        "open",
+                        "high",
+                        "low",
+                        "close",
+                        "volume",
+                        "quote_volume",
+                        "taker_buy_volume",
+                        "taker_buy_quote_volume",
+                    )
+                },
+                "trade_count": [k.trade_count for k in kept],
+            },
+            schema=datasets.get("klines").schema,
+        ),
+    )
+    config = tmp_path / "schedules.yaml"
+    config.write_text("jobs: {}\n")
+    runner = CliRunner(env={"JEX_API_KEY": "k", "COLUMNS": "250"})
+    with SimServer(sim) as server:
+        result = runner.invoke(
+            main,
+            [
+                "verify",
+                "--repair",
+                "--config",
+                str(config),
+                "--data-dir",
+                str(tmp_path),
+                "--base-url",
+                server.base_url,
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    assert "removed 10 duplicate row(s) from trades" in result.output
+    assert "added 100 missing row(s) to trades" in result.output
+    assert "added 3 missing row(s) to klines" in result.output
+    assert "0 duplicate(s), 0 hole(s)" in result.output
+    from collector import catalog
+
+    ids = catalog.query(tmp_path, "SELECT trade_id FROM trades ORDER BY 1")["trade_id"]
+    assert ids.to_pylist() == [t.id for t in truth]

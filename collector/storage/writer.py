@@ -118,7 +118,7 @@ class ArchiveWriter:
 
     def _write_partition(self, partition: layout.Partition, rows: pa.Table) -> str:
         dataset = datasets.get(partition.dataset)
-        rows = _dedupe(rows, dataset.key).sort_by(dataset.sort_keys)
+        rows = dedupe_on_key(rows, dataset.key).sort_by(dataset.sort_keys)
         directory = f"{self.root}/{partition.path}"
         final_name = layout.part_name(self._clock_ms())
         final = f"{directory}/{final_name}"
@@ -200,7 +200,7 @@ def _split_partitions(name: str, table: pa.Table) -> list[tuple[layout.Partition
     return groups
 
 
-def _dedupe(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
+def dedupe_on_key(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     """Keep the first row of each key; rows with a null key column (recent trades) all stay."""
     if table.num_rows < 2:
         return table

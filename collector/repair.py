@@ -1,0 +1,122 @@
+"""``verify --repair``: backfill the holes verify found and remove duplicate rows.
+
+Duplicates are removed partition by partition: every file of the partition is read, the
+rows are de-duplicated on the dataset's key (keeping the first), one new file is written
+atomically, and only then are the files that were read deleted. A crash in between leaves
+duplicates (never a loss), which the next repair removes. Files the daemon writes into the
+partition meanwhile are not touched, since only the files read are deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from collector import datasets
+from collector.backfill import Backfill
+from collector.config import KLINE_INTERVALS, Settings
+from collector.storage import layout
+from collector.storage.writer import ArchiveWriter, dedupe_on_key
+from collector.verify import Finding
+
+
+@dataclass
+class RepairReport:
+    rows_added: dict[str, int] = field(default_factory=dict)
+    duplicates_removed: dict[str, int] = field(default_factory=dict)
+    files_replaced: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def remove_duplicates(data_dir: str | Path, dataset: str, report: RepairReport) -> None:
+    spec = datasets.get(dataset)
+    writer = ArchiveWriter(data_dir)
+    for directory in sorted(Path(writer.root, dataset).glob("market=*/date=*")):
+        files = sorted(directory.glob(f"*{layout.PARQUET_SUFFIX}"))
+        if not files:
+            continue
+        table = pa.concat_tables([pq.read_table(path, schema=spec.schema) for path in files])
+        unique = dedupe_on_key(table, spec.key)
+        removed = table.num_rows - unique.num_rows
+        if removed == 0:
+            continue
+        writer.add(dataset, unique)
+        result = writer.flush()
+        if result.errors:
+            raise result.errors[0]
+        for path in files:
+            path.unlink()
+        report.duplicates_removed[dataset] = report.duplicates_removed.get(dataset, 0) + removed
+        report.files_replaced += len(files)
+
+
+async def fill_holes(filler: Backfill, findings: list[Finding], report: RepairReport) -> None:
+    for finding in findings:
+        if finding.holes <= 0 or not finding.hole_ranges or finding.first is None:
+            continue
+        before = filler.result.rows
+        if finding.dataset == "klines" and finding.interval in KLINE_INTERVALS:
+            step = KLINE_INTERVALS[finding.interval]
+            # verify lists only the first few runs: ask for every missing one in the span.
+            runs = filler.missing_klines(
+                finding.market,
+                finding.symbol,
+                finding.interval,
+                _ms(finding.first),
+                _ms(finding.last) + step,
+            )
+            await filler.klines(finding.market, finding.symbol, finding.interval, runs)
+        elif finding.dataset == "trades":
+            if not filler.client.has_api_key:
+                report.skipped.append(
+                    f"trades {finding.market} {finding.symbol}: needs "
+                    "JEX_API_KEY (recent trades cannot fill id holes)"
+                )
+                continue
+            await filler.trades(
+                finding.market, finding.symbol, _ms(finding.first), _ms(finding.last) + 1
+            )
+        elif finding.dataset in ("funding_rate", "protection_fund"):
+            await filler.by_id(
+                finding.dataset, finding.symbol, _ms(finding.first), _ms(finding.last) + 1
+            )
+        added = filler.result.rows - before
+        report.rows_added[finding.dataset] = report.rows_added.get(finding.dataset, 0) + added
+
+
+def _ms(iso: str | None) -> int:
+    assert iso is not None
+    return int(dt.datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+async def repair(settings: Settings, findings: list[Finding]) -> RepairReport:
+    from collector.exchange.client import JexClient
+
+    report = RepairReport()
+    data_dir = settings.storage.data_dir
+    for dataset in sorted({f.dataset for f in findings if f.duplicates > 0}):
+        remove_duplicates(data_dir, dataset, report)
+    holes = [f for f in findings if f.holes > 0]
+    if not holes:
+        return report
+    exchange = settings.exchange
+    async with JexClient(
+        exchange.base_url,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        timeout=exchange.timeout,
+        weight_fraction=exchange.weight_fraction,
+        max_attempts=exchange.max_attempts,
+        concurrency=exchange.concurrency,
+    ) as client:
+        await client.sync_clock()
+        filler = Backfill(client, ArchiveWriter(data_dir), data_dir)
+        try:
+            await fill_holes(filler, holes, report)
+        finally:
+            filler.flush()
+        report.skipped += filler.result.skipped
+    return report
