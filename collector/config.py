@@ -105,6 +105,8 @@ class JobSettings(_Strict):
     intervals: tuple[str, ...] = ()
     #: trades and klines: how far back to fetch on first start (nothing archived yet).
     backfill: Duration | None = None
+    #: trades: on first start, page forwards from this trade id instead.
+    start_id: int | None = Field(None, ge=1)
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -171,6 +173,10 @@ class Settings(_Strict):
                     f"jobs.{name}.backfill: only trades and klines take a backfill "
                     "(funding_rate and protection_fund always fetch the whole history)"
                 )
+            if job.start_id is not None and name != "trades":
+                raise ValueError(f"jobs.{name}.start_id: only trades take a start_id")
+            if job.start_id is not None and job.backfill is not None:
+                raise ValueError(f"jobs.{name}: give backfill or start_id, not both")
             if name == "trades" and job.limit is not None and job.limit > 500:
                 raise ValueError(f"jobs.trades.limit: at most 500 (a page), got {job.limit}")
             if name == "klines" and not job.intervals:

@@ -144,6 +144,8 @@ async def _historical_trades(ctx: JobContext, job: JobSettings, market: str, sym
     key: Cursor = ("trades", market, symbol)
     rows = 0
     page_size = job.limit or endpoints.HISTORICAL_TRADES_MAX
+    if ctx.state.cursors.get(key) is None and job.start_id is not None:
+        ctx.state.cursors[key] = job.start_id - 1  # first start: page forwards from there
     if ctx.state.cursors.get(key) is None and job.backfill:
         rows += await _first_trades_with_backfill(ctx, market, symbol, job.backfill, page_size)
     for _ in range(MAX_PAGES_PER_ROUND):

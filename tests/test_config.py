@@ -89,6 +89,12 @@ def test_symbols_all_list_and_globs() -> None:
         ("storage: {flush_every: soon}\njobs: {}\n", "storage.flush_every", "duration"),
         ("jobs: {}\napi_key: abc\n", "api_key", "JEX_API_KEY"),
         ("jobs:\n  depth: {every: 1s, backfill: 1h}\n", "jobs.depth.backfill", "only trades"),
+        (
+            "jobs:\n  klines: {every: 1s, intervals: [1m], start_id: 5}\n",
+            "jobs.klines.start_id",
+            "only trades",
+        ),
+        ("jobs:\n  trades: {every: 1s, start_id: 0}\n", "jobs.trades.start_id", "greater"),
         ("exchange: {}\n", "jobs", "missing"),
     ],
 )

@@ -361,3 +361,30 @@ def test_expired_options_stop_being_polled_and_new_ones_are_picked_up(tmp_path: 
     assert seen["after"] - seen["before"], "the next expiry should be listed"
     archived = {s for (s,) in harness.rows("SELECT DISTINCT symbol FROM depth")}
     assert expired <= archived, "an expired option's rows stay in the archive"
+
+
+def test_trades_start_id_pages_forward_from_that_id(tmp_path: Path) -> None:
+    harness = Harness(
+        tmp_path,
+        trades={"every": "1s", "markets": ["contract"], "symbols": ["ETHUSDT"], "limit": 100},
+    )
+    start_id = harness.exchange.recent_trades("contract", "ETHUSDT", 1)[0].id - 250
+    harness.settings = fast_settings(
+        "http://sim.test",
+        tmp_path,
+        trades={
+            "every": "1s",
+            "markets": ["contract"],
+            "symbols": ["ETHUSDT"],
+            "limit": 100,
+            "start_id": start_id,
+        },
+    )
+
+    async def scenario(ctx: jobs.JobContext) -> None:
+        await jobs.run_job(ctx, "trades")
+
+    harness.run(scenario)
+    harness.flush()
+    ((first, last, n),) = harness.rows("SELECT min(trade_id), max(trade_id), count(*) FROM trades")
+    assert (first, last, n) == (start_id, start_id + 250, 251)
