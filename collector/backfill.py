@@ -10,8 +10,8 @@
 
 Resumable by construction: what is missing is computed from the archive each time, so a
 second run fetches nothing the first one stored. The newest end of each series belongs to
-the daemon: when the archive already holds rows for a symbol, backfill never goes past
-its newest row, so the two never fetch the same rows.
+the daemon: when a symbol's newest archived row is recent (a daemon is collecting it),
+backfill never goes past that row, so the two never fetch the same rows.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector import catalog
+from collector import catalog, datasets
 from collector.config import KLINE_INTERVALS
 from collector.exchange import endpoints, parsers
 from collector.exchange.client import JexClient
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 WEEK_ALIGN_MS = 4 * 86_400_000
 CLOSE_MARGIN_MS = 2_000
+#: A series whose newest archived row is this recent is taken to be in a daemon's hands.
+LIVE_WINDOW_MS = 15 * 60_000
 #: Rows buffered before a flush, so an interrupted backfill keeps most of its work.
 FLUSH_ROWS = 200_000
 
@@ -85,6 +87,21 @@ class Backfill:
             return []
         table = catalog.query(self.data_dir, sql, params)
         return [int(v) for v in table.column(0).to_pylist() if v is not None]
+
+    def _live_edge(self, dataset: str, column: str, market: str, symbol: str) -> int | None:
+        """The newest archived id when a daemon is probably collecting the series (its
+        newest row is recent): backfill stays below it so the two never fetch the same rows.
+        An older archive has no live edge, and backfill may go past its newest row."""
+        newest = self._archived(
+            dataset,
+            f"SELECT max({column}) FROM {dataset} "  # noqa: S608 -- registry names
+            f"WHERE market = $m AND symbol = $s AND epoch_ms({datasets.get(dataset).time_column})"
+            " >= $recent",
+            m=market,
+            s=symbol,
+            recent=self.client.clock.now_ms() - LIVE_WINDOW_MS,
+        )
+        return newest[0] if newest else None
 
     # -- klines ----------------------------------------------------------------------------
 
@@ -231,13 +248,7 @@ class Backfill:
         if not self.client.has_api_key:
             self.result.skipped.append(f"{market} {symbol}: trades need JEX_API_KEY")
             return
-        newest_archived = self._archived(
-            "trades",
-            "SELECT max(trade_id) FROM trades WHERE market = $m AND symbol = $s",
-            m=market,
-            s=symbol,
-        )
-        edge = newest_archived[0] if newest_archived else None
+        edge = self._live_edge("trades", "trade_id", market, symbol)
         have = np.array(
             sorted(
                 self._archived(
@@ -312,7 +323,7 @@ class Backfill:
                 s=symbol,
             )
         )
-        edge = max(have) if have else None
+        edge = self._live_edge(dataset, "id", "contract", symbol)
         params: dict[str, Any] = {
             "symbol": symbol,
             size_param: 100,

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from collector import catalog, datasets
 from collector.backfill import Backfill
@@ -74,7 +76,8 @@ def rows(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
 def test_trades_holes_and_the_range_before_are_filled_and_a_rerun_fetches_nothing(
     tmp_path: Path,
 ) -> None:
-    truth = exchange().trades("spot", "ETHUSDT", NOW - 2 * HOUR, NOW - HOUR)
+    # The archive runs up to five minutes ago: a daemon is collecting this symbol.
+    truth = exchange().trades("spot", "ETHUSDT", NOW - HOUR, NOW - 5 * 60_000)
     kept = truth[len(truth) // 2 :: 1]
     kept = [t for i, t in enumerate(kept) if not 100 <= i < 400]  # a hole of 300 ids
     archive_trades(tmp_path, kept, "spot", "ETHUSDT")
@@ -86,7 +89,7 @@ def test_trades_holes_and_the_range_before_are_filled_and_a_rerun_fetches_nothin
     first = run(tmp_path, fill)
     archived = rows(tmp_path, "SELECT trade_id, price FROM trades ORDER BY trade_id")
     expected = [(t.id, float(t.price)) for t in truth if t.id <= kept[-1].id]
-    assert archived == expected, "backfill stops at the newest archived trade"
+    assert archived == expected, "backfill stops at the live edge"
     assert first.result.rows == len(expected) - len(kept)
     second = run(tmp_path, fill)
     # One probe of the trade just before `start` confirms where the range begins.
@@ -150,3 +153,60 @@ def test_backfill_command_refuses_bad_times() -> None:
         main, ["backfill", "--dataset", "klines", "--start", "2026-11-24", "--end", "2026-11-23"]
     )
     assert backwards.exit_code == 2 and "after --start" in backwards.output
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    # Spans end at least half an hour before now: no live edge is in the way.
+    first=st.integers(0, 200),
+    length=st.integers(1, 130),
+    second_first=st.integers(0, 200),
+    second_length=st.integers(1, 130),
+)
+def test_backfills_over_any_spans_never_duplicate_and_repeat_to_a_no_op(
+    tmp_path_factory: Any, first: int, length: int, second_first: int, second_length: int
+) -> None:
+    """Two overlapping backfills (trades and 1m klines), then both again: the archive holds
+    exactly the union of the spans, and the repeats change nothing."""
+    data_dir = tmp_path_factory.mktemp("spans")
+    base = NOW - 6 * HOUR
+    spans = [
+        (base + first * 60_000, base + (first + length) * 60_000),
+        (base + second_first * 60_000, base + (second_first + second_length) * 60_000),
+    ]
+
+    async def fill(filler: Backfill) -> None:
+        for start, end in spans:
+            runs = filler.missing_klines("spot", "JEXUSDT", "1m", start, end)
+            await filler.klines("spot", "JEXUSDT", "1m", runs)
+            await filler.trades("spot", "JEXUSDT", start, end)
+
+    run(data_dir, fill)
+    sim = exchange()
+    want_klines = sorted(
+        {k.open_time for s, e in spans for k in sim.klines("spot", "JEXUSDT", "1m", s, e)}
+    )
+    want_trades = sorted({t.id for s, e in spans for t in sim.trades("spot", "JEXUSDT", s, e)})
+    got_klines = [r[0] for r in rows(data_dir, "SELECT epoch_ms(open_time) FROM klines ORDER BY 1")]
+    got_trades = [r[0] for r in rows(data_dir, "SELECT trade_id FROM trades ORDER BY 1")]
+    assert got_klines == want_klines
+    assert got_trades == want_trades
+    again = run(data_dir, fill)
+    assert again.result.rows == 0
+    assert [r[0] for r in rows(data_dir, "SELECT trade_id FROM trades ORDER BY 1")] == got_trades
+
+
+def test_a_stale_archive_has_no_edge_and_a_later_range_can_be_filled(tmp_path: Path) -> None:
+    sim = exchange()
+    early = sim.trades("contract", "ETHUSDT", NOW - 5 * HOUR, NOW - 4 * HOUR)
+    archive_trades(tmp_path, early, "contract", "ETHUSDT")
+    later = (NOW - 2 * HOUR, NOW - HOUR)
+
+    async def fill(filler: Backfill) -> None:
+        await filler.trades("contract", "ETHUSDT", *later)
+
+    run(tmp_path, fill)
+    want = sorted({t.id for t in early} | {t.id for t in sim.trades("contract", "ETHUSDT", *later)})
+    assert [r[0] for r in rows(tmp_path, "SELECT trade_id FROM trades ORDER BY 1")] == want
