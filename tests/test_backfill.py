@@ -210,3 +210,47 @@ def test_a_stale_archive_has_no_edge_and_a_later_range_can_be_filled(tmp_path: P
     run(tmp_path, fill)
     want = sorted({t.id for t in early} | {t.id for t in sim.trades("contract", "ETHUSDT", *later)})
     assert [r[0] for r in rows(tmp_path, "SELECT trade_id FROM trades ORDER BY 1")] == want
+
+
+def test_a_backfill_next_to_a_running_daemon_shares_the_weight_without_429s(
+    tmp_path: Path,
+) -> None:
+    """Two processes' worth of clients on one IP, a tight limit: both read the exchange's
+    count from the headers, so neither walks into a 429, let alone a ban."""
+    import datetime as dt
+
+    from collector.backfill_run import run_backfill
+    from collector.daemon import Daemon
+    from collector.sim import SimServer
+    from tests.conftest import fast_settings
+
+    sim = SimExchange(seed=6, history_days=1)
+    with SimServer(sim, weight_limit=300) as server:
+        settings = fast_settings(server.base_url, tmp_path, trades={"every": "1s"})
+        start_ms = sim.now_ms() - 3 * HOUR
+
+        async def both() -> None:
+            daemon = Daemon(settings)
+            running = asyncio.create_task(daemon.run(12, handle_signals=False))
+            await asyncio.sleep(2)
+            await run_backfill(
+                settings,
+                "trades",
+                markets=("spot",),
+                symbols=("BTCUSDT",),
+                intervals=(),
+                start_ms=start_ms,
+                end_ms=start_ms + HOUR,
+            )
+            await running
+
+        started = dt.datetime.now(dt.UTC)
+        asyncio.run(both())
+        minutes = max(1.0, (dt.datetime.now(dt.UTC) - started).total_seconds() / 60)
+        state = httpx.get(f"{server.base_url}/_sim/state").json()["clients"]["127.0.0.1"]
+    assert state["bans"] == 0
+    assert state["429s"] <= minutes
+    backfilled = rows(
+        tmp_path, f"SELECT count(*) FROM trades WHERE epoch_ms(time) < {start_ms + HOUR}"
+    )
+    assert backfilled == [(len(sim.trades("spot", "BTCUSDT", start_ms, start_ms + HOUR)),)]

@@ -31,6 +31,7 @@ class _Client:
     penalty_until: int = 0
     banned_until: int = 0
     bans: int = 0
+    too_many: int = 0  # 429s sent
 
 
 @dataclass
@@ -60,9 +61,11 @@ class RateLimiter:
             return Verdict(418, client.used, _seconds(duration))
         if client.used + weight > self.weight_limit:
             client.penalty_until = window + self.window_ms
+            client.too_many += 1
             return Verdict(429, client.used, _seconds(client.penalty_until - now_ms))
         if client.raw + 1 > self.raw_limit:
             client.penalty_until = raw_window + self.raw_window_ms
+            client.too_many += 1
             return Verdict(429, client.used, _seconds(client.penalty_until - now_ms))
         client.used += weight
         client.raw += 1
@@ -74,6 +77,7 @@ class RateLimiter:
                 "used_weight": c.used if c.window == now_ms - now_ms % self.window_ms else 0,
                 "banned_for_ms": max(0, c.banned_until - now_ms),
                 "bans": c.bans,
+                "429s": c.too_many,
             }
             for ip, c in self.clients.items()
         }
