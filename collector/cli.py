@@ -58,6 +58,8 @@ def _setup_logging(level: str) -> None:
     logging.Formatter.converter = __import__("time").gmtime  # log times in UTC
     for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Skipped and missed runs are reported by the daemon in plainer words, once a minute.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
 
 def _settings(config_path: Path, **overrides: Any) -> config.Settings:

@@ -18,9 +18,11 @@ import contextlib
 import datetime as dt
 import logging
 import signal
+import time
 from typing import Any
 
 import httpx
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from collector import catalog, datasets, jobs
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 STAGGER_S = 0.5
 #: How long running jobs may take to finish after a stop was asked for.
 DRAIN_S = 5.0
+#: Skipped rounds of a job are reported at most this often.
+SKIP_LOG_EVERY_S = 60.0
 #: Pause between attempts to reach the exchange at start-up.
 STARTUP_RETRY_S = 10.0
 
@@ -62,6 +66,7 @@ class Daemon:
         self.ctx = jobs.JobContext(self.client, self.writer, settings)
         self.stop_event = asyncio.Event()
         self._running: set[asyncio.Task[Any]] = set()
+        self._skip_logged: dict[str, float] = {}
         self._datasets_with_files = {
             name for name in datasets.DATASETS if catalog.has_files(self.data_dir, name)
         }
@@ -141,6 +146,7 @@ class Daemon:
 
     def _schedule(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
+        scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         now = dt.datetime.now(dt.UTC)
         enabled = self.settings.enabled_jobs()
         for index, (name, job) in enumerate(enabled.items()):
@@ -176,6 +182,20 @@ class Daemon:
             coalesce=True,
         )
         return scheduler
+
+    def _skipped(self, event: JobEvent) -> None:
+        """One plain line per job and minute when rounds are skipped, instead of
+        APScheduler's warning at every skipped run."""
+        now = time.monotonic()
+        if now - self._skip_logged.get(event.job_id, -SKIP_LOG_EVERY_S) < SKIP_LOG_EVERY_S:
+            return
+        self._skip_logged[event.job_id] = now
+        reason = (
+            "its previous round is still running (usually waiting for the weight budget)"
+            if event.code == EVENT_JOB_MAX_INSTANCES
+            else "the process was too busy to start it on time"
+        )
+        log.info("job %s skipped a round: %s", event.job_id, reason)
 
     async def _guarded(self, name: str) -> None:
         """Run one round of a job; a failure is logged and the next round runs as scheduled."""

@@ -109,6 +109,7 @@ class JexClient:
         self._budget_lock = asyncio.Lock()
         self._in_flight = asyncio.Semaphore(concurrency)
         self.paused_until = 0.0  # local monotonic seconds
+        self._budget_logged_window = -1
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "429": 0, "418": 0}
         # TLS verification is httpx's default and is never turned off.
         self._http = httpx.AsyncClient(
@@ -199,7 +200,16 @@ class JexClient:
                 wait_ms = self.budget.reserve(weight, self.clock.now_ms())
                 if wait_ms <= 0:
                     return
-                log.debug("weight budget full (%d used), waiting %d ms", self.budget.used, wait_ms)
+                if self.budget.window_start != self._budget_logged_window:
+                    self._budget_logged_window = self.budget.window_start
+                    log.info(
+                        "weight budget reached (%d of %d this minute, limit %d): requests "
+                        "wait %.0fs for the next minute",
+                        self.budget.used,
+                        self.budget.allowed,
+                        self.budget.limit,
+                        wait_ms / 1000,
+                    )
                 await self._sleep(wait_ms / 1000)
 
     async def _send_once(
