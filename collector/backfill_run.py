@@ -32,16 +32,8 @@ async def run_backfill(
     job = settings.jobs.get(dataset)
     chosen_markets = markets or (job.markets if job else get_dataset(dataset).markets)
     chosen_intervals = intervals or (job.intervals if job and job.intervals else ("1m",))
-    exchange = settings.exchange
     writer = ArchiveWriter(settings.storage.data_dir)
-    async with JexClient(
-        exchange.base_url,
-        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-        timeout=exchange.timeout,
-        weight_fraction=exchange.weight_fraction,
-        max_attempts=exchange.max_attempts,
-        concurrency=exchange.concurrency,
-    ) as client:
+    async with JexClient.from_settings(settings) as client:
         await client.sync_clock()
         ctx = jobs.JobContext(client, writer, settings)
         await jobs.refresh_instruments(ctx)

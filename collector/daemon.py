@@ -53,16 +53,7 @@ class Daemon:
         self.settings = settings
         self.data_dir = str(settings.storage.data_dir)
         self.writer = ArchiveWriter(self.data_dir)
-        exchange = settings.exchange
-        self.client = JexClient(
-            exchange.base_url,
-            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-            timeout=exchange.timeout,
-            weight_fraction=exchange.weight_fraction,
-            max_attempts=exchange.max_attempts,
-            concurrency=exchange.concurrency,
-            transport=transport,
-        )
+        self.client = JexClient.from_settings(settings, transport=transport)
         self.ctx = jobs.JobContext(self.client, self.writer, settings)
         self.stop_event = asyncio.Event()
         self._running: set[asyncio.Task[Any]] = set()

@@ -103,15 +103,7 @@ async def repair(settings: Settings, findings: list[Finding]) -> RepairReport:
     holes = [f for f in findings if f.holes > 0]
     if not holes:
         return report
-    exchange = settings.exchange
-    async with JexClient(
-        exchange.base_url,
-        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-        timeout=exchange.timeout,
-        weight_fraction=exchange.weight_fraction,
-        max_attempts=exchange.max_attempts,
-        concurrency=exchange.concurrency,
-    ) as client:
+    async with JexClient.from_settings(settings) as client:
         await client.sync_clock()
         filler = Backfill(client, ArchiveWriter(data_dir), data_dir)
         try:

@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -40,6 +40,9 @@ from collector.errors import (
 from collector.exchange import endpoints
 from collector.exchange.budget import WeightBudget
 from collector.exchange.endpoints import Endpoint
+
+if TYPE_CHECKING:
+    from collector.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,22 @@ class JexClient:
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             headers={"User-Agent": f"jex-collector/{__version__}"},
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> JexClient:
+        """A client configured by ``settings.exchange`` and the API key of the environment."""
+        exchange = settings.exchange
+        return cls(
+            exchange.base_url,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout=exchange.timeout,
+            weight_fraction=exchange.weight_fraction,
+            max_attempts=exchange.max_attempts,
+            concurrency=exchange.concurrency,
             transport=transport,
         )
 
