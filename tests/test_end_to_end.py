@@ -161,21 +161,46 @@ def test_no_temporary_file_is_left_and_the_view_file_exists(archive: Path) -> No
 def test_a_restart_neither_repeats_nor_skips_trades(
     sim_server: SimServer, sim_exchange: SimExchange, tmp_path: Path
 ) -> None:
-    collect(sim_server, tmp_path, 4.0)
+    collect(sim_server, tmp_path, 6.0)  # long enough for every job's first round
     time.sleep(1.0)  # trades happen while the collector is down
-    collect(sim_server, tmp_path, 4.0)
+    collect(sim_server, tmp_path, 6.0)
     for market, symbol, first, last, count, distinct in rows(
         tmp_path,
         "SELECT market, symbol, min(trade_id), max(trade_id), count(*), count(DISTINCT trade_id) "
         "FROM trades GROUP BY ALL",
     ):
         assert count == distinct == last - first + 1, f"{market} {symbol}"
+        truth = sim_exchange.trades_from_id(market, symbol, first, count)
+        archived = rows(
+            tmp_path,
+            "SELECT trade_id, epoch_ms(time), price FROM trades "
+            "WHERE market = $m AND symbol = $s ORDER BY trade_id",
+            m=market,
+            s=symbol,
+        )
+        assert archived == [(t.id, t.time, float(t.price)) for t in truth], f"{market} {symbol}"
     for key in rows(
         tmp_path,
         "SELECT market, symbol, interval, open_time, count(*) AS n FROM klines "
         "GROUP BY ALL HAVING n > 1",
     ):
         pytest.fail(f"duplicated kline {key}")
+    for dataset, events in (
+        ("funding_rate", sim_exchange.funding_rates),
+        ("protection_fund", sim_exchange.protection_fund),
+    ):
+        for symbol, last in rows(tmp_path, f"SELECT symbol, max(id) FROM {dataset} GROUP BY 1"):
+            ids = [
+                r[0]
+                for r in rows(
+                    tmp_path,
+                    f"SELECT id FROM {dataset} WHERE symbol = $s ORDER BY id",
+                    s=symbol,
+                )
+            ]
+            expected = [e.id for e in events(symbol, 0, sim_exchange.now_ms() + 1) if e.id <= last]
+            assert ids == expected, f"{dataset} {symbol}"
+        assert rows(tmp_path, f"SELECT count(*) FROM {dataset}") != [(0,)], dataset
 
 
 def test_sigterm_flushes_and_exits_zero_within_ten_seconds(tmp_path: Path) -> None:
