@@ -169,8 +169,8 @@ async def _historical_trades(ctx: JobContext, job: JobSettings, market: str, sym
         if parsed.rows:
             rows += _keep(ctx, parsed, f"trades {market} {symbol}")
             ctx.state.cursors[key] = int(pc.max(parsed.table["trade_id"]).as_py())
-        if cursor is None or len(response.payload) < page_size:
-            break  # first contact (newest page only) or caught up
+        if cursor is None or len(response.payload) < page_size or not parsed.rows:
+            break  # first contact (newest page only), caught up, or nothing new
     return rows
 
 
@@ -309,7 +309,7 @@ async def _klines(ctx: JobContext, job: JobSettings, market: str, symbol: str) -
                 ctx.state.cursors[key] = int(
                     pc.max(pc.cast(parsed.table["open_time"], pa.int64())).as_py()
                 )
-            if cursor is None or len(response.payload) < params["limit"]:
+            if cursor is None or len(response.payload) < params["limit"] or not parsed.rows:
                 break
     return rows
 
@@ -414,7 +414,7 @@ async def _paged_by_id(
         if parsed.rows:
             rows += _keep(ctx, parsed, f"{dataset} contract {symbol}")
             ctx.state.cursors[key] = int(pc.max(parsed.table["id"]).as_py())
-        if len(response.payload) < page_size:
+        if len(response.payload) < page_size or not parsed.rows:
             break
     return rows
 
