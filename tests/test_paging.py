@@ -161,3 +161,20 @@ def test_a_job_run_twice_over_the_same_span_changes_nothing(
     if once:
         run_rounds(data_dir, exchange, page=page, rounds=1, state=fresh)
         assert archived_ids(data_dir) == once
+
+
+def test_an_exchange_ignoring_from_id_costs_one_request_a_round(tmp_path: Path) -> None:
+    class IgnoresFromId(ScriptedExchange):
+        def __call__(self, request: httpx.Request) -> httpx.Response:
+            self.requests.append(dict(request.url.params))
+            return httpx.Response(200, json=list(reversed(self.trades[-500:])))
+
+    exchange = IgnoresFromId(n=2000, same_time=1)
+    state = jobs.CollectorState(
+        listing=Listing({"spot": ("XUSDT",)}), cursors={("trades", "spot", "XUSDT"): 1000}
+    )
+    run_rounds(tmp_path, exchange, page=500, rounds=1, state=state)
+    # The newest page is ahead of the cursor: it is kept (a hole is logged), then the
+    # repeat of the same page brings nothing new and the round ends.
+    assert len(exchange.requests) == 2
+    assert archived_ids(tmp_path) == list(range(1501, 2001))
