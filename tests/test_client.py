@@ -23,7 +23,7 @@ from collector.errors import (
 )
 from collector.exchange import endpoints
 from collector.exchange.budget import WeightBudget
-from collector.exchange.client import ExchangeClock, JexClient
+from collector.exchange.client import WINDOW_GUARD_MS, ExchangeClock, JexClient
 
 START_MS = 1_764_000_000_000  # on a minute boundary
 SECRET_KEY = "k3y-that-must-never-leak"
@@ -137,8 +137,9 @@ def test_a_full_budget_waits_for_the_next_minute_instead_of_sending() -> None:
     exchange, fake, _ = run(lambda r: ok(), scenario)
     times = [t for t, _ in exchange.requests]
     assert times[:8] == [0.0] * 8
-    assert times[8] == pytest.approx(60.0)  # the next window
-    assert fake.sleeps == [pytest.approx(60.0)]
+    # The next window, plus the guard against clock error at the boundary.
+    assert times[8] == pytest.approx(60.0 + WINDOW_GUARD_MS / 1000)
+    assert fake.sleeps == [pytest.approx(60.0 + WINDOW_GUARD_MS / 1000)]
 
 
 # -- 429 and 418 -------------------------------------------------------------------------------

@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 MAX_INLINE_WAIT_S = 30.0
 
 
+#: How far past the next weight window a waiting request is sent.
+WINDOW_GUARD_MS = 500
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -229,7 +233,10 @@ class JexClient:
                         self.budget.limit,
                         wait_ms / 1000,
                     )
-                await self._sleep(wait_ms / 1000)
+                # Wait a little past the boundary: our estimate of the exchange clock is off
+                # by a few ms, and a burst that lands just before the exchange's window
+                # rolls over counts against the full old one.
+                await self._sleep((wait_ms + WINDOW_GUARD_MS) / 1000)
 
     async def _send_once(
         self,
