@@ -14,6 +14,21 @@ from collector.sim import SimExchange, SimServer
 SEED = 7
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the long variants of the soak and kill loops (minutes instead of seconds)",
+    )
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """True under ``pytest --long``: soak and kill loops run their full length."""
+    return bool(request.config.getoption("--long"))
+
+
 @pytest.fixture(scope="session")
 def sim_exchange() -> SimExchange:
     return SimExchange(seed=SEED, history_days=2)
