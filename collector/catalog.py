@@ -37,8 +37,23 @@ _DUCKDB_TYPES: dict[pa.DataType, str] = {
 
 
 def sql_string(value: str) -> str:
-    """A SQL string literal (for paths, which DuckDB table functions cannot bind)."""
+    """A SQL string literal of text from the dataset registry (view comments)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def path_literal(path: str | Path) -> str:
+    """The one way a path (or a glob) enters SQL text: validated, then quoted.
+
+    View DDL cannot take bound parameters, so the archive's location is written into
+    the view. Only an absolute path without control characters is accepted; quotes
+    are doubled, which is all a DuckDB string literal needs (backslashes are literal).
+    """
+    text = str(path)
+    if not text.startswith("/"):
+        raise ValueError(f"expected an absolute path in SQL, got {text!r}")
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise ValueError(f"a path with control characters cannot be used in SQL: {text!r}")
+    return sql_string(text)
 
 
 def has_files(data_dir: str | Path, dataset: str) -> bool:
@@ -57,8 +72,8 @@ def source_sql(data_dir: str | Path, dataset: str) -> str:
     glob = layout.dataset_glob(str(Path(data_dir).resolve()), dataset)
     columns = ", ".join(spec.column_names)
     return (
-        # Names come from the dataset registry; the path is quoted by sql_string.
-        f"SELECT {columns}, date FROM read_parquet({sql_string(glob)}, "  # noqa: S608
+        # Names come from the dataset registry; the path is checked and quoted by path_literal.
+        f"SELECT {columns}, date FROM read_parquet({path_literal(glob)}, "  # noqa: S608
         "hive_partitioning = true, hive_types = {'market': VARCHAR, 'date': DATE}, "
         "union_by_name = true)"
     )

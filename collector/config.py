@@ -82,6 +82,12 @@ class ExchangeSettings(_Strict):
     max_attempts: int = Field(4, ge=1, le=10)
     concurrency: int = Field(4, ge=1, le=64)
     clock_sync_every: Duration = 600.0
+    #: When the schedule needs more than the budget: stretch the intervals, or refuse to start.
+    on_over_budget: Literal["stretch", "refuse"] = "stretch"
+    #: TLS certificate verification; turning it off is logged as a warning at every start.
+    verify_tls: bool = True
+    #: Take proxy and CA settings from the environment (HTTPS_PROXY, SSL_CERT_FILE, ...).
+    trust_env: bool = False
 
     @field_validator("base_url")
     @classmethod

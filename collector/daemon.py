@@ -1,9 +1,12 @@
 """The long-running collector: the only module that knows APScheduler.
 
 Start-up: remove temporary files a crash left behind, rebuild the DuckDB views,
-measure the exchange clock, read the instrument lists (retrying until the
-exchange answers), resume every cursor from the archive, then schedule one job
-per dataset, their first runs spread out so the start is not a burst.
+wait out a ban or pause the exchange imposed on an earlier run, measure the
+exchange clock, read the instrument lists and rate limits (retrying until the
+exchange answers), plan the schedule against the budget (stretching it or
+refusing to start when it does not fit, see :mod:`collector.plan`), resume every
+cursor from the archive, then schedule one job per dataset, their first runs
+spread out and their requests paced so the start is not a burst.
 
 Shutdown (SIGTERM, SIGINT/Ctrl-C, or ``duration`` elapsed): no new runs, running
 jobs get a few seconds to finish and are then cancelled, buffered rows are
@@ -27,8 +30,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from collector import catalog, datasets, jobs
 from collector.config import Settings
-from collector.errors import CollectorError
-from collector.exchange.client import JexClient
+from collector.errors import CollectorError, ConfigError, RateLimitError
+from collector.exchange.client import MAX_INLINE_WAIT_S, JexClient
+from collector.plan import Plan, format_plan, make_plan
 from collector.storage.writer import ArchiveWriter
 
 log = logging.getLogger(__name__)
@@ -52,8 +56,9 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.data_dir = str(settings.storage.data_dir)
-        self.writer = ArchiveWriter(self.data_dir)
         self.client = JexClient.from_settings(settings, transport=transport)
+        # File names carry exchange time too, like every time the collector records.
+        self.writer = ArchiveWriter(self.data_dir, clock_ms=self.client.clock.now_ms)
         self.ctx = jobs.JobContext(self.client, self.writer, settings)
         self.stop_event = asyncio.Event()
         self._running: set[asyncio.Task[Any]] = set()
@@ -61,6 +66,8 @@ class Daemon:
         self._datasets_with_files = {
             name for name in datasets.DATASETS if catalog.has_files(self.data_dir, name)
         }
+        self.plan: Plan | None = None
+        self._pause_logged = 0.0
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -90,8 +97,9 @@ class Daemon:
         stop_at = None if duration is None else loop_time() + duration
         if not await self._first_contact(stop_at):
             return
+        self.plan = self._plan()
         await asyncio.to_thread(jobs.load_cursors, self.data_dir, self.ctx.state)
-        scheduler = self._schedule()
+        scheduler = self._schedule(self.plan.intervals())
         scheduler.start()
         try:
             timeout = None if stop_at is None else max(0.0, stop_at - loop_time())
@@ -109,13 +117,24 @@ class Daemon:
             log.info("stopped")
 
     async def _first_contact(self, stop_at: float | None) -> bool:
-        """Clock and instrument lists; retried until the exchange answers or we are stopped."""
+        """Clock and instrument lists; retried until the exchange answers or we are stopped.
+
+        A pause or ban the exchange imposed (also one recorded by an earlier run) is
+        waited out before anything is sent."""
         while not self.stop_event.is_set():
+            wait = STARTUP_RETRY_S
             try:
+                if self.client.paused_for() > 0:
+                    raise RateLimitError(
+                        "the exchange asked us not to send", retry_at=self.client.paused_until
+                    )
                 await self.client.sync_clock()
                 instruments_job = self.settings.enabled_jobs().get("instruments")
                 await jobs.refresh_instruments(self.ctx, instruments_job)
                 return True
+            except RateLimitError:
+                wait = max(1.0, self.client.paused_for())
+                log.warning("waiting %.0fs before the first request (exchange-imposed pause)", wait)
             except CollectorError as exc:
                 log.error(
                     "first contact with the exchange at %s failed (%s); retrying in %.0fs "
@@ -124,7 +143,6 @@ class Daemon:
                     exc,
                     STARTUP_RETRY_S,
                 )
-            wait = STARTUP_RETRY_S
             if stop_at is not None:
                 wait = min(wait, stop_at - loop_time())
             if wait <= 0:
@@ -135,25 +153,55 @@ class Daemon:
                 return False
         return False
 
-    def _schedule(self) -> AsyncIOScheduler:
+    def _plan(self) -> Plan:
+        """The schedule's cost against the exchange's limits: stretch it or refuse."""
+        budget = self.client.budget
+        plan = make_plan(
+            self.settings,
+            lambda job, market: len(self.ctx.symbols(job, market)),
+            has_api_key=self.client.has_api_key,
+            weight_limit=budget.limit,
+            raw_limit=budget.raw_limit,
+            raw_interval_ms=budget.raw_window_ms,
+        )
+        table = format_plan(plan)
+        if plan.fits:
+            log.info("schedule plan:\n%s", table)
+            return plan
+        if self.settings.exchange.on_over_budget == "refuse":
+            raise ConfigError(
+                "the schedule needs more request weight than the exchange allows, and "
+                "exchange.on_over_budget is refuse:\n" + table,
+                source=self.settings.source,
+                key="exchange.on_over_budget",
+            )
+        log.warning(
+            "the schedule does not fit the exchange's rate limits; intervals are stretched "
+            "(exchange.on_over_budget: stretch):\n%s",
+            table,
+        )
+        return plan
+
+    def _schedule(self, intervals: dict[str, float]) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         now = dt.datetime.now(dt.UTC)
         enabled = self.settings.enabled_jobs()
-        for index, (name, job) in enumerate(enabled.items()):
+        for index, name in enumerate(enabled):
+            every = intervals.get(name, enabled[name].every)
             first = now + dt.timedelta(seconds=index * STAGGER_S)
             if name == "instruments":
-                first = now + dt.timedelta(seconds=job.every)  # it ran at start-up
+                first = now + dt.timedelta(seconds=every)  # it ran at start-up
             scheduler.add_job(
                 self._guarded,
                 "interval",
                 args=[name],
                 id=name,
-                seconds=job.every,
+                seconds=every,
                 next_run_time=first,
                 max_instances=1,
                 coalesce=True,
-                misfire_grace_time=max(1, int(job.every)),
+                misfire_grace_time=max(1, int(every)),
             )
         scheduler.add_job(
             self._flush,
@@ -189,7 +237,16 @@ class Daemon:
         log.info("job %s skipped a round: %s", event.job_id, reason)
 
     async def _guarded(self, name: str) -> None:
-        """Run one round of a job; a failure is logged and the next round runs as scheduled."""
+        """Run one round of a job; a failure is logged and the next round runs as scheduled.
+
+        While the exchange has told us to pause for longer than a request may wait
+        (a ban), rounds are skipped quietly: one log line per pause, not one per job."""
+        paused = self.client.paused_for()
+        if paused > MAX_INLINE_WAIT_S:
+            if self._pause_logged != self.client.paused_until:
+                self._pause_logged = self.client.paused_until
+                log.warning("exchange-imposed pause: every job skips its rounds for %.0fs", paused)
+            return
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)

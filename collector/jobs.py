@@ -56,6 +56,7 @@ class CollectorState:
     cursors: dict[Cursor, int] = field(default_factory=dict)
     recent_trades: dict[tuple[str, str], list[Fingerprint]] = field(default_factory=dict)
     possible_gaps: dict[tuple[str, str], int] = field(default_factory=dict)
+    rate_limits: instruments.RateLimits | None = None
 
 
 @dataclass
@@ -366,8 +367,7 @@ async def collect_snapshot(
     """Tickers: one all-symbols request when it costs no more weight than one per symbol."""
     endpoint, parse = _SNAPSHOTS[dataset]
     symbols = ctx.symbols(job, market)
-    heavy = endpoint.weight_without_symbol
-    if heavy is not None and symbols and heavy <= endpoint.weight * len(symbols):
+    if endpoint.all_symbols_is_cheaper(len(symbols)):
         report = JobReport(dataset, market, symbols=len(symbols))
         response = await ctx.client.get(endpoint, market=market)
         parsed = parse(response.payload, market, response.received_at, None)
@@ -465,9 +465,18 @@ async def refresh_instruments(ctx: JobContext, job: JobSettings | None = None) -
     info = await ctx.client.get(endpoints.EXCHANGE_INFO)
     options = await ctx.client.get(endpoints.OPTION_INFO)
     limits = instruments.rate_limits(info.payload)
-    if limits.weight_per_minute and limits.weight_per_minute != ctx.client.budget.limit:
+    budget = ctx.client.budget
+    if limits.weight_per_minute and limits.weight_per_minute != budget.limit:
         log.info("exchange weight limit: %d per minute", limits.weight_per_minute)
-        ctx.client.budget.set_limit(limits.weight_per_minute)
+        budget.set_limit(limits.weight_per_minute)
+    if limits.raw_requests and limits.raw_requests != budget.raw_limit:
+        log.info(
+            "exchange raw-request limit: %d per %.0f minutes",
+            limits.raw_requests,
+            (limits.raw_interval_ms or budget.raw_window_ms) / 60_000,
+        )
+        budget.set_raw_limit(limits.raw_requests, limits.raw_interval_ms)
+    ctx.state.rate_limits = limits
     parsed, listing = instruments.instruments(info.payload, options.payload, info.received_at)
     _log_listing_changes(ctx.state.listing, listing)
     ctx.state.listing = listing

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from collector import config
+from collector.exchange.budget import WeightBudget
 from collector.sim import SimExchange, SimServer
 
 SEED = 7
@@ -67,3 +68,9 @@ def fast_settings(
     }
     environ = {"JEX_API_KEY": api_key} if api_key else {}
     return config.from_mapping(raw, source="<test>", environ=environ)
+
+
+def unpaced_budget() -> WeightBudget:
+    """The default budget without pacing: for tests whose clock stands still (a paced
+    budget would wait forever for its bucket to refill) or that test windows and pauses."""
+    return WeightBudget(burst_s=60, start_fill=1.0)

@@ -17,6 +17,7 @@ from collector.backfill import Backfill
 from collector.exchange.client import ExchangeClock, JexClient
 from collector.sim import SimExchange, create_app
 from collector.storage.writer import ArchiveWriter
+from tests.conftest import unpaced_budget
 
 NOW = 1_764_003_600_000 + 17 * 60_000 + 4_321
 HOUR = 3_600_000
@@ -37,6 +38,7 @@ def run(data_dir: Path, scenario: Callable[[Backfill], Awaitable[None]]) -> Back
             api_key="k",
             transport=transport,
             clock=ExchangeClock(local_ms=lambda: NOW),
+            budget=unpaced_budget(),
         ) as client:
             filler = Backfill(client, ArchiveWriter(data_dir), data_dir)
             await scenario(filler)

@@ -122,3 +122,15 @@ def test_query_command_prints_table_csv_and_json_and_fails_clearly(tmp_path: Pat
     assert [json.loads(line)["id"] for line in json_out.output.splitlines()] == [1, 2]
     bad = runner.invoke(main, ["query", "SELECT nope FROM trades", "--data-dir", str(tmp_path)])
     assert bad.exit_code == 1 and "query failed" in bad.output and "nope" in bad.output
+
+
+@pytest.mark.parametrize(
+    "path", ["relative/dir/*.parquet", "/data/x\n; DROP VIEW trades; --", "/data/\x00x"]
+)
+def test_paths_reach_view_ddl_only_absolute_and_without_control_characters(path: str) -> None:
+    with pytest.raises(ValueError, match="path"):
+        catalog.path_literal(path)
+
+
+def test_a_quote_in_a_path_is_doubled_not_executed() -> None:
+    assert catalog.path_literal("/data/it's/*.parquet") == "'/data/it''s/*.parquet'"

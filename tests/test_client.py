@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +26,7 @@ from collector.errors import (
 from collector.exchange import endpoints
 from collector.exchange.budget import WeightBudget
 from collector.exchange.client import WINDOW_GUARD_MS, ExchangeClock, JexClient
+from tests.conftest import unpaced_budget
 
 START_MS = 1_764_000_000_000  # on a minute boundary
 SECRET_KEY = "k3y-that-must-never-leak"
@@ -73,6 +76,8 @@ def run(
     *,
     api_key: str | None = SECRET_KEY,
     max_attempts: int = 4,
+    budget: WeightBudget | None = None,
+    pause_file: Path | None = None,
 ) -> tuple[Exchange, FakeTime, Any]:
     fake = FakeTime()
     exchange = Exchange(fake, handler)
@@ -87,6 +92,9 @@ def run(
             sleep=fake.sleep,
             rng=random.Random(1),
             max_attempts=max_attempts,
+            # Unpaced unless a test asks for pacing: these tests are about windows and pauses.
+            budget=budget or unpaced_budget(),
+            pause_file=pause_file,
         ) as client:
             return await scenario(client)
 
@@ -361,9 +369,105 @@ def test_the_budget_never_lets_a_window_exceed_its_allowance(
 
 
 def test_the_budget_waits_exactly_until_the_window_ends() -> None:
-    budget = WeightBudget(limit=10, fraction=1.0)
+    budget = WeightBudget(limit=10, fraction=1.0, burst_s=60, start_fill=1.0)  # unpaced
     assert budget.reserve(10, START_MS + 15_000) == 0
     assert budget.reserve(1, START_MS + 15_000) == 45_000
     assert budget.reserve(1, START_MS + 60_000) == 0
     budget.observe(10, START_MS + 60_001)
     assert budget.reserve(1, START_MS + 60_002) > 0
+
+
+def test_pacing_spreads_a_minute_of_weight_and_ramps_up_at_start() -> None:
+    budget = WeightBudget(limit=75, fraction=0.8, burst_s=15, start_fill=0.1)  # 60/min
+    now = START_MS
+    sent: list[int] = []
+    while now < START_MS + 60_000:
+        wait = budget.reserve(1, now)
+        if wait == 0:
+            sent.append(now - START_MS)
+        now += max(wait, 1) if wait else 0
+    # A fresh budget holds 10% of 15 s of allowance (1.5 requests), then earns one a second:
+    # no burst at start, and the minute's weight arrives spread over the minute.
+    assert len([t for t in sent if t < 1_000]) <= 2
+    assert len([t for t in sent if t < 10_000]) <= 12
+    assert 55 <= len(sent) <= 60
+
+
+def test_raw_requests_are_limited_per_five_minutes() -> None:
+    budget = WeightBudget(limit=10_000, fraction=1.0, raw_limit=10, burst_s=60, start_fill=1)
+    for _ in range(10):
+        assert budget.reserve(1, START_MS) == 0
+    assert budget.reserve(1, START_MS + 1_000) == 299_000
+    assert budget.last_wait == "raw"
+    assert budget.reserve(1, START_MS + 300_000) == 0
+
+
+def test_after_a_429_the_budget_is_lowered_for_a_while() -> None:
+    budget = WeightBudget(limit=100, fraction=0.8, penalty_factor=0.5, penalty_ms=300_000)
+    assert budget.allowed_at(START_MS) == 80
+    budget.penalize(START_MS)
+    assert budget.allowed_at(START_MS + 299_999) == 40
+    assert budget.allowed_at(START_MS + 300_000) == 80
+
+
+def too_many(seconds: int, status: int = 429) -> httpx.Response:
+    return httpx.Response(
+        status, json={"code": -1003, "msg": "too many"}, headers={"Retry-After": str(seconds)}
+    )
+
+
+def test_a_429_lowers_the_budget_and_is_recorded_for_the_next_process(tmp_path: Path) -> None:
+    pause_file = tmp_path / "_state" / "pause.json"
+    answers = iter([too_many(20)])
+
+    async def scenario(client: JexClient) -> tuple[int, int]:
+        await client.get(endpoints.PING)  # 429, waits 20 s, retried
+        now = client.clock.now_ms()
+        return client.budget.allowed_at(now), client.budget.allowed
+
+    exchange, _, (lowered, normal) = run(
+        lambda r: next(answers, ok()), scenario, pause_file=pause_file
+    )
+    assert lowered < normal
+    record = json.loads(pause_file.read_text())
+    assert record["status"] == 429
+    assert record["until_ms"] == START_MS + 20_000
+    assert [t for t, _ in exchange.requests] == [0.0, 20.0]
+
+
+def test_a_ban_survives_a_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pause_file = tmp_path / "pause.json"
+
+    async def banned(client: JexClient) -> None:
+        with pytest.raises(BannedError):
+            await client.get(endpoints.PING)
+
+    run(lambda r: too_many(7200, 418), banned, pause_file=pause_file)
+    assert json.loads(pause_file.read_text())["status"] == 418
+
+    # A new process (same clock here) reads the record and sends nothing until the ban ends.
+    async def restarted(client: JexClient) -> float:
+        assert client.paused_for() == pytest.approx(7200, abs=1)
+        with pytest.raises(RateLimitError):
+            await client.get(endpoints.PING)
+        return client.paused_for()
+
+    with caplog.at_level(logging.ERROR, logger="collector.exchange.client"):
+        exchange, _, _ = run(lambda r: ok(), restarted, pause_file=pause_file)
+    assert exchange.requests == []
+    assert any("banned this IP until" in r.getMessage() for r in caplog.records)
+
+
+def test_tls_is_verified_and_the_environment_ignored_unless_configured(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def make(**options: Any) -> tuple[bool, bool]:
+        async with JexClient("https://jex.test", **options) as client:
+            http = client._http
+            return http._transport._pool._ssl_context.verify_mode != 0, http.trust_env
+
+    with caplog.at_level(logging.WARNING):
+        assert asyncio.run(make()) == (True, False)
+        assert not caplog.records
+        assert asyncio.run(make(verify_tls=False, trust_env=True)) == (False, True)
+    assert any("TLS certificate verification is OFF" in r.getMessage() for r in caplog.records)

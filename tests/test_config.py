@@ -30,7 +30,7 @@ def test_the_shipped_schedule_has_a_job_for_every_dataset() -> None:
     assert settings.storage.flush_every == 30.0
     assert settings.jobs["depth"].limit == 20
     assert settings.jobs["klines"].intervals == ("1m", "1h")
-    assert settings.jobs["trades"].every == 5.0
+    assert settings.jobs["trades"].every == 10.0
     assert settings.jobs["trades"].backfill == 3600.0
     assert settings.jobs["klines"].backfill == 7 * 86400.0
     assert settings.api_key is None

@@ -253,7 +253,7 @@ def test_sigterm_flushes_and_exits_zero_within_ten_seconds(tmp_path: Path) -> No
 
 
 def test_received_at_is_exchange_time_even_when_the_clocks_disagree(tmp_path: Path) -> None:
-    skew_ms = 300_000  # the exchange's clock runs five minutes ahead of ours
+    skew_ms = 3_600_000  # our clock is an hour behind the exchange's
     ahead = SimExchange(seed=2, clock=lambda: time.time_ns() // 1_000_000 + skew_ms)
     with SimServer(ahead) as server:
         settings = fast_settings(
@@ -267,8 +267,12 @@ def test_received_at_is_exchange_time_even_when_the_clocks_disagree(tmp_path: Pa
             }
         )
         started = time.time_ns() // 1_000_000
-        asyncio.run(Daemon(settings).run(2.5, handle_signals=False))
+        daemon = Daemon(settings)
+        asyncio.run(daemon.run(2.5, handle_signals=False))
         ended = time.time_ns() // 1_000_000
+    # Our estimate of the exchange clock is within a second of it...
+    assert abs(daemon.client.clock.offset_ms - skew_ms) < 1_000
+    # ...and every recorded time is exchange time, not our hour-old local time.
     received = [r[0] for r in rows(tmp_path, "SELECT DISTINCT epoch_ms(received_at) FROM depth")]
     assert received
     assert all(started + skew_ms - 1_000 <= t <= ended + skew_ms + 1_000 for t in received)

@@ -15,7 +15,7 @@ from collector import catalog, jobs
 from collector.exchange.client import ExchangeClock, JexClient
 from collector.sim import SimExchange, create_app
 from collector.storage.writer import ArchiveWriter
-from tests.conftest import fast_settings
+from tests.conftest import fast_settings, unpaced_budget
 
 START = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 
@@ -60,6 +60,7 @@ class Harness:
                 api_key=self.api_key,
                 transport=transport,
                 clock=ExchangeClock(local_ms=lambda: self.now),
+                budget=unpaced_budget(),
             ) as client:
                 ctx = jobs.JobContext(client, self.writer, self.settings, self.state)
                 await jobs.refresh_instruments(ctx)

@@ -3,8 +3,10 @@
 Every request goes through :meth:`JexClient.get`, which
 
 1. waits while the exchange has told us to stop (429/418 ``Retry-After``) -- no
-   request of this process leaves until then, whichever job makes it;
-2. waits until the request's weight fits the per-minute budget;
+   request of this process leaves until then, whichever job makes it; the end of
+   such a pause is written to a file so that a restart does not walk back into a ban;
+2. waits until the request fits the budget (:mod:`collector.exchange.budget`: weight
+   per minute, raw requests per five minutes, paced, lowered for a while after a 429);
 3. sends, then translates the outcome in one place (:meth:`JexClient._check`)
    into data or one of :mod:`collector.errors`' exceptions;
 4. retries transient failures (5xx, timeouts, connection errors) with capped
@@ -17,12 +19,16 @@ plus the offset measured from ``/api/v1/time``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -53,6 +59,9 @@ MAX_INLINE_WAIT_S = 30.0
 
 #: How far past the next weight window a waiting request is sent.
 WINDOW_GUARD_MS = 500
+
+#: Where, under the data directory, the end of an exchange-imposed pause is kept.
+PAUSE_FILE = "_state/pause.json"
 
 
 def wall_clock_ms() -> int:
@@ -103,10 +112,14 @@ class JexClient:
         rng: random.Random | None = None,
         backoff_base: float = 0.5,
         backoff_cap: float = 10.0,
+        budget: WeightBudget | None = None,
+        verify_tls: bool = True,
+        trust_env: bool = False,
+        pause_file: Path | None = None,
     ) -> None:
         self._api_key = api_key
         self.clock = clock or ExchangeClock()
-        self.budget = WeightBudget(fraction=weight_fraction)
+        self.budget = budget or WeightBudget(fraction=weight_fraction)
         self.max_attempts = max_attempts
         self._monotonic = monotonic
         self._sleep = sleep
@@ -118,20 +131,36 @@ class JexClient:
         self.paused_until = 0.0  # local monotonic seconds
         self._budget_logged_window = -1
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "429": 0, "418": 0}
-        # TLS verification is httpx's default and is never turned off.
+        self._pause_file = pause_file
+        self._load_pause()
+        if not verify_tls:
+            log.warning(
+                "TLS certificate verification is OFF (exchange.verify_tls: false): anyone on "
+                "the network path can impersonate %s",
+                base_url,
+            )
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             headers={"User-Agent": f"jex-collector/{__version__}"},
             transport=transport,
+            verify=verify_tls,
+            # Proxy and CA settings from the environment (HTTPS_PROXY, SSL_CERT_FILE, ...) are
+            # ignored unless exchange.trust_env says otherwise: a stray variable must not
+            # silently route the collector through another host.
+            trust_env=trust_env,
         )
 
     @classmethod
     def from_settings(
         cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> JexClient:
-        """A client configured by ``settings.exchange`` and the API key of the environment."""
+        """A client configured by ``settings.exchange`` and the API key of the environment.
+
+        Pauses the exchange imposes (429, 418) are recorded in the archive's
+        ``_state/pause.json``, shared by every process that collects into it.
+        """
         exchange = settings.exchange
         return cls(
             exchange.base_url,
@@ -141,6 +170,9 @@ class JexClient:
             max_attempts=exchange.max_attempts,
             concurrency=exchange.concurrency,
             transport=transport,
+            verify_tls=exchange.verify_tls,
+            trust_env=exchange.trust_env,
+            pause_file=Path(settings.storage.data_dir) / PAUSE_FILE,
         )
 
     async def __aenter__(self) -> JexClient:
@@ -155,6 +187,58 @@ class JexClient:
     @property
     def has_api_key(self) -> bool:
         return bool(self._api_key)
+
+    def __repr__(self) -> str:  # never shows the key
+        return (
+            f"JexClient({str(self._http.base_url)!r}, api_key={'set' if self._api_key else None})"
+        )
+
+    def paused_for(self) -> float:
+        """Seconds until the exchange lets us send again (0 when we may send)."""
+        return max(0.0, self.paused_until - self._monotonic())
+
+    # -- pauses that survive a restart -----------------------------------------------------
+
+    def _load_pause(self) -> None:
+        """Resume a pause recorded by an earlier run (or another process on this archive)."""
+        if self._pause_file is None:
+            return
+        try:
+            record = json.loads(self._pause_file.read_text(encoding="utf-8"))
+            until_ms = int(record["until_ms"])
+            status = int(record.get("status", 0))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable %s: %s", self._pause_file, exc)
+            return
+        left = (until_ms - self.clock.now_ms()) / 1000
+        if left <= 0:
+            return
+        self.paused_until = max(self.paused_until, self._monotonic() + left)
+        log.log(
+            logging.ERROR if status == 418 else logging.WARNING,
+            "the exchange %s until %s (%.0fs from now), recorded in %s; nothing is sent before",
+            "banned this IP" if status == 418 else "asked us to pause",
+            _iso(until_ms),
+            left,
+            self._pause_file,
+        )
+
+    def _record_pause(self, status: int, seconds: float) -> None:
+        if self._pause_file is None:
+            return
+        until_ms = self.clock.now_ms() + int(seconds * 1000)
+        record = {"status": status, "until_ms": until_ms, "until": _iso(until_ms)}
+        temp = self._pause_file.with_name(f".{self._pause_file.name}.{os.getpid()}.tmp")
+        try:
+            self._pause_file.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_text(json.dumps(record), encoding="utf-8")
+            os.replace(temp, self._pause_file)
+        except OSError as exc:  # the pause still holds in memory
+            log.warning("could not record the pause in %s: %s", self._pause_file, exc)
+            with contextlib.suppress(OSError):
+                temp.unlink()
 
     # -- the one way out -------------------------------------------------------------------
 
@@ -220,17 +304,25 @@ class JexClient:
                 if pause > 0:
                     await self._sleep(pause)
                     continue
-                wait_ms = self.budget.reserve(weight, self.clock.now_ms())
+                now = self.clock.now_ms()
+                wait_ms = self.budget.reserve(weight, now)
                 if wait_ms <= 0:
                     return
+                if self.budget.last_wait == "pace":
+                    # Pacing waits are short and normal: the minute's weight is spread out.
+                    await self._sleep(wait_ms / 1000)
+                    continue
                 if self.budget.window_start != self._budget_logged_window:
                     self._budget_logged_window = self.budget.window_start
+                    raw = self.budget.last_wait == "raw"
                     log.info(
-                        "weight budget reached (%d of %d this minute, limit %d): requests "
-                        "wait %.0fs for the next minute",
-                        self.budget.used,
-                        self.budget.allowed,
-                        self.budget.limit,
+                        "%s budget reached (%d of %d %s, exchange limit %d): requests wait "
+                        "%.0fs for the next window",
+                        "raw-request" if raw else "weight",
+                        self.budget.raw_used if raw else self.budget.used,
+                        (self.budget.raw_allowed or 0) if raw else self.budget.allowed_at(now),
+                        "in five minutes" if raw else "this minute",
+                        (self.budget.raw_limit or 0) if raw else self.budget.limit,
                         wait_ms / 1000,
                     )
                 # Wait a little past the boundary: our estimate of the exchange clock is off
@@ -278,10 +370,16 @@ class JexClient:
             seconds = self._retry_after(response)
             self.paused_until = max(self.paused_until, self._monotonic() + seconds)
             self.stats[str(status)] += 1
+            # Whatever made us exceed the limit (another process, a lower real limit) is
+            # still there: spend less for a while.
+            self.budget.penalize(self.clock.now_ms())
+            self._record_pause(status, seconds)
             if status == 418:
                 log.error(
-                    "the exchange banned this IP (HTTP 418) for %.0fs; sending nothing until then",
+                    "the exchange banned this IP (HTTP 418) for %.0fs (until %s); sending "
+                    "nothing until then, and a restart waits too",
                     seconds,
+                    _iso(self.clock.now_ms() + int(seconds * 1000)),
                 )
                 raise BannedError(
                     f"IP banned for {seconds:.0f}s",
@@ -289,7 +387,13 @@ class JexClient:
                     status=status,
                     **context,
                 )
-            log.warning("HTTP 429 from the exchange: pausing every request for %.0fs", seconds)
+            log.warning(
+                "HTTP 429 from the exchange: pausing every request for %.0fs, then using %.0f%% "
+                "of the budget for %.0f minutes",
+                seconds,
+                self.budget.penalty_factor * 100,
+                self.budget.penalty_ms / 60_000,
+            )
             raise RateLimitError(
                 f"rate limited; retry after {seconds:.0f}s",
                 retry_at=self.paused_until,
@@ -355,6 +459,10 @@ def _used_weight(headers: httpx.Headers) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="seconds")
 
 
 def _snippet(body: bytes, size: int = 120) -> str:

@@ -35,6 +35,20 @@ class Endpoint:
             return self.weight_without_symbol
         return self.weight
 
+    def all_symbols_is_cheaper(self, symbols: int) -> bool:
+        """Whether one all-symbols request costs no more than one request per symbol."""
+        heavy = self.weight_without_symbol
+        return heavy is not None and symbols > 0 and heavy <= self.weight * symbols
+
+    def round_cost(self, symbols: int) -> tuple[int, int]:
+        """(requests, weight) of polling ``symbols`` symbols once, in the cheaper form."""
+        if symbols <= 0:
+            return 0, 0
+        if self.all_symbols_is_cheaper(symbols):
+            assert self.weight_without_symbol is not None
+            return 1, self.weight_without_symbol
+        return symbols, self.weight * symbols
+
 
 PING = Endpoint("ping", "/api/v1/ping", 1)
 TIME = Endpoint("time", "/api/v1/time", 1)
