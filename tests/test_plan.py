@@ -149,6 +149,10 @@ def test_a_schedule_needing_three_times_the_budget_gets_no_ban(
     assert client["bans"] == 0
     assert client["429s"] <= max(1, int(minutes + 1))
     assert daemon.client.stats["418"] == 0
+    print(  # shown with -s: the numbers for the notes
+        f"\nover-budget run: {minutes:.1f} min, limit {limit}/min, 429s {client['429s']}, "
+        f"bans {client['bans']}, requests {daemon.client.stats['requests']}"
+    )
 
 
 def test_a_restart_during_a_ban_sends_nothing_until_it_ends(tmp_path: Path) -> None:
