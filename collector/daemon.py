@@ -29,6 +29,7 @@ from collector import catalog, datasets, jobs
 from collector.config import Settings
 from collector.errors import CollectorError
 from collector.exchange.client import JexClient
+from collector.quarantine import Quarantine
 from collector.storage.writer import ArchiveWriter
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,12 @@ class Daemon:
         self.data_dir = str(settings.storage.data_dir)
         self.writer = ArchiveWriter(self.data_dir)
         self.client = JexClient.from_settings(settings, transport=transport)
-        self.ctx = jobs.JobContext(self.client, self.writer, settings)
+        self.quarantine = Quarantine(
+            self.data_dir,
+            redact=[s.get_secret_value() for s in (settings.api_key, settings.api_secret) if s],
+        )
+        self.client.quarantine = self.quarantine
+        self.ctx = jobs.JobContext(self.client, self.writer, settings, quarantine=self.quarantine)
         self.stop_event = asyncio.Event()
         self._running: set[asyncio.Task[Any]] = set()
         self._skip_logged: dict[str, float] = {}
@@ -80,6 +86,7 @@ class Daemon:
 
     async def _run(self, duration: float | None) -> None:
         self.writer.remove_orphans()
+        self.quarantine.remove_orphans()
         self._refresh_views()
         log.info("collecting from %s into %s", self.settings.exchange.base_url, self.writer.root)
         if not self.client.has_api_key:
