@@ -8,7 +8,7 @@ parser set aside, is written to::
 (UTC date and time of writing) as one JSON object: ``kind`` (``invalid_json``,
 ``wrong_shape``, ``rejected_records``), ``endpoint``, ``market``, ``params``,
 ``status``, the response ``headers``, the raw ``body`` (text, or base64 when it is
-not UTF-8; cut at ``max_body_bytes``, saying so), ``error`` or the ``rejected``
+not UTF-8; cut at ``max_body_bytes`` bytes or characters, saying so), ``error`` or the ``rejected``
 records with their reasons, ``time`` (ISO) and ``time_ms``, and ``received_at``
 (exchange time of the response).
 
@@ -146,11 +146,13 @@ class Quarantine:
         now: int,
     ) -> str:
         body = self._scrub_bytes(response.body)
-        shown = body[: self.max_body_bytes]
+        cap = self.max_body_bytes
         try:
-            body_text, encoding = shown.decode("utf-8"), "utf-8"
+            text = body.decode("utf-8")  # the whole body: a cut could split a character
+            body_text, encoding, truncated = text[:cap], "utf-8", len(text) > cap
         except UnicodeDecodeError:
-            body_text, encoding = base64.b64encode(shown).decode("ascii"), "base64"
+            body_text, encoding = base64.b64encode(body[:cap]).decode("ascii"), "base64"
+            truncated = len(body) > cap
         document: dict[str, Any] = {
             "kind": kind,
             "endpoint": response.endpoint,
@@ -166,7 +168,7 @@ class Quarantine:
             "error": error,
             "body_encoding": encoding,
             "body_bytes": len(response.body),
-            "body_truncated": len(body) > len(shown),
+            "body_truncated": truncated,
             "body": body_text,
         }
         if rejected is not None:
