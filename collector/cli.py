@@ -233,8 +233,11 @@ async def _plan(settings: config.Settings, make_plan: Any) -> Any:
     "faults",
     multiple=True,
     metavar="KIND=P",
-    help="Inject a fault with probability P per request: error_500, unavailable_503, "
-    "truncated_json, slow (repeatable; also settable at run time with POST /_sim/faults).",
+    help="Inject a fault with probability P per request (repeatable; also settable at run "
+    "time with POST /_sim/faults). Kinds: error_500, unavailable_503, truncated_json, slow, "
+    "connection_reset, unknown_field, missing_field, number_for_string, empty_list, "
+    "duplicate_trades, unknown_symbol, bad_symbol (see collector/sim/faults.py); "
+    "slow_seconds=S sets the delay of slow (default 15).",
 )
 @_log_level_option
 def sim(

@@ -33,6 +33,7 @@ from collector.config import Settings
 from collector.errors import CollectorError, ConfigError, RateLimitError
 from collector.exchange.client import MAX_INLINE_WAIT_S, JexClient
 from collector.plan import Plan, format_plan, make_plan
+from collector.quarantine import Quarantine
 from collector.storage.writer import ArchiveWriter
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,12 @@ class Daemon:
         self.client = JexClient.from_settings(settings, transport=transport)
         # File names carry exchange time too, like every time the collector records.
         self.writer = ArchiveWriter(self.data_dir, clock_ms=self.client.clock.now_ms)
-        self.ctx = jobs.JobContext(self.client, self.writer, settings)
+        self.quarantine = Quarantine(
+            self.data_dir,
+            redact=[s.get_secret_value() for s in (settings.api_key, settings.api_secret) if s],
+        )
+        self.client.quarantine = self.quarantine
+        self.ctx = jobs.JobContext(self.client, self.writer, settings, quarantine=self.quarantine)
         self.stop_event = asyncio.Event()
         self._running: set[asyncio.Task[Any]] = set()
         self._skip_logged: dict[str, float] = {}
@@ -87,6 +93,7 @@ class Daemon:
 
     async def _run(self, duration: float | None) -> None:
         self.writer.remove_orphans()
+        self.quarantine.remove_orphans()
         self._refresh_views()
         log.info("collecting from %s into %s", self.settings.exchange.base_url, self.writer.root)
         if not self.client.has_api_key:

@@ -7,7 +7,13 @@ round of any job against the simulator or a mock transport.
 Id- and time-keyed datasets (trades, klines, funding_rate, protection_fund)
 continue from a cursor: the largest key already archived or buffered. The
 cursor starts from the archive (see :func:`load_cursors`), so a restart neither
-repeats nor skips rows.
+repeats nor skips rows, and it never moves past a record that could not be read
+(see :mod:`collector.paging`).
+
+Every response goes through :func:`collector.intake.parse`: a payload that
+cannot be read at all raises :class:`PayloadError`, records set aside are
+logged, and both go to the quarantine (:mod:`collector.quarantine`);
+undocumented fields are logged once.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector import catalog
+from collector import catalog, intake, paging
 from collector.config import KLINE_INTERVALS, JobSettings, Settings
 from collector.errors import CollectorError, UnknownSymbolError
 from collector.exchange import endpoints, instruments, parsers
 from collector.exchange.client import JexClient
 from collector.exchange.endpoints import Endpoint
 from collector.exchange.parsers import Parsed
+from collector.quarantine import Quarantine
 from collector.storage.writer import ArchiveWriter
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,8 @@ class CollectorState:
     recent_trades: dict[tuple[str, str], list[Fingerprint]] = field(default_factory=dict)
     possible_gaps: dict[tuple[str, str], int] = field(default_factory=dict)
     rate_limits: instruments.RateLimits | None = None
+    unknown_fields: set[tuple[str, str]] = field(default_factory=set)
+    stalls: paging.Stalls = field(default_factory=paging.Stalls)
 
 
 @dataclass
@@ -65,6 +74,7 @@ class JobContext:
     writer: ArchiveWriter
     settings: Settings
     state: CollectorState = field(default_factory=CollectorState)
+    quarantine: Quarantine | None = None
 
     def now_ms(self) -> int:
         return self.client.clock.now_ms()
@@ -98,17 +108,8 @@ def load_cursors(data_dir: str, state: CollectorState) -> None:
     state.recent_trades.update(catalog.last_recent_trades(data_dir, endpoints.RECENT_TRADES_MAX))
 
 
-def _keep(ctx: JobContext, parsed: Parsed, where: str) -> int:
-    """Buffer the parsed rows; report records that were set aside."""
-    if parsed.rejected:
-        record, reason = parsed.rejected[0]
-        log.warning(
-            "%s: %d record(s) could not be read and were skipped; first: %s (%r)",
-            where,
-            len(parsed.rejected),
-            reason,
-            record,
-        )
+def _keep(ctx: JobContext, parsed: Parsed) -> int:
+    """Buffer the parsed rows."""
     ctx.writer.add(parsed.dataset, parsed.table)
     return parsed.rows
 
@@ -155,9 +156,13 @@ async def _historical_trades(ctx: JobContext, job: JobSettings, market: str, sym
         if cursor is not None:
             params["fromId"] = cursor + 1
         response = await ctx.client.get(endpoints.HISTORICAL_TRADES, market=market, params=params)
-        parsed = parsers.historical_trades(response.payload, market, symbol, response.received_at)
+        parsed = intake.parse(
+            ctx, response, parsers.historical_trades, market, symbol, response.received_at
+        )
         if cursor is not None:
             parsed.table = parsed.table.filter(pc.greater(parsed.table["trade_id"], cursor))
+        cut = intake.cut_at_unreadable(ctx, parsed, key, cursor, "trade_id", intake.id_of)
+        if cursor is not None:
             first = parsed.table["trade_id"][0].as_py() if parsed.rows else None
             if first is not None and first != cursor + 1:
                 log.warning(
@@ -168,10 +173,10 @@ async def _historical_trades(ctx: JobContext, job: JobSettings, market: str, sym
                     first - 1,
                 )
         if parsed.rows:
-            rows += _keep(ctx, parsed, f"trades {market} {symbol}")
+            rows += _keep(ctx, parsed)
             ctx.state.cursors[key] = int(pc.max(parsed.table["trade_id"]).as_py())
-        if cursor is None or len(response.payload) < page_size or not parsed.rows:
-            break  # first contact (newest page only), caught up, or nothing new
+        if cut or cursor is None or len(response.payload) < page_size or not parsed.rows:
+            break  # unreadable record, first contact (newest page only), caught up, nothing new
     return rows
 
 
@@ -189,14 +194,18 @@ async def _first_trades_with_backfill(
         market=market,
         params={"symbol": symbol, "limit": page_size},
     )
-    parsed = parsers.historical_trades(newest.payload, market, symbol, newest.received_at)
+    parsed = intake.parse(
+        ctx, newest, parsers.historical_trades, market, symbol, newest.received_at
+    )
+    intake.cut_at_unreadable(ctx, parsed, key, None, "trade_id", intake.id_of)
     if not parsed.rows:
         return 0
-    rows = _keep(ctx, parsed, f"trades {market} {symbol}")
+    rows = _keep(ctx, parsed)
     ctx.state.cursors[key] = int(pc.max(parsed.table["trade_id"]).as_py())
     oldest_wanted = newest.received_at - int(lookback_s * 1000)
     lowest_id = int(pc.min(parsed.table["trade_id"]).as_py())
     lowest_time = int(pc.min(pc.cast(parsed.table["time"], pa.int64())).as_py())
+    stuck = 0
     for _ in range(MAX_BACKFILL_PAGES):
         if lowest_time < oldest_wanted or lowest_id <= 1:
             return rows
@@ -206,15 +215,38 @@ async def _first_trades_with_backfill(
             market=market,
             params={"symbol": symbol, "fromId": from_id, "limit": lowest_id - from_id},
         )
-        page = parsers.historical_trades(response.payload, market, symbol, response.received_at)
+        page = intake.parse(
+            ctx, response, parsers.historical_trades, market, symbol, response.received_at
+        )
         page.table = page.table.filter(pc.less(page.table["trade_id"], lowest_id))
-        if not page.rows:
+        bound = paging.last_unread_below(
+            page.table["trade_id"].to_pylist(),
+            [intake.id_of(r) for r, _ in page.rejected],
+            lowest_id,
+        )
+        if page.rejected and bound is not None:
+            # Backwards, only what lies above the unreadable record joins the archive.
+            page.table = page.table.filter(pc.greater(page.table["trade_id"], bound))
+            if not page.rows:
+                stuck += 1
+                if stuck < paging.UNREADABLE_ROUNDS:
+                    continue  # ask for the same page again
+                log.warning(
+                    "trades %s %s: backfill stopped at trade %d, which could not be read; "
+                    "`jex-collector backfill` can fetch the older trades",
+                    market,
+                    symbol,
+                    bound,
+                )
+                return rows
+        elif not page.rows:
             return rows  # the exchange's history ends here
+        stuck = 0
         lowest_id = int(pc.min(page.table["trade_id"]).as_py())
         lowest_time = int(pc.min(pc.cast(page.table["time"], pa.int64())).as_py())
         in_window = pc.greater_equal(pc.cast(page.table["time"], pa.int64()), oldest_wanted)
         page.table = page.table.filter(in_window)
-        rows += _keep(ctx, page, f"trades {market} {symbol}")
+        rows += _keep(ctx, page)
     log.warning(
         "trades %s %s: backfill stopped after %d pages; older trades were not fetched",
         market,
@@ -238,7 +270,9 @@ async def _recent_trades(ctx: JobContext, market: str, symbol: str) -> int:
         market=market,
         params={"symbol": symbol, "limit": endpoints.RECENT_TRADES_MAX},
     )
-    parsed = parsers.recent_trades(response.payload, market, symbol, response.received_at)
+    parsed = intake.parse(
+        ctx, response, parsers.recent_trades, market, symbol, response.received_at
+    )
     table = parsed.table
     current = list(
         zip(
@@ -264,7 +298,7 @@ async def _recent_trades(ctx: JobContext, market: str, symbol: str) -> int:
         )
     ctx.state.recent_trades[(market, symbol)] = current
     parsed.table = table.slice(seen)
-    return _keep(ctx, parsed, f"trades {market} {symbol}")
+    return _keep(ctx, parsed)
 
 
 async def collect_trades(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
@@ -298,19 +332,22 @@ async def _klines(ctx: JobContext, job: JobSettings, market: str, symbol: str) -
                 params["limit"] = endpoints.KLINES_MAX
                 params["startTime"] = cursor + step
             response = await ctx.client.get(endpoints.KLINES, market=market, params=params)
-            parsed = parsers.klines(response.payload, market, symbol, interval)
+            parsed = intake.parse(ctx, response, parsers.klines, market, symbol, interval)
             table = parsed.table
             closed_before = response.received_at - KLINE_CLOSE_MARGIN_MS
             mask = pc.less(pc.cast(table["close_time"], pa.int64()), closed_before)
             if cursor is not None:
                 mask = pc.and_(mask, pc.greater(pc.cast(table["open_time"], pa.int64()), cursor))
             parsed.table = table.filter(mask)
+            cut = intake.cut_at_unreadable(
+                ctx, parsed, key, cursor, "open_time", intake.open_time_of, step
+            )
             if parsed.rows:
-                rows += _keep(ctx, parsed, f"klines {market} {symbol} {interval}")
+                rows += _keep(ctx, parsed)
                 ctx.state.cursors[key] = int(
                     pc.max(pc.cast(parsed.table["open_time"], pa.int64())).as_py()
                 )
-            if cursor is None or len(response.payload) < params["limit"] or not parsed.rows:
+            if cut or cursor is None or len(response.payload) < params["limit"] or not parsed.rows:
                 break
     return rows
 
@@ -329,8 +366,9 @@ async def collect_depth(ctx: JobContext, job: JobSettings, market: str) -> JobRe
         response = await ctx.client.get(
             endpoints.DEPTH, market=market, params={"symbol": symbol, "limit": job.limit or 20}
         )
-        parsed = parsers.depth(response.payload, market, symbol, response.received_at)
-        return _keep(ctx, parsed, f"depth {market} {symbol}")
+        return _keep(
+            ctx, intake.parse(ctx, response, parsers.depth, market, symbol, response.received_at)
+        )
 
     return await _for_each_symbol("depth", market, ctx.symbols(job, market), fetch)
 
@@ -340,8 +378,10 @@ async def collect_avg_price(ctx: JobContext, job: JobSettings, market: str) -> J
         response = await ctx.client.get(
             endpoints.AVG_PRICE, market=market, params={"symbol": symbol}
         )
-        parsed = parsers.avg_price(response.payload, market, symbol, response.received_at)
-        return _keep(ctx, parsed, f"avg_price {market} {symbol}")
+        return _keep(
+            ctx,
+            intake.parse(ctx, response, parsers.avg_price, market, symbol, response.received_at),
+        )
 
     return await _for_each_symbol("avg_price", market, ctx.symbols(job, market), fetch)
 
@@ -370,20 +410,17 @@ async def collect_snapshot(
     if endpoint.all_symbols_is_cheaper(len(symbols)):
         report = JobReport(dataset, market, symbols=len(symbols))
         response = await ctx.client.get(endpoint, market=market)
-        parsed = parse(response.payload, market, response.received_at, None)
+        parsed = intake.parse(ctx, response, parse, market, response.received_at, None)
+        # Records of symbols not (or no longer) listed are not polled for, and not kept.
         parsed.table = parsed.table.filter(
             pc.is_in(parsed.table["symbol"], pa.array(symbols, pa.string()))
         )
-        report.rows = _keep(ctx, parsed, f"{dataset} {market}")
+        report.rows = _keep(ctx, parsed)
         return report
 
     async def fetch(symbol: str) -> int:
         response = await ctx.client.get(endpoint, market=market, params={"symbol": symbol})
-        return _keep(
-            ctx,
-            parse(response.payload, market, response.received_at, symbol),
-            f"{dataset} {market} {symbol}",
-        )
+        return _keep(ctx, intake.parse(ctx, response, parse, market, response.received_at, symbol))
 
     return await _for_each_symbol(dataset, market, symbols, fetch)
 
@@ -409,12 +446,13 @@ async def _paged_by_id(
         params: dict[str, Any] = {"symbol": symbol, size_param: page_size}
         params.update(cursor_params(cursor))
         response = await ctx.client.get(endpoint, params=params)
-        parsed = parse(response.payload, symbol)
+        parsed = intake.parse(ctx, response, parse, symbol)
         parsed.table = parsed.table.filter(pc.greater(parsed.table["id"], cursor))
+        cut = intake.cut_at_unreadable(ctx, parsed, key, cursor, "id", intake.id_of)
         if parsed.rows:
-            rows += _keep(ctx, parsed, f"{dataset} contract {symbol}")
+            rows += _keep(ctx, parsed)
             ctx.state.cursors[key] = int(pc.max(parsed.table["id"]).as_py())
-        if len(response.payload) < page_size or not parsed.rows:
+        if cut or len(response.payload) < page_size or not parsed.rows:
             break
     return rows
 
@@ -464,6 +502,11 @@ async def refresh_instruments(ctx: JobContext, job: JobSettings | None = None) -
     report = JobReport("instruments", "all")
     info = await ctx.client.get(endpoints.EXCHANGE_INFO)
     options = await ctx.client.get(endpoints.OPTION_INFO)
+    intake.parse(ctx, options, parsers.expect_shape, list, "optionInfo")
+    parsed, listing = intake.parse(
+        ctx, info, instruments.instruments, options.payload, info.received_at
+    )
+    intake.report(ctx, info, parsed)
     limits = instruments.rate_limits(info.payload)
     budget = ctx.client.budget
     if limits.weight_per_minute and limits.weight_per_minute != budget.limit:
@@ -477,14 +520,15 @@ async def refresh_instruments(ctx: JobContext, job: JobSettings | None = None) -
         )
         budget.set_raw_limit(limits.raw_requests, limits.raw_interval_ms)
     ctx.state.rate_limits = limits
-    parsed, listing = instruments.instruments(info.payload, options.payload, info.received_at)
+    if parsed.rejected:
+        listing = listing.including(ctx.state.listing)
     _log_listing_changes(ctx.state.listing, listing)
     ctx.state.listing = listing
     if job is not None:
         parsed.table = parsed.table.filter(
             pc.is_in(parsed.table["market"], pa.array(list(job.markets), pa.string()))
         )
-        report.rows = _keep(ctx, parsed, "instruments")
+        report.rows = _keep(ctx, parsed)
     report.symbols = sum(len(names) for names in listing.symbols.values())
     return report
 
@@ -504,12 +548,12 @@ def _log_listing_changes(old: instruments.Listing, new: instruments.Listing) -> 
 async def collect_contract_info(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
     report = JobReport("contract_info", market)
     response = await ctx.client.get(endpoints.CONTRACT_INFO)
-    parsed = instruments.contract_info(response.payload, response.received_at)
+    parsed = intake.parse(ctx, response, instruments.contract_info, response.received_at)
     parsed.table = parsed.table.filter(
         pc.is_in(parsed.table["symbol"], pa.array(ctx.symbols(job, "contract"), pa.string()))
     )
     report.symbols = parsed.rows
-    report.rows = _keep(ctx, parsed, "contract_info")
+    report.rows = _keep(ctx, parsed)
     return report
 
 

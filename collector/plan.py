@@ -10,9 +10,10 @@ datasets whose completeness comes from paging by id or time (trades with an API
 key, klines, funding rate, protection fund, and the instrument list that feeds
 every job) keep their intervals; snapshots (depth and the tickers), which can only
 lose frequency, are stretched first, up to :data:`MAX_SNAPSHOT_STRETCH` times.
-Only when that is not enough are the paging jobs stretched too; they page, so a
-longer interval delays their rows without losing any (except trades without an
-API key, which lose what happens between polls: the plan says so).
+Only when that is not enough are the paging jobs stretched too, never more than
+the snapshots; they page, so a longer interval delays their rows without losing
+any (except trades without an API key, which lose what happens between polls:
+the plan says so).
 """
 
 from __future__ import annotations
@@ -230,13 +231,11 @@ def _solve(keep: list[float], spare: list[float], targets: list[float]) -> tuple
     left = [t - s / MAX_SNAPSHOT_STRETCH for s, t in zip(spare, targets, strict=True)]
     if all(value > 0 for value in left):
         paging = max(k / value for k, value in zip(keep, left, strict=True))
-        return max(1.0, paging), MAX_SNAPSHOT_STRETCH
-    # Even snapshots ten times slower leave nothing: stretch everything alike on top.
-    factor = max(
-        (k + s / MAX_SNAPSHOT_STRETCH) / max(t, 1e-9)
-        for k, s, t in zip(keep, spare, targets, strict=True)
-    )
-    return max(1.0, factor), MAX_SNAPSHOT_STRETCH * max(1.0, factor)
+        if paging <= MAX_SNAPSHOT_STRETCH:
+            return max(1.0, paging), MAX_SNAPSHOT_STRETCH
+    # A budget this small: everything alike, so paging jobs never fall behind snapshots.
+    factor = max((k + s) / max(t, 1e-9) for k, s, t in zip(keep, spare, targets, strict=True))
+    return factor, factor
 
 
 def _explain(plan: Plan, paging: float, snapshot: float, has_api_key: bool) -> None:

@@ -25,7 +25,7 @@ from collector.errors import (
 )
 from collector.exchange import endpoints
 from collector.exchange.budget import WeightBudget
-from collector.exchange.client import WINDOW_GUARD_MS, ExchangeClock, JexClient
+from collector.exchange.client import WINDOW_GUARD_MS, ExchangeClock, JexClient, Response
 from tests.conftest import unpaced_budget
 
 START_MS = 1_764_000_000_000  # on a minute boundary
@@ -285,6 +285,37 @@ def test_truncated_json_is_a_payload_error_and_401_a_rejection() -> None:
             await client.get(endpoints.HISTORICAL_TRADES, market="spot", params={"symbol": "A"})
 
     run(lambda r: next(bodies), scenario)
+
+
+def test_invalid_json_goes_to_the_quarantine_hook_with_the_raw_body_before_the_error() -> None:
+    seen: list[tuple[Response, str]] = []
+    body = b'[{"id": "1", "pri\xff'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("depth"):
+            return httpx.Response(200, json={"lastUpdateId": 1}, headers={"X-Seq": "9"})
+        return httpx.Response(200, content=body, headers={"X-MBX-USED-WEIGHT-1M": "5"})
+
+    async def scenario(client: JexClient) -> Response:
+        client.quarantine = lambda response, error: seen.append((response, error))
+        with pytest.raises(PayloadError):
+            await client.get(
+                endpoints.HISTORICAL_TRADES, market="spot", params={"symbol": "A", "fromId": 7}
+            )
+        return await client.get(endpoints.DEPTH, market="spot", params={"symbol": "A"})
+
+    _, _, depth = run(handler, scenario)
+    ((bad, error),) = seen
+    assert bad.payload is None and bad.body == body and "not valid JSON" in error
+    assert (bad.endpoint, bad.market, bad.params) == (
+        "historicalTrades",
+        "spot",
+        {"symbol": "A", "fromId": "7"},
+    )
+    assert bad.headers["x-mbx-used-weight-1m"] == "5"
+    assert SECRET_KEY not in repr(bad), "request headers are not kept"
+    assert depth.payload == {"lastUpdateId": 1} and json.loads(depth.body) == depth.payload
+    assert depth.headers["x-seq"] == "9" and depth.params == {"symbol": "A"}
 
 
 # -- the API key -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector import catalog, config, jobs
+from collector import catalog, config, jobs, paging
 from collector.exchange.client import ExchangeClock, JexClient
 from collector.exchange.instruments import Listing
 from collector.storage.writer import ArchiveWriter
@@ -178,3 +178,44 @@ def test_an_exchange_ignoring_from_id_costs_one_request_a_round(tmp_path: Path) 
     # repeat of the same page brings nothing new and the round ends.
     assert len(exchange.requests) == 2
     assert archived_ids(tmp_path) == list(range(1501, 2001))
+
+
+# -- pages with records that could not be read (collector.paging) ------------------------------
+
+
+def test_first_unread_is_the_first_record_that_could_not_be_read() -> None:
+    assert paging.first_unread([1, 2, 4, 5], [], after=0) is None
+    assert paging.first_unread([1, 2, 4, 5], [3], after=0) == 3
+    assert paging.first_unread([1, 2, 4, 5], [None], after=0) == 3  # the first gap
+    assert paging.first_unread([1, 2, 3], [None], after=0) == 4  # past the last row read
+    assert paging.first_unread([2, 3], [None], after=0) == 1
+    assert paging.first_unread([2, 3], [1], after=0) == 1
+    assert paging.first_unread([5, 6], [3], after=4) is None, "below the cursor: archived"
+    assert paging.first_unread([10, 11, 13], [None], after=None) == 12  # first contact
+    assert paging.first_unread([60, 120, 240], [None], after=0, step=60) == 180
+    assert paging.last_unread_below([1, 2, 4, 5], [3], before=6) == 3
+    assert paging.last_unread_below([1, 2, 4, 5], [None], before=6) == 3
+
+
+@given(
+    n=st.integers(1, 60),
+    after=st.integers(0, 60),
+    unread=st.sets(st.integers(1, 60)),
+    hidden=st.sets(st.integers(1, 60)),
+)
+def test_a_cursor_never_moves_past_a_record_that_could_not_be_read(
+    n: int, after: int, unread: set[int], hidden: set[int]
+) -> None:
+    """Ids 1..n; the page asked from ``after``; ``unread`` records were set aside (their
+    id readable unless in ``hidden``). Keeping the rows below the bound never leaves a
+    hole behind the new cursor, and keeps everything read when nothing is missing."""
+    page = [i for i in range(after + 1, n + 1)]
+    rejected = [i for i in page if i in unread]
+    keys = [i for i in page if i not in unread]
+    bound = paging.first_unread(keys, [None if i in hidden else i for i in rejected], after)
+    kept = [k for k in keys if bound is None or k < bound]
+    assert kept == list(range(after + 1, after + 1 + len(kept))), "contiguous from the cursor"
+    if not rejected:
+        assert bound is None and kept == keys
+    elif not set(rejected) & hidden:
+        assert bound == min(rejected), "nothing readable is given up"

@@ -385,3 +385,112 @@ def test_contract_info_numbers() -> None:
     assert_schema(parsed)
     assert column(parsed, "funding_interval_ms") == [600000]
     assert column(parsed, "turnover_24h") == [1234.5]
+
+
+# -- hostile payloads ----------------------------------------------------------------------------
+
+
+def test_undocumented_fields_are_ignored_and_reported_per_endpoint() -> None:
+    trades = parsers.historical_trades(
+        [{"id": "1", "price": "4", "qty": "1", "time": T, "buyerMaker": True, "seqNum": 9}],
+        "spot",
+        "BTCUSDT",
+        T,
+    )
+    assert trades.rows == 1 and trades.unknown_fields == {("historicalTrades", "seqNum")}
+    depth = parsers.depth({"lastUpdateId": 1, "bids": [], "asks": [], "E": 5}, "spot", "A", T)
+    assert depth.unknown_fields == {("depth", "E")}
+    info = {
+        **EXCHANGE_INFO,
+        "extra": 1,
+        "spotSymbols": [{**EXCHANGE_INFO["spotSymbols"][0], "x": 1}],
+    }  # type: ignore[dict-item]
+    parsed, _ = instruments.instruments(info, [{**OPTION_INFO[0], "y": 2}], T)
+    assert parsed.unknown_fields == {
+        ("exchangeInfo", "extra"),
+        ("exchangeInfo symbols", "x"),
+        ("optionInfo", "y"),
+    }
+    documented = parsers.ticker_24hr([], "option", T)
+    assert documented.unknown_fields == set()
+
+
+def test_a_symbol_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a valid symbol"):
+        parsers.symbol_name("BTCUSDT\n")
+    assert parsers.symbol_name("BTC-0226-C.1_X") == "BTC-0226-C.1_X"
+
+
+def test_ids_are_ascii_digits_only() -> None:
+    with pytest.raises(ValueError, match="expected an integer"):
+        parsers.integer("\u0663")  # ARABIC-INDIC DIGIT THREE: int() would take it
+
+
+@pytest.mark.parametrize("missing", ["lastUpdateId", "bids", "asks"])
+def test_depth_without_a_documented_field_is_a_payload_error(missing: str) -> None:
+    payload = {"lastUpdateId": 1, "bids": [["1", "1", []]], "asks": [["2", "1", []]]}
+    del payload[missing]
+    with pytest.raises(PayloadError, match=missing):
+        parsers.depth(payload, "spot", "BTCUSDT", T)
+
+
+def test_exchange_info_without_a_symbol_list_is_a_payload_error_not_an_empty_market() -> None:
+    info = {k: v for k, v in EXCHANGE_INFO.items() if k != "optionSymbols"}
+    with pytest.raises(PayloadError, match="optionSymbols"):
+        instruments.instruments(info, OPTION_INFO, T)
+
+
+def test_a_trade_without_its_side_is_set_aside() -> None:
+    payload = [
+        {"id": "1", "price": "4", "qty": "1", "time": T},
+        {"id": "2", "price": "4", "qty": "1", "time": T, "isBuyerMaker": False},
+    ]
+    parsed = parsers.historical_trades(payload, "spot", "BTCUSDT", T)
+    assert column(parsed, "trade_id") == [2] and column(parsed, "is_buyer_maker") == [False]
+    assert "buyerMaker" in parsed.rejected[0][1]
+
+
+def test_an_option_ticker_without_its_option_fields_is_set_aside() -> None:
+    base = {
+        k: "1"
+        for k in [
+            "priceChange",
+            "priceChangePercent",
+            "weightedAvgPrice",
+            "lastPrice",
+            "bidPrice",
+            "bidQty",
+            "askPrice",
+            "askQty",
+            "openPrice",
+            "highPrice",
+            "lowPrice",
+            "volume",
+            "quoteVolume",
+        ]
+    }
+    option = {"exertionTime": T, "performPrice": "1", "referencePrice": "2", "exertionPrice": "3"}
+    complete = {**base, "symbol": "BTC0226CALL", "openTime": T, "closeTime": T, **option}
+    partial = {**complete, "symbol": "BTC0219PUT"}
+    del partial["referencePrice"]
+    parsed = parsers.ticker_24hr([complete, partial], "option", T)
+    assert column(parsed, "symbol") == ["BTC0226CALL"]
+    assert "referencePrice" in parsed.rejected[0][1]
+    spot = parsers.ticker_24hr(
+        [{**base, "symbol": "ETHBTC", "openTime": T, "closeTime": T}], "spot", T
+    )
+    assert spot.rows == 1 and column(spot, "strike_price") == [None]
+
+
+def test_recent_trades_come_back_in_time_order() -> None:
+    payload = [{"price": str(p), "qty": "1", "time": T + t} for p, t in ((1, 2), (2, 0), (3, 2))]
+    parsed = parsers.recent_trades(payload, "spot", "BTCUSDT", T)
+    assert ms(parsed, "time") == [T, T + 2, T + 2]
+    assert column(parsed, "price") == [2.0, 1.0, 3.0], "same millisecond: exchange order kept"
+
+
+def test_a_refresh_with_an_unreadable_record_keeps_the_previous_symbols() -> None:
+    previous = instruments.Listing({"spot": ("ETHBTC", "XRPBTC"), "contract": ("BTCUSDT",)})
+    current = instruments.Listing({"spot": ("ETHBTC", "LTCBTC"), "contract": ()})
+    merged = current.including(previous)
+    assert merged.symbols == {"spot": ("ETHBTC", "LTCBTC", "XRPBTC"), "contract": ("BTCUSDT",)}

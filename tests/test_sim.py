@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.sim import Faults, SimExchange, SimServer, create_app
+from collector.sim import Faults, SimExchange, SimServer, create_app, mutations
 from collector.sim.limits import RateLimiter
 from collector.sim.market import HOUR, MINUTE
 
@@ -355,3 +355,93 @@ def test_sim_command_refuses_bad_fault_switches(argument: str, message: str) -> 
     result = CliRunner().invoke(main, ["sim", "--fault", argument])
     assert result.exit_code == 2
     assert message in result.output
+
+
+# -- payload faults and a dropped connection -----------------------------------------------------
+
+
+def with_fault(kind: str, path: str, params: dict[str, Any] | None = None, seed: int = 0) -> Any:
+    app = create_app(exchange(), faults=Faults(**{kind: 1.0}, seed=seed))
+    response = call(app, path, params, key="k")
+    assert response.status_code == 200
+    return response.json()
+
+
+def clean(path: str, params: dict[str, Any] | None = None) -> Any:
+    return call(create_app(exchange()), path, params, key="k").json()
+
+
+TRADES = ("/api/v1/spot/historicalTrades", {"symbol": "BTCUSDT", "limit": 20})
+PRICES = ("/api/v1/spot/ticker/price", None)
+
+
+def test_unknown_field_adds_one_undocumented_field_to_every_object() -> None:
+    trades, original = with_fault("unknown_field", *TRADES), clean(*TRADES)
+    (added,) = set(trades[0]) - set(original[0])
+    assert all(set(r) - set(o) == {added} for r, o in zip(trades, original, strict=True))
+    info = with_fault("unknown_field", "/api/v1/exchangeInfo")
+    assert added in info and all(added in s for s in info["spotSymbols"])
+
+
+def test_missing_field_removes_one_field_of_one_record_or_cuts_a_kline_short() -> None:
+    mutated, original = with_fault("missing_field", *TRADES), clean(*TRADES)
+    assert len(mutated) == len(original)
+    assert sum(len(r) for r in original) - sum(len(r) for r in mutated) == 1
+    klines = ("/api/v1/spot/klines", {"symbol": "BTCUSDT", "interval": "1m", "limit": 5})
+    assert sorted(len(k) for k in with_fault("missing_field", *klines))[1:] == [12] * 4
+    depth = ("/api/v1/spot/depth", {"symbol": "BTCUSDT", "limit": 5})
+    assert len(with_fault("missing_field", *depth)) == 2
+
+
+def test_number_for_string_sends_decimals_and_ids_as_numbers_of_the_same_value() -> None:
+    mutated, original = with_fault("number_for_string", *TRADES), clean(*TRADES)
+    assert [type(r["id"]) for r in mutated] == [int] * len(mutated)
+    assert [float(r["price"]) for r in mutated] == [float(r["price"]) for r in original]
+    assert all(isinstance(r["price"], float) for r in mutated)
+
+
+def test_empty_list_and_duplicate_trades() -> None:
+    assert with_fault("empty_list", *TRADES) == []
+    assert isinstance(
+        with_fault("empty_list", "/api/v1/spot/avgPrice", {"symbol": "BTCUSDT"}), dict
+    )
+    mutated, original = with_fault("duplicate_trades", *TRADES), clean(*TRADES)
+    ids = [r["id"] for r in mutated]
+    assert len(ids) > len(set(ids)) and set(ids) == {r["id"] for r in original}
+    assert ids != sorted(ids, reverse=True), "shuffled, no longer newest first"
+
+
+def test_unknown_and_bad_symbols_replace_or_join_the_records_of_list_tickers() -> None:
+    listed = {r["symbol"] for r in clean(*PRICES)}
+    unknown = with_fault("unknown_symbol", *PRICES)
+    assert len(unknown) == len(listed) + 1
+    assert {r["symbol"] for r in unknown} - listed <= set(mutations.UNLISTED_SYMBOLS)
+    for seed in range(5):
+        bad = [r["symbol"] for r in with_fault("bad_symbol", *PRICES, seed=seed)]
+        assert len(bad) == len(listed) and len(set(bad) - listed) == 1
+        assert not set(bad) - listed - set(mutations.HOSTILE_SYMBOLS)
+
+
+def test_payload_faults_are_repeatable_under_the_seed() -> None:
+    for kind in ("missing_field", "duplicate_trades", "bad_symbol"):
+        first = [with_fault(kind, *TRADES, seed=3), with_fault(kind, *PRICES, seed=3)]
+        assert first == [with_fault(kind, *TRADES, seed=3), with_fault(kind, *PRICES, seed=3)]
+
+
+def test_connection_reset_drops_the_connection_without_a_response() -> None:
+    with SimServer(exchange(), faults=Faults(connection_reset=1.0)) as server:
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            httpx.get(f"{server.base_url}/api/v1/ping")
+        state = httpx.get(f"{server.base_url}/_sim/state").json()
+    assert state["faults_injected"] == {"connection_reset": 1}
+
+
+def test_sim_help_lists_every_fault_kind() -> None:
+    from click.testing import CliRunner
+
+    from collector.cli import main
+    from collector.sim.faults import KINDS
+
+    result = CliRunner().invoke(main, ["sim", "--help"], terminal_width=1000)
+    assert result.exit_code == 0
+    assert all(kind in result.output for kind in KINDS)

@@ -27,7 +27,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,10 +70,26 @@ def wall_clock_ms() -> int:
 
 @dataclass(frozen=True)
 class Response:
+    """A decoded response, with what is needed to quarantine it if it cannot be parsed.
+
+    ``headers`` are the response's; the request's (which carry the API key) are
+    never kept.
+    """
+
     payload: Any
     received_at: int  # exchange time, ms
     status: int
     used_weight: int | None
+    endpoint: str = ""
+    market: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+#: Called with a response whose body is not JSON (``payload`` None) and the error, before
+#: the client raises :class:`PayloadError`; see :mod:`collector.quarantine`.
+QuarantineHook = Callable[[Response, str], None]
 
 
 class ExchangeClock:
@@ -116,8 +132,10 @@ class JexClient:
         verify_tls: bool = True,
         trust_env: bool = False,
         pause_file: Path | None = None,
+        quarantine: QuarantineHook | None = None,
     ) -> None:
         self._api_key = api_key
+        self.quarantine = quarantine  # may also be set after construction
         self.clock = clock or ExchangeClock()
         self.budget = budget or WeightBudget(fraction=weight_fraction)
         self.max_attempts = max_attempts
@@ -411,11 +429,14 @@ class JexClient:
                 raise RequestRejectedError(
                     f"HTTP {status}: {_snippet(response.content)}", status=status, **context
                 ) from None
-            raise PayloadError(
+            error = PayloadError(
                 f"response is not valid JSON ({exc}): {_snippet(response.content)}",
                 status=status,
                 **context,
-            ) from None
+            )
+            if self.quarantine is not None:
+                self.quarantine(_response(None, response, received_at, used, context), str(error))
+            raise error from None
         if status >= 400:
             code = payload.get("code") if isinstance(payload, dict) else None
             msg = (
@@ -433,7 +454,7 @@ class JexClient:
             raise RequestRejectedError(
                 f"rejected: {msg}{hint}", status=status, code=code, **context
             )
-        return Response(payload=payload, received_at=received_at, status=status, used_weight=used)
+        return _response(payload, response, received_at, used, context)
 
     # -- conveniences ----------------------------------------------------------------------
 
@@ -448,6 +469,26 @@ class JexClient:
         self.clock.update(sent, payload["serverTime"], received)
         log.info("exchange clock offset %+d ms", self.clock.offset_ms)
         return self.clock.offset_ms
+
+
+def _response(
+    payload: Any,
+    response: httpx.Response,
+    received_at: int,
+    used: int | None,
+    context: dict[str, Any],
+) -> Response:
+    return Response(
+        payload=payload,
+        received_at=received_at,
+        status=response.status_code,
+        used_weight=used,
+        endpoint=context["endpoint"],
+        market=context["market"],
+        params=dict(response.request.url.params),
+        headers=dict(response.headers),
+        body=response.content,
+    )
 
 
 def _used_weight(headers: httpx.Headers) -> int | None:

@@ -21,6 +21,7 @@ from collector.exchange.parsers import (
     millis,
     optional_decimal,
     symbol_name,
+    undocumented,
 )
 
 _LIST_KEYS = {"spot": "spotSymbols", "option": "optionSymbols", "contract": "contractSymbols"}
@@ -40,6 +41,19 @@ class Listing:
         if market != "option":
             return names
         return tuple(s for s in names if self.expiries.get(s, now_ms + 1) > now_ms)
+
+    def including(self, previous: Listing) -> Listing:
+        """This listing plus the symbols of ``previous`` it lacks.
+
+        For a refresh with records that could not be read: which symbols those were is
+        unknown, so none is dropped until a refresh reads cleanly (a delisting shows
+        one refresh late rather than a listed symbol going unpolled for a round).
+        """
+        symbols = {
+            market: names + tuple(s for s in previous.symbols.get(market, ()) if s not in names)
+            for market, names in self.symbols.items()
+        }
+        return Listing(symbols, {**previous.expiries, **self.expiries})
 
 
 @dataclass(frozen=True)
@@ -117,17 +131,29 @@ def instruments(exchange_info: Any, option_info: Any, received_at: int) -> tuple
                   "releaseOption": null}]
     """
     expect_shape(exchange_info, dict, "exchangeInfo")
+    unknown = undocumented(exchange_info, "exchangeInfo")
     options: dict[str, Mapping[str, Any]] = {}
     for record in expect_shape(option_info if option_info is not None else [], list, "optionInfo"):
+        unknown |= undocumented(record, "optionInfo")
         if isinstance(record, dict) and isinstance(record.get("symbol"), str):
             options[record["symbol"]] = record
+    lists: dict[str, list[Any]] = {}
+    for market in MARKETS:
+        listed = exchange_info.get(_LIST_KEYS[market])
+        if not isinstance(listed, list):
+            # A missing list must not read as "nothing listed": the refresh fails instead
+            # and the jobs keep polling what they had.
+            raise PayloadError(
+                f"exchangeInfo.{_LIST_KEYS[market]} is missing or not a list",
+                endpoint="exchangeInfo",
+            )
+        lists[market] = listed
+        for record in listed:
+            unknown |= undocumented(record, "exchangeInfo symbols")
 
     def entries() -> Iterable[tuple[str, Any]]:
         for market in MARKETS:
-            listed = exchange_info.get(_LIST_KEYS[market]) or []
-            if not isinstance(listed, list):
-                raise PayloadError(f"exchangeInfo.{_LIST_KEYS[market]} is not a list")
-            for record in listed:
+            for record in lists[market]:
                 yield market, record
 
     def read(entry: tuple[str, Mapping[str, Any]]) -> Iterable[dict[str, Any]]:
@@ -151,6 +177,7 @@ def instruments(exchange_info: Any, option_info: Any, received_at: int) -> tuple
         }
 
     parsed = build_rows("instruments", entries(), read)
+    parsed.unknown_fields = unknown
     table = parsed.table
     symbols: dict[str, list[str]] = {m: [] for m in MARKETS}
     for market, name in zip(
@@ -194,4 +221,4 @@ def contract_info(payload: Any, received_at: int) -> Parsed:
             "turnover_24h": decimal(record["turnover24"]),
         }
 
-    return build_rows("contract_info", payload, read)
+    return build_rows("contract_info", payload, read, "contractInfo")

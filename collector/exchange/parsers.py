@@ -7,7 +7,12 @@ without ``symbol``, option tickers' extra fields, negative contract quantities.
 
 A record that cannot be read is set aside with its reason and the rest of the
 response is kept (:class:`Parsed`); a payload of the wrong shape altogether
-raises :class:`PayloadError`. Unknown fields are ignored.
+raises :class:`PayloadError`. Fields the API reference does not document
+(:data:`DOCUMENTED`) are ignored and reported in :attr:`Parsed.unknown_fields`.
+
+Symbols from the exchange are accepted only through :func:`symbol_name`
+(upper-case ASCII, digits and ``._-``): a symbol never reaches a path or SQL text,
+but it is also a value users filter on, and a hostile one is refused here.
 """
 
 from __future__ import annotations
@@ -19,20 +24,51 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from collector import datasets
 from collector.errors import PayloadError
 
-SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,63}$")
+SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,63}")
+
+#: The fields the API reference documents for each endpoint's objects
+#: (``shared/jex-api.md``), plus spellings the parsers also read.
+DOCUMENTED: dict[str, frozenset[str]] = {
+    name: frozenset(names.split())
+    for name, names in {
+        "depth": "lastUpdateId bids asks",
+        "trades": "price qty time",
+        "historicalTrades": "id price qty time buyerMaker isBuyerMaker",
+        "avgPrice": "mins price",
+        "ticker/24hr": "symbol priceChange priceChangePercent weightedAvgPrice lastPrice "
+        "bidPrice bidQty askPrice askQty openPrice highPrice lowPrice volume quoteVolume "
+        "openTime closeTime exertionTime performPrice referencePrice exertionPrice",
+        "ticker/price": "symbol price",
+        "ticker/bookTicker": "symbol bidPrice bidQty askPrice askQty",
+        "ticker/indicesPrice": "symbol price indexPrice markPrice",
+        "historyRate": "id fundingRate fundingRateDay symbol date",
+        "protectionFund": "id createdDate symbol insuranceFund",
+        "exchangeInfo": "timezone serverTime rateLimits spotSymbols optionSymbols contractSymbols",
+        "exchangeInfo symbols": "symbol status baseAsset baseAssetPrecision quoteAsset "
+        "quotePrecision orderTypes icebergAllowed filters",
+        "optionInfo": "symbol status type exertionTime optionDesc canRelease releaseOption",
+        "contractInfo": "symbol fundingRate fundingInterval nextFundingTime "
+        "predictedFundingRate turnover24 markMethod markPrice lastPrice autoDeleveraging",
+    }.items()
+}
+#: Characters of an undocumented field name kept in a report.
+FIELD_NAME_MAX = 64
 
 
 @dataclass
 class Parsed:
-    """Rows of ``dataset`` and the records that could not be read, with why."""
+    """Rows of ``dataset``, the records that could not be read (with why), and the
+    undocumented fields seen, as (endpoint, field) pairs."""
 
     dataset: str
     table: pa.Table
     rejected: list[tuple[Any, str]] = field(default_factory=list)
+    unknown_fields: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def rows(self) -> int:
@@ -66,12 +102,12 @@ def optional_decimal(value: Any) -> float | None:
 
 
 def integer(value: Any) -> int:
-    """An id or count, given as a JSON integer or a string of digits."""
+    """An id or count, given as a JSON integer or a string of ASCII digits."""
     if isinstance(value, bool):
         raise ValueError("expected an integer, got a boolean")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
         return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -87,10 +123,20 @@ def millis(value: Any) -> int:
 
 
 def symbol_name(value: Any) -> str:
-    """An exchange symbol; only upper-case ASCII names are accepted."""
-    if not isinstance(value, str) or not SYMBOL_RE.match(value):
-        raise ValueError(f"not a valid symbol: {value!r}")
+    """An exchange symbol; only upper-case ASCII names are accepted (the whole string:
+    ``"BTCUSDT\\n"`` is refused)."""
+    if not isinstance(value, str) or not SYMBOL_RE.fullmatch(value):
+        shown = value[:80] if isinstance(value, str) else value
+        raise ValueError(f"not a valid symbol: {shown!r}")
     return value
+
+
+def undocumented(record: Any, endpoint: str) -> set[tuple[str, str]]:
+    """(endpoint, field) for each field of ``record`` that ``endpoint`` does not document."""
+    if not isinstance(record, dict):
+        return set()
+    known = DOCUMENTED[endpoint]
+    return {(endpoint, str(name)[:FIELD_NAME_MAX]) for name in record if name not in known}
 
 
 def expect_shape(payload: Any, kind: type, endpoint: str) -> Any:
@@ -106,12 +152,19 @@ def build_rows(
     dataset: str,
     records: Iterable[Any],
     read: Callable[[Any], Iterable[Mapping[str, Any]]],
+    endpoint: str | None = None,
 ) -> Parsed:
-    """Apply ``read`` to each record (it yields rows); set aside the records it rejects."""
+    """Apply ``read`` to each record (it yields rows); set aside the records it rejects.
+
+    With ``endpoint``, the records' fields are checked against :data:`DOCUMENTED`.
+    """
     schema = datasets.get(dataset).schema
     columns: dict[str, list[Any]] = {name: [] for name in schema.names}
     rejected: list[tuple[Any, str]] = []
+    unknown: set[tuple[str, str]] = set()
     for record in records:
+        if endpoint is not None:
+            unknown |= undocumented(record, endpoint)
         try:
             rows = list(read(record))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -125,7 +178,7 @@ def build_rows(
         {name: pa.array(values, type=schema.field(name).type) for name, values in columns.items()},
         schema=schema,
     )
-    return Parsed(dataset, table, rejected)
+    return Parsed(dataset, table, rejected, unknown)
 
 
 # -- market data -----------------------------------------------------------------------------
@@ -139,7 +192,11 @@ def depth(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
      "asks": [["4.00000200", "12.00000000", []]]}
     """
     expect_shape(payload, dict, "depth")
-    update_id = integer(payload.get("lastUpdateId"))
+    try:
+        update_id = integer(payload["lastUpdateId"])
+        sides = {key: payload[key] for key in ("bids", "asks")}
+    except (KeyError, ValueError) as exc:
+        raise PayloadError(f"depth without a usable {exc}", endpoint="depth") from None
 
     def levels(side: str) -> Callable[[Any], Iterable[dict[str, Any]]]:
         def read(entry: tuple[int, Any]) -> Iterable[dict[str, Any]]:
@@ -160,12 +217,13 @@ def depth(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
 
     parts = []
     for key, side in (("bids", "bid"), ("asks", "ask")):
-        entries = expect_shape(payload.get(key, []), list, "depth")
+        entries = expect_shape(sides[key], list, "depth")
         parts.append(build_rows("depth", enumerate(entries), levels(side)))
     return Parsed(
         "depth",
         pa.concat_tables([p.table for p in parts]),
         [r for p in parts for r in p.rejected],
+        undocumented(payload, "depth"),
     )
 
 
@@ -175,12 +233,15 @@ def historical_trades(payload: Any, market: str, symbol: str, received_at: int) 
         [{"id": "28457", "price": "4.00000100", "qty": "12.00000000",
           "time": 1499865549590, "buyerMaker": true}]
 
-    Rows come back sorted by trade id with duplicate ids removed.
+    Rows come back sorted by trade id with duplicate ids removed. A trade without
+    its side is set aside like any other incomplete record.
     """
     expect_shape(payload, list, "historicalTrades")
 
     def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
         maker = record.get("buyerMaker", record.get("isBuyerMaker"))
+        if not isinstance(maker, bool):
+            raise ValueError(f"buyerMaker is not a boolean: {maker!r}")
         yield {
             "market": market,
             "symbol": symbol,
@@ -188,11 +249,11 @@ def historical_trades(payload: Any, market: str, symbol: str, received_at: int) 
             "time": millis(record["time"]),
             "price": decimal(record["price"]),
             "qty": abs(decimal(record["qty"])),
-            "is_buyer_maker": maker if isinstance(maker, bool) else None,
+            "is_buyer_maker": maker,
             "received_at": received_at,
         }
 
-    parsed = build_rows("trades", payload, read)
+    parsed = build_rows("trades", payload, read, "historicalTrades")
     parsed.table = dedupe_sorted(parsed.table, "trade_id")
     return parsed
 
@@ -200,7 +261,10 @@ def historical_trades(payload: Any, market: str, symbol: str, received_at: int) 
 def recent_trades(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
     """``GET /api/v1/{market}/trades``: no id and no side (the docs show ``time: 0``)::
 
-    [{"price": "4.00000100", "qty": "12.00000000", "time": 1499865549590}]
+        [{"price": "4.00000100", "qty": "12.00000000", "time": 1499865549590}]
+
+    Rows come back sorted by time (stably: trades of the same millisecond keep the
+    exchange's order). Without ids, a repeated trade cannot be told from two equal ones.
     """
     expect_shape(payload, list, "trades")
 
@@ -216,7 +280,11 @@ def recent_trades(payload: Any, market: str, symbol: str, received_at: int) -> P
             "received_at": received_at,
         }
 
-    return build_rows("trades", payload, read)
+    parsed = build_rows("trades", payload, read, "trades")
+    if parsed.rows:
+        order = pc.sort_indices(parsed.table, [("time", "ascending")])  # stable
+        parsed.table = parsed.table.take(order)
+    return parsed
 
 
 def klines(payload: Any, market: str, symbol: str, interval: str) -> Parsed:
@@ -282,6 +350,11 @@ def ticker_24hr(payload: Any, market: str, received_at: int, symbol: str | None 
     """
 
     def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        if market == "option":
+            # Documented for options: without them the row would hold nulls, not values.
+            for name in ("exertionTime", "performPrice", "referencePrice", "exertionPrice"):
+                if record.get(name) is None:
+                    raise KeyError(name)
         expiry = record.get("exertionTime")
         yield {
             "market": market,
@@ -308,7 +381,7 @@ def ticker_24hr(payload: Any, market: str, received_at: int, symbol: str | None 
             "strike_price": optional_decimal(record.get("exertionPrice")),
         }
 
-    return build_rows("ticker_24hr", _one_or_many(payload, "ticker/24hr"), read)
+    return build_rows("ticker_24hr", _one_or_many(payload, "ticker/24hr"), read, "ticker/24hr")
 
 
 def ticker_price(payload: Any, market: str, received_at: int, symbol: str | None = None) -> Parsed:
@@ -325,7 +398,7 @@ def ticker_price(payload: Any, market: str, received_at: int, symbol: str | None
             "price": decimal(record["price"]),
         }
 
-    return build_rows("ticker_price", _one_or_many(payload, "ticker/price"), read)
+    return build_rows("ticker_price", _one_or_many(payload, "ticker/price"), read, "ticker/price")
 
 
 def book_ticker(payload: Any, market: str, received_at: int, symbol: str | None = None) -> Parsed:
@@ -346,7 +419,9 @@ def book_ticker(payload: Any, market: str, received_at: int, symbol: str | None 
             "ask_qty": abs(decimal(record["askQty"])),
         }
 
-    return build_rows("book_ticker", _one_or_many(payload, "ticker/bookTicker"), read)
+    return build_rows(
+        "book_ticker", _one_or_many(payload, "ticker/bookTicker"), read, "ticker/bookTicker"
+    )
 
 
 def avg_price(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
@@ -365,7 +440,7 @@ def avg_price(payload: Any, market: str, symbol: str, received_at: int) -> Parse
             "price": decimal(record["price"]),
         }
 
-    return build_rows("avg_price", [payload], read)
+    return build_rows("avg_price", [payload], read, "avgPrice")
 
 
 def indices_price(payload: Any, received_at: int, symbol: str | None = None) -> Parsed:
@@ -384,7 +459,9 @@ def indices_price(payload: Any, received_at: int, symbol: str | None = None) -> 
             "mark_price": decimal(record["markPrice"]),
         }
 
-    return build_rows("indices_price", _one_or_many(payload, "ticker/indicesPrice"), read)
+    return build_rows(
+        "indices_price", _one_or_many(payload, "ticker/indicesPrice"), read, "ticker/indicesPrice"
+    )
 
 
 def funding_rate(payload: Any, symbol: str) -> Parsed:
@@ -405,7 +482,7 @@ def funding_rate(payload: Any, symbol: str) -> Parsed:
             "funding_rate_day": decimal(record["fundingRateDay"]),
         }
 
-    parsed = build_rows("funding_rate", payload, read)
+    parsed = build_rows("funding_rate", payload, read, "historyRate")
     parsed.table = dedupe_sorted(parsed.table, "id")
     return parsed
 
@@ -426,7 +503,7 @@ def protection_fund(payload: Any, symbol: str) -> Parsed:
             "insurance_fund": decimal(record["insuranceFund"]),
         }
 
-    parsed = build_rows("protection_fund", payload, read)
+    parsed = build_rows("protection_fund", payload, read, "protectionFund")
     parsed.table = dedupe_sorted(parsed.table, "id")
     return parsed
 

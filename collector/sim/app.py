@@ -1,9 +1,10 @@
 """The simulator's HTTP API: JEX's market-data endpoints for spot, option and contract.
 
 Every request passes the per-IP rate limiter (weights as documented, headers
-``X-MBX-USED-WEIGHT-1M``/``X-MBX-USED-WEIGHT``, 429 then 418), then the fault
-switches, then a handler that reads the deterministic market in
-:mod:`collector.sim.market`. ``/_sim/*`` admin paths are exempt from both.
+``X-MBX-USED-WEIGHT-1M``/``X-MBX-USED-WEIGHT``, 429 then 418), then a handler
+that reads the deterministic market in :mod:`collector.sim.market`, then the
+fault switches (:mod:`collector.sim.faults`; payload faults are applied by
+:mod:`collector.sim.mutations`). ``/_sim/*`` admin paths are exempt from both.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from collector.sim.faults import Faults
 from collector.sim.limits import RateLimiter
 from collector.sim.market import DAY, INTERVALS, MINUTE, SimExchange
+from collector.sim.mutations import MUTATIONS, mutate
 from collector.sim.params import ApiError, Params
 from collector.sim.views import MarketViews
 
@@ -73,18 +76,47 @@ CONTRACT_ONLY: dict[str, RouteSpec] = {
 _PATH = re.compile(r"^/api/v1/(?P<market>spot|option|contract)/(?P<rest>.+)$")
 
 
-def resolve(path: str) -> tuple[RouteSpec, str] | None:
+def resolve(path: str) -> tuple[RouteSpec, str, str] | None:
+    """(route, market, route name such as ``ticker/24hr`` or ``exchangeInfo``)."""
     if path in GENERAL:
-        return GENERAL[path], ""
+        return GENERAL[path], "", path.rsplit("/", 1)[-1]
     match = _PATH.match(path)
     if not match:
         return None
     market, rest = match["market"], match["rest"]
     if rest in PER_MARKET:
-        return PER_MARKET[rest], market
+        return PER_MARKET[rest], market, rest
     if market == "contract" and rest in CONTRACT_ONLY:
-        return CONTRACT_ONLY[rest], market
+        return CONTRACT_ONLY[rest], market, rest
     return None
+
+
+#: Where :class:`_SimApp` keeps the server's socket transport in the ASGI scope.
+_TRANSPORT = "jex.sim.transport"
+
+
+class _SimApp(Starlette):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # uvicorn's `send` is a method of its per-request cycle, which holds the socket's
+        # transport: kept so that connection_reset can close it without any response.
+        scope[_TRANSPORT] = getattr(getattr(send, "__self__", None), "transport", None)
+        await super().__call__(scope, receive, send)
+
+
+class DroppedConnection(Response):
+    """Not a response: the connection is closed without one (``connection_reset``)."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        transport = scope.get(_TRANSPORT)
+        if transport is None:
+            raise ConnectionResetError("connection_reset needs a socket server (SimServer)")
+        transport.abort()
+        # Let the server notice the lost connection before the app returns: it then
+        # sends nothing (no 500) and logs nothing.
+        await asyncio.sleep(0)
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -125,6 +157,7 @@ def create_app(
                     "seed": exchange.seed,
                     "clients": limiter.state(now),
                     "faults": state["faults"].to_dict(),
+                    "faults_injected": state["faults"].injected,
                 }
             )
         return _json({"error": f"unknown admin path {action!r}"}, 404)
@@ -133,7 +166,7 @@ def create_app(
         resolved = resolve(request.url.path)
         if resolved is None:
             return _json({"code": -1000, "msg": "Not found."}, 404)
-        spec, market = resolved
+        spec, market, route = resolved
         params: Params = dict(request.query_params)
         ip = request.client.host if request.client else "unknown"
         verdict = limiter.admit(ip, spec.cost(params), exchange.now_ms())
@@ -157,7 +190,12 @@ def create_app(
             payload = spec.handler(views, market, params)
         except ApiError as exc:
             return _json({"code": exc.code, "msg": exc.msg}, exc.status, headers)
-        fault = state["faults"].draw()
+        faults = state["faults"]
+        fault = faults.draw()
+        if fault in MUTATIONS:
+            payload = mutate(fault, route, payload, faults.spawn_rng())
+        if fault == "connection_reset":
+            return DroppedConnection()
         if fault == "error_500":
             return Response(
                 b"<html><body><h1>500 Internal Server Error</h1></body></html>",
@@ -173,10 +211,10 @@ def create_app(
                 body[: len(body) // 2], 200, headers=headers, media_type="application/json"
             )
         if fault == "slow":
-            await asyncio.sleep(state["faults"].slow_seconds)
+            await asyncio.sleep(faults.slow_seconds)
         return _json(payload, 200, headers)
 
-    return Starlette(
+    return _SimApp(
         routes=[
             Route("/_sim/{action}", admin, methods=["GET", "POST"]),
             Route("/{path:path}", api, methods=["GET"]),

@@ -1,0 +1,162 @@
+"""The quarantine: where unreadable payloads go, what a file holds, its bounds, no secrets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.exchange.client import Response
+from collector.quarantine import DIR_NAME, REDACTED, Quarantine
+
+NOW = 1_764_003_723_456  # 2025-11-24T17:02:03.456Z
+KEY = "sk-live-0123456789abcdef"
+
+
+def response(body: bytes = b'[{"id": "1", "pri', **overrides: Any) -> Response:
+    fields: dict[str, Any] = {
+        "payload": None,
+        "received_at": NOW - 5,
+        "status": 200,
+        "used_weight": 7,
+        "endpoint": "ticker/24hr",
+        "market": "spot",
+        "params": {"symbol": "BTCUSDT"},
+        "headers": {"content-type": "application/json", "x-mbx-used-weight-1m": "7"},
+        "body": body,
+    }
+    return Response(**{**fields, **overrides})
+
+
+def files(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / DIR_NAME).rglob("*"))
+
+
+def test_a_file_per_payload_named_by_date_time_and_endpoint(tmp_path: Path) -> None:
+    quarantine = Quarantine(tmp_path, clock_ms=lambda: NOW)
+    path = quarantine.add(response(), kind="invalid_json", error="not valid JSON")
+    assert path is not None
+    relative = path.relative_to(tmp_path).as_posix()
+    assert re.fullmatch(r"_quarantine/2025-11-24/170203456-ticker-24hr-[0-9a-f]{6}\.json", relative)
+    document = json.loads(path.read_text())
+    assert document == {
+        "kind": "invalid_json",
+        "endpoint": "ticker/24hr",
+        "market": "spot",
+        "params": {"symbol": "BTCUSDT"},
+        "status": 200,
+        "headers": {"content-type": "application/json", "x-mbx-used-weight-1m": "7"},
+        "time": "2025-11-24T17:02:03.456+00:00",
+        "time_ms": NOW,
+        "received_at": NOW - 5,
+        "error": "not valid JSON",
+        "body_encoding": "utf-8",
+        "body_bytes": 17,
+        "body_truncated": False,
+        "body": '[{"id": "1", "pri',
+    }
+    assert files(tmp_path) == [path.parent, path], "no temporary file is left"
+    assert quarantine.written == {("ticker-24hr", "invalid_json"): 1}
+
+
+def test_rejected_records_are_stored_with_their_reasons(tmp_path: Path) -> None:
+    quarantine = Quarantine(tmp_path, clock_ms=lambda: NOW)
+    rejected = [({"symbol": f"../{i}"}, "not a valid symbol") for i in range(150)]
+    quarantine.rejected(response(b"[]"), rejected)
+    (path,) = (tmp_path / DIR_NAME).rglob("*.json")
+    document = json.loads(path.read_text())
+    assert document["kind"] == "rejected_records" and document["rejected_count"] == 150
+    assert len(document["rejected"]) == 100
+    assert document["rejected"][0] == {"record": {"symbol": "../0"}, "reason": "not a valid symbol"}
+
+
+def test_a_body_that_is_not_utf8_is_base64_and_a_large_one_is_cut_saying_so(
+    tmp_path: Path,
+) -> None:
+    quarantine = Quarantine(tmp_path, clock_ms=lambda: NOW, max_body_bytes=10)
+    binary = bytes(range(255, -1, -1))
+    path = quarantine.add(response(binary), kind="invalid_json")
+    assert path is not None
+    document = json.loads(path.read_text())
+    assert document["body_encoding"] == "base64" and document["body_truncated"] is True
+    assert document["body_bytes"] == 256
+    assert base64.b64decode(document["body"]) == binary[:10]
+    text = "\u00e9" * 20  # two bytes each: a byte cut would split one
+    path = quarantine.add(response(text.encode()), kind="invalid_json")
+    assert path is not None
+    document = json.loads(path.read_text())
+    assert (document["body_encoding"], document["body"]) == ("utf-8", text[:10])
+
+
+def test_the_key_is_scrubbed_from_everything_stored(tmp_path: Path) -> None:
+    quarantine = Quarantine(tmp_path, redact=[KEY, None, "short"], clock_ms=lambda: NOW)
+    echoed = response(
+        f'{{"msg": "bad key {KEY}"}}'.encode(),
+        params={"symbol": "BTCUSDT", "echo": KEY},
+        headers={"x-echo": KEY, KEY: "as a name"},
+    )
+    quarantine.add(echoed, kind="wrong_shape", error=f"error mentioning {KEY}")
+    quarantine.rejected(response(b"\xff" + KEY.encode()), [({"id": KEY}, f"bad {KEY}")])
+    paths = [p for p in files(tmp_path) if p.is_file()]
+    assert len(paths) == 2
+    for path in paths:
+        text = path.read_text()
+        assert KEY not in text and REDACTED in text
+        document = json.loads(text)
+        if document["body_encoding"] == "base64":
+            assert KEY.encode() not in base64.b64decode(document["body"])
+
+
+def test_a_secret_too_short_to_be_a_key_is_not_scrubbed(tmp_path: Path) -> None:
+    quarantine = Quarantine(tmp_path, redact=["k"], clock_ms=lambda: NOW)
+    path = quarantine.add(response(b'{"kind": "ok"}'), kind="wrong_shape")
+    assert path is not None and json.loads(path.read_text())["body"] == '{"kind": "ok"}'
+
+
+def test_at_most_n_files_per_endpoint_and_hour_and_the_drop_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [NOW]
+    quarantine = Quarantine(tmp_path, clock_ms=lambda: now[0], max_files_per_hour=3)
+    for _ in range(5):
+        quarantine.add(response(), kind="invalid_json")
+    quarantine.add(response(endpoint="depth"), kind="invalid_json")
+    assert len([p for p in files(tmp_path) if p.is_file()]) == 4
+    assert quarantine.dropped == {("ticker-24hr", "invalid_json"): 2}
+    drops = [r for r in caplog.records if "quarantine full" in r.getMessage()]
+    assert len(drops) == 1 and "ticker-24hr" in drops[0].getMessage()
+    now[0] += 3_600_000  # the next hour
+    assert quarantine.add(response(), kind="invalid_json") is not None
+
+
+def test_a_daily_byte_cap_bounds_the_quarantine(tmp_path: Path) -> None:
+    quarantine = Quarantine(tmp_path, clock_ms=lambda: NOW, max_bytes_per_day=1)
+    assert quarantine.add(response(), kind="invalid_json") is not None
+    assert quarantine.add(response(endpoint="depth"), kind="invalid_json") is None
+    assert quarantine.dropped == {("depth", "invalid_json"): 1}
+
+
+def test_a_failing_write_is_logged_and_never_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_directory = tmp_path / "data"
+    not_a_directory.write_text("a file where the data directory should be")
+    quarantine = Quarantine(not_a_directory, clock_ms=lambda: NOW)
+    with caplog.at_level(logging.WARNING):
+        assert quarantine.add(response(), kind="invalid_json") is None
+    assert "could not write a quarantine file" in caplog.text
+    assert quarantine.written == {}
+
+
+def test_temporary_files_left_by_a_crash_are_removed(tmp_path: Path) -> None:
+    quarantine = Quarantine(tmp_path, clock_ms=lambda: NOW)
+    kept = quarantine.add(response(), kind="invalid_json")
+    assert kept is not None
+    (kept.parent / f".{kept.name}.tmp").write_text("{")
+    assert quarantine.remove_orphans() == 1
+    assert [p for p in files(tmp_path) if p.is_file()] == [kept]
