@@ -187,7 +187,7 @@ class ArchiveWriter:
         temp = f"{directory}/{layout.temp_name(final_name)}"
         try:
             self.fs.create_dir(directory, recursive=True)
-            pq.write_table(rows, temp, filesystem=self.fs, compression="zstd")
+            self._write_parquet(rows, temp)
             # fsync the data before the rename: otherwise a power cut can leave the new
             # name pointing at a file whose blocks never reached the disk.
             self._fsync_file(temp)
@@ -208,6 +208,19 @@ class ArchiveWriter:
                 path=directory,
             ) from exc
         return final
+
+    def _write_parquet(self, rows: pa.Table, path: str) -> None:
+        # The stream is opened and closed here, not by pq.write_table: when a write fails
+        # (full disk), write_table leaves its stream to the garbage collector, and until
+        # then the deleted temporary file keeps holding the disk space we are short of.
+        sink = self.fs.open_output_stream(path)
+        try:
+            pq.write_table(rows, sink, compression="zstd")
+            sink.close()  # may fail too (buffered bytes, full disk): then the file is discarded
+        finally:
+            if not sink.closed:
+                with contextlib.suppress(OSError):
+                    sink.close()
 
     def _fsync_file(self, path: str) -> None:
         if self._local:
