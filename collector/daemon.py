@@ -97,16 +97,16 @@ class Daemon:
 
     def _stop_fatally(self, exc: FatalStorageError) -> None:
         if self._fatal is None:
-            self._fatal = exc
-            log.critical(
-                "%s. Stopping without writing anything more: after a failed fsync the kernel "
-                "may have dropped the data, and a retry could report success without writing "
-                "it. Check the disk (dmesg), then restart: the write-ahead log in %s/%s is "
-                "replayed and nothing already received is lost.",
-                exc,
-                self.writer.root,
-                wal.WAL_DIR,
+            self._fatal = FatalStorageError(
+                f"{exc}. Stopped without writing anything more: after a failed fsync the "
+                "kernel may have dropped the data, and a retry could report success without "
+                "writing it. Check the disk (dmesg), then restart: the write-ahead log in "
+                f"{self.writer.root}/{wal.WAL_DIR} is replayed and nothing already received "
+                "is lost",
+                dataset=exc.dataset,
+                path=exc.path,
             )
+            log.critical("%s", self._fatal)
         self.stop()
 
     async def _run(self, duration: float | None) -> None:
@@ -143,6 +143,9 @@ class Daemon:
             scheduler.shutdown(wait=False)
             if self._fatal is None:
                 await self._flush()
+                await (
+                    self._sync_wal()
+                )  # rows a failed final flush kept are in the log: make it durable
             self._refresh_views()
             log.info("stopped")
 

@@ -265,7 +265,7 @@ def test_a_failed_fsync_stops_the_daemon_and_the_next_start_loses_nothing(
         daemon = Daemon(settings, writer=disk.writer(data_dir))
         with caplog.at_level(logging.ERROR), pytest.raises(FatalStorageError) as stopped:
             asyncio.run(scenario(daemon))
-        assert "fsync of" in str(stopped.value)
+        assert "fsync of" in str(stopped.value) and "is replayed" in str(stopped.value)
         assert "restart: the write-ahead log" in caplog.text
         in_log: set[int] = set()
         for path in (data_dir / WAL_DIR).glob("*/depth.arrows"):

@@ -136,6 +136,8 @@ class WriteAheadLog:
     def _create(self, segment: int, dataset: str, schema: pa.Schema) -> _File:
         directory = self._segment_dir(segment)
         if not os.path.isdir(directory):
+            if not os.path.isdir(self.directory):
+                self._dirs_to_sync.add(os.path.dirname(self.directory))  # the new _wal's name
             os.makedirs(directory, exist_ok=True)
             self._dirs_to_sync.add(self.directory)  # the new segment's name
         path = f"{directory}/{dataset}{SUFFIX}"
@@ -166,8 +168,14 @@ class WriteAheadLog:
             # Cut back to the last whole record: a later append must not follow half of one.
             try:
                 os.ftruncate(file.fd, file.size)
-            except OSError:
+            except OSError as exc:
                 file.broken = True
+                log.error(
+                    "cannot cut %s back to its last whole record (%s): no more appends to it; "
+                    "its rows until then are replayed, later ones are kept in memory only",
+                    file.path,
+                    exc.strerror or exc,
+                )
             raise
         file.size += total
         file.dirty = True

@@ -325,9 +325,17 @@ class ArchiveWriter:
         times = rows.column(spec.time_column)
         earliest, latest = pc.min(times), pc.max(times)
         time = pads.field(spec.time_column)
-        archived = pads.dataset(
-            files, schema=spec.schema, format="parquet", filesystem=self.fs
-        ).to_table(filter=(time >= earliest) & (time <= latest))
+        try:
+            archived = pads.dataset(
+                files, schema=spec.schema, format="parquet", filesystem=self.fs
+            ).to_table(filter=(time >= earliest) & (time <= latest))
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(
+                f"cannot read {directory} to check the write-ahead log's rows against it: "
+                f"{exc}; move the damaged file out of the archive and start again",
+                dataset=partition.dataset,
+                path=directory,
+            ) from exc
         if not archived.num_rows:
             return rows
         indexed = rows.append_column("__row", pa.array(range(rows.num_rows), pa.int64()))
