@@ -143,9 +143,8 @@ class Daemon:
             scheduler.shutdown(wait=False)
             if self._fatal is None:
                 await self._flush()
-                await (
-                    self._sync_wal()
-                )  # rows a failed final flush kept are in the log: make it durable
+                # Rows a failed final flush kept are only in the log: make it durable.
+                await self._sync_wal()
             self._refresh_views()
             log.info("stopped")
 

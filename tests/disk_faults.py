@@ -28,7 +28,8 @@ class Disk:
     def __init__(self) -> None:
         self.full = False
         self.fsync_fails = False
-        self.enospc_raised = 0
+        self.log_enospc = 0  # write-ahead log appends refused
+        self.file_enospc = 0  # Parquet writes refused
         self.fsyncs = 0
 
     def writev(self, fd: int, buffers: Sequence[Any]) -> int:
@@ -36,7 +37,7 @@ class Disk:
             # Half of the first buffer gets out before the disk fills: a torn record.
             first = memoryview(buffers[0]).cast("B")
             os.write(fd, first[: max(1, len(first) // 2)])
-            self.enospc_raised += 1
+            self.log_enospc += 1
             raise enospc()
         return os.writev(fd, buffers)
 
@@ -70,7 +71,7 @@ class _FillingStream:
     def write(self, data: Any) -> int:
         if self.disk.full:
             self.inner.write(bytes(memoryview(data).cast("B")[:3]))
-            self.disk.enospc_raised += 1
+            self.disk.file_enospc += 1
             raise enospc()
         return int(self.inner.write(data))
 

@@ -175,7 +175,7 @@ def test_a_full_disk_during_appends_loses_no_row_and_leaves_a_replayable_log(
     assert writer.buffered_rows() == {"depth": 5 * 4}
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "the disk is full" in errors[0].getMessage()
-    assert disk.enospc_raised == 3
+    assert disk.log_enospc == 3
     crash(writer)
 
     ArchiveWriter(tmp_path, wal=True).recover()
