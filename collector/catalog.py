@@ -94,6 +94,7 @@ def write_views(data_dir: str | Path) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True)
     final = data_dir / DB_NAME
     temp = data_dir / f".{DB_NAME}.{os.getpid()}.tmp"
+    _remove_dead_temp_files(data_dir)
     for stale in (temp, Path(f"{temp}.wal")):
         stale.unlink(missing_ok=True)
     connection = duckdb.connect(str(temp))
@@ -106,6 +107,21 @@ def write_views(data_dir: str | Path) -> Path:
         connection.close()
     os.replace(temp, final)
     return final
+
+
+def _remove_dead_temp_files(data_dir: Path) -> None:
+    """Temporary view files of processes that died mid-rebuild (kill -9): never read, but
+    they would pile up. A live process's file (another CLI rebuilding now) is left alone."""
+    for path in data_dir.glob(f".{DB_NAME}.*.tmp*"):
+        pid = path.name.removeprefix(f".{DB_NAME}.").split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def query(data_dir: str | Path, sql: str, params: dict[str, Any] | None = None) -> pa.Table:

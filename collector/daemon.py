@@ -1,17 +1,22 @@
 """The long-running collector: the only module that knows APScheduler.
 
-Start-up: remove temporary files a crash left behind, rebuild the DuckDB views,
-wait out a ban or pause the exchange imposed on an earlier run, measure the
-exchange clock, read the instrument lists and rate limits (retrying until the
-exchange answers), plan the schedule against the budget (stretching it or
-refusing to start when it does not fit, see :mod:`collector.plan`), resume every
-cursor from the archive, then schedule one job per dataset, their first runs
-spread out and their requests paced so the start is not a burst.
+Start-up: take the archive's lock (one daemon per archive), replay the write-ahead
+log a crash left behind, remove temporary files, rebuild the DuckDB views, wait
+out a ban or pause the exchange imposed on an earlier run, measure the exchange
+clock, read the instrument lists and rate limits (retrying until the exchange
+answers), plan the schedule against the budget (stretching it or refusing to
+start when it does not fit, see :mod:`collector.plan`), resume every cursor from
+the archive, then schedule one job per dataset, their first runs spread out and
+their requests paced so the start is not a burst.
 
 Shutdown (SIGTERM, SIGINT/Ctrl-C, or ``duration`` elapsed): no new runs, running
 jobs get a few seconds to finish and are then cancelled, buffered rows are
 flushed, the views are rebuilt. Cursors advance only with rows that reached the
 buffer, so whatever a cancelled job had not buffered is fetched again next time.
+
+A failed fsync (:class:`FatalStorageError`) stops the daemon at once without
+flushing: :meth:`Daemon.run` raises it after shutting down, the CLI exits 1, and
+the next start replays the write-ahead log.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from collector import catalog, datasets, jobs
 from collector.config import Settings
-from collector.errors import CollectorError, ConfigError, RateLimitError
+from collector.errors import CollectorError, ConfigError, FatalStorageError, RateLimitError
 from collector.exchange.client import MAX_INLINE_WAIT_S, JexClient
 from collector.plan import Plan, format_plan, make_plan
 from collector.quarantine import Quarantine
+from collector.storage import wal
+from collector.storage.lock import ArchiveLock
 from collector.storage.writer import ArchiveWriter
 
 log = logging.getLogger(__name__)
@@ -54,12 +61,15 @@ class Daemon:
         settings: Settings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        writer: ArchiveWriter | None = None,
     ) -> None:
         self.settings = settings
         self.data_dir = str(settings.storage.data_dir)
         self.client = JexClient.from_settings(settings, transport=transport)
         # File names carry exchange time too, like every time the collector records.
-        self.writer = ArchiveWriter(self.data_dir, clock_ms=self.client.clock.now_ms)
+        self.writer = writer or ArchiveWriter(
+            self.data_dir, wal=True, clock_ms=self.client.clock.now_ms
+        )
         self.quarantine = Quarantine(
             self.data_dir,
             redact=[s.get_secret_value() for s in (settings.api_key, settings.api_secret) if s],
@@ -67,6 +77,7 @@ class Daemon:
         self.client.quarantine = self.quarantine
         self.ctx = jobs.JobContext(self.client, self.writer, settings, quarantine=self.quarantine)
         self.stop_event = asyncio.Event()
+        self._fatal: FatalStorageError | None = None
         self._running: set[asyncio.Task[Any]] = set()
         self._skip_logged: dict[str, float] = {}
         self._datasets_with_files = {
@@ -79,19 +90,47 @@ class Daemon:
         self.stop_event.set()
 
     async def run(self, duration: float | None = None, *, handle_signals: bool = True) -> None:
+        """Collect until stopped. Raises ArchiveLockedError when another daemon holds the
+        archive, and FatalStorageError (after shutting down) when an fsync failed."""
         loop = asyncio.get_running_loop()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         try:
-            await self._run(duration)
+            with ArchiveLock(self.data_dir):
+                try:
+                    await self._run(duration)
+                finally:
+                    self.writer.close()
         finally:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             await self.client.aclose()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _stop_fatally(self, exc: FatalStorageError) -> None:
+        if self._fatal is None:
+            self._fatal = FatalStorageError(
+                f"{exc}. Stopped without writing anything more: after a failed fsync the "
+                "kernel may have dropped the data, and a retry could report success without "
+                "writing it. Check the disk (dmesg), then restart: the write-ahead log in "
+                f"{self.writer.root}/{wal.WAL_DIR} is replayed and nothing already received "
+                "is lost",
+                dataset=exc.dataset,
+                path=exc.path,
+            )
+            log.critical("%s", self._fatal)
+        self.stop()
 
     async def _run(self, duration: float | None) -> None:
+        try:
+            # Before the cursors are read: replayed rows must count as archived.
+            await asyncio.to_thread(self.writer.recover)
+        except FatalStorageError as exc:
+            self._stop_fatally(exc)
+            return
         self.writer.remove_orphans()
         self.quarantine.remove_orphans()
         self._refresh_views()
@@ -119,7 +158,10 @@ class Daemon:
             scheduler.pause()
             await self._drain()
             scheduler.shutdown(wait=False)
-            await self._flush()
+            if self._fatal is None:
+                await self._flush()
+                # Rows a failed final flush kept are only in the log: make it durable.
+                await self._sync_wal()
             self._refresh_views()
             log.info("stopped")
 
@@ -219,6 +261,15 @@ class Daemon:
             coalesce=True,
             misfire_grace_time=None,  # a late flush still runs: buffered rows must reach disk
         )
+        if self.writer.wal is not None:
+            scheduler.add_job(
+                self._sync_wal,
+                "interval",
+                id="_wal_sync",
+                seconds=wal.SYNC_EVERY_S,
+                max_instances=1,
+                coalesce=True,
+            )
         scheduler.add_job(
             self._sync_clock,
             "interval",
@@ -292,6 +343,9 @@ class Daemon:
             self._running.add(task)  # a flush under way is waited for at shutdown
         try:
             result = await asyncio.to_thread(self.writer.flush)
+        except FatalStorageError as exc:
+            self._stop_fatally(exc)
+            return
         finally:
             if task is not None:
                 self._running.discard(task)
@@ -305,6 +359,12 @@ class Daemon:
         if new:
             self._datasets_with_files |= new
             self._refresh_views()
+
+    async def _sync_wal(self) -> None:
+        try:
+            await asyncio.to_thread(self.writer.sync)
+        except FatalStorageError as exc:
+            self._stop_fatally(exc)
 
     def _refresh_views(self) -> None:
         try:

@@ -12,6 +12,8 @@
     │   │   └── UnknownSymbolError  -1121: the symbol is not (or no longer) listed
     │   └── PayloadError            skip and record: the body is not the documented shape
     └── StorageError                stop the flush, keep the rows: the archive could not be written
+        ├── FatalStorageError       stop the process: an fsync failed, a retry could lie
+        └── ArchiveLockedError      stop: another daemon is collecting into the same archive
 
 Every exception carries its context (endpoint, market, symbol, dataset) as
 attributes so a log line or a status report can name where it happened.
@@ -105,3 +107,21 @@ class StorageError(CollectorError):
         self.dataset = dataset
         self.path = path
         super().__init__(message)
+
+
+class FatalStorageError(StorageError):
+    """An fsync failed: stop writing, do not retry.
+
+    After a failed fsync the kernel may already have dropped the dirty pages it could
+    not write and marked them clean, so a second fsync can succeed without the data
+    ever reaching the disk ("fsyncgate"). The only safe reaction is to stop; the
+    write-ahead log still holds the received rows and is replayed at the next start.
+    """
+
+
+class ArchiveLockedError(StorageError):
+    """Another daemon holds the archive's lock; ``pid`` is its process id (0 if unknown)."""
+
+    def __init__(self, message: str, *, pid: int, path: str) -> None:
+        self.pid = pid
+        super().__init__(message, path=path)

@@ -134,3 +134,12 @@ def test_paths_reach_view_ddl_only_absolute_and_without_control_characters(path:
 
 def test_a_quote_in_a_path_is_doubled_not_executed() -> None:
     assert catalog.path_literal("/data/it's/*.parquet") == "'/data/it''s/*.parquet'"
+
+
+def test_a_view_rebuild_removes_the_temporary_file_of_a_killed_rebuild(tmp_path: Path) -> None:
+    dead = tmp_path / f".{catalog.DB_NAME}.999999999.tmp"  # no such pid
+    dead.write_bytes(b"half a database")
+    alive = tmp_path / f".{catalog.DB_NAME}.1.tmp"  # pid 1 is always alive
+    alive.write_bytes(b"being written")
+    catalog.write_views(tmp_path)
+    assert not dead.exists() and alive.exists()
