@@ -150,6 +150,8 @@ async def _historical_trades(ctx: JobContext, job: JobSettings, market: str, sym
         ctx.state.cursors[key] = job.start_id - 1  # first start: page forwards from there
     if ctx.state.cursors.get(key) is None and job.backfill:
         rows += await _first_trades_with_backfill(ctx, market, symbol, job.backfill, page_size)
+        if ctx.state.cursors.get(key) is None:
+            return rows  # nothing readable yet: the first start (with its backfill) is redone
     for _ in range(MAX_PAGES_PER_ROUND):
         cursor = ctx.state.cursors.get(key)
         params: dict[str, Any] = {"symbol": symbol, "limit": page_size}

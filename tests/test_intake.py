@@ -139,6 +139,25 @@ def test_a_trade_set_aside_is_fetched_again_and_nothing_after_it_is_lost(tmp_pat
     )
 
 
+def test_a_first_start_backfill_asks_again_for_a_page_with_a_trade_set_aside(
+    tmp_path: Path,
+) -> None:
+    probe = SimExchange(seed=3, clock=lambda: START, history_days=1)
+    newest = probe.recent_trades("spot", "BTCUSDT", 1)[0].id
+    broken = newest - 700  # in the first page backwards from the newest 500
+    rig = Rig(
+        tmp_path,
+        corrupt=break_record("historicalTrades", lambda r: r.get("id") == str(broken), 2),
+        trades={"every": "1s", "markets": ["spot"], "backfill": "1h", **ONE},
+    )
+    rig.rounds(["trades"])
+    ((first, last, count, distinct),) = rig.rows(
+        "SELECT min(trade_id), max(trade_id), count(*), count(DISTINCT trade_id) FROM trades"
+    )
+    assert first < broken - 500 and last >= newest
+    assert count == distinct == last - first + 1
+
+
 @pytest.mark.parametrize(
     ("dataset", "path_end", "key_column", "pick"),
     [
