@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -24,7 +25,11 @@ from collector.storage import layout
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 DB_NAME = "archive.duckdb"
+#: Times a read runs again when a file it listed was compacted away meanwhile.
+VANISHED_FILE_RETRIES = 3
 
 _DUCKDB_TYPES: dict[pa.DataType, str] = {
     pa.string(): "VARCHAR",
@@ -95,8 +100,29 @@ def write_views(data_dir: str | Path) -> Path:
 
 def query(data_dir: str | Path, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
     """Run ``sql`` against the views and return an Arrow table."""
-    with connect(data_dir) as connection:
-        return connection.sql(sql, params=params or None).to_arrow_table()
+
+    def run() -> pa.Table:
+        with connect(data_dir) as connection:
+            return connection.sql(sql, params=params or None).to_arrow_table()
+
+    return _again_if_a_file_vanished(run)
+
+
+def _again_if_a_file_vanished(run: Callable[[], T]) -> T:
+    """``run()``, again when a file it listed was gone by the time it was read.
+
+    A scan that spans a compaction's switch of a partition can list the old files and
+    then find them replaced (see the README's Compaction section); run again, it sees
+    the new ones.
+    """
+    for attempt in range(VANISHED_FILE_RETRIES):
+        try:
+            return run()
+        except duckdb.IOException as exc:
+            if "No such file or directory" not in str(exc):
+                raise
+            log.info("a file vanished under a query (attempt %d): %s", attempt + 1, exc)
+    return run()
 
 
 def max_by_group(
@@ -115,12 +141,17 @@ def max_by_group(
     keys = ", ".join(group)
     is_time = spec.schema.field(column).type == datasets.TIMESTAMP
     aggregate = f"epoch_ms(max({column}))" if is_time else f"max({column})"
-    with connect(data_dir) as connection:
-        rows = connection.execute(
-            # Names only, all checked against the dataset registry above.
-            f"SELECT {keys}, {aggregate} FROM {dataset} "  # noqa: S608
-            f"WHERE {column} IS NOT NULL GROUP BY {keys}"
-        ).fetchall()
+    sql = (
+        # Names only, all checked against the dataset registry above.
+        f"SELECT {keys}, {aggregate} FROM {dataset} "  # noqa: S608
+        f"WHERE {column} IS NOT NULL GROUP BY {keys}"
+    )
+
+    def run() -> list[Any]:
+        with connect(data_dir) as connection:
+            return connection.execute(sql).fetchall()
+
+    rows = _again_if_a_file_vanished(run)
     return {tuple(row[:-1]): row[-1] for row in rows}
 
 
@@ -137,16 +168,20 @@ def last_recent_trades(
     if not has_files(data_dir, "trades"):
         return {}
     glob = layout.dataset_glob(str(Path(data_dir).resolve()), "trades")
-    with connect(data_dir) as connection:
-        rows = connection.execute(
-            "SELECT market, symbol, epoch_ms(time), price, qty FROM ("
-            "  SELECT *, row_number() OVER (PARTITION BY market, symbol"
-            "    ORDER BY time DESC, filename DESC, file_row_number DESC) AS newest"
-            "  FROM read_parquet($glob, filename = true, file_row_number = true)"
-            "  WHERE trade_id IS NULL"
-            ") WHERE newest <= $n ORDER BY market, symbol, newest DESC",
-            {"glob": glob, "n": per_symbol},
-        ).fetchall()
+
+    def run() -> list[Any]:
+        with connect(data_dir) as connection:
+            return connection.execute(
+                "SELECT market, symbol, epoch_ms(time), price, qty FROM ("
+                "  SELECT *, row_number() OVER (PARTITION BY market, symbol"
+                "    ORDER BY time DESC, filename DESC, file_row_number DESC) AS newest"
+                "  FROM read_parquet($glob, filename = true, file_row_number = true)"
+                "  WHERE trade_id IS NULL"
+                ") WHERE newest <= $n ORDER BY market, symbol, newest DESC",
+                {"glob": glob, "n": per_symbol},
+            ).fetchall()
+
+    rows = _again_if_a_file_vanished(run)
     found: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     for market, symbol, time_ms, price, qty in rows:
         found.setdefault((market, symbol), []).append((time_ms, price, qty))

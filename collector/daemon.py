@@ -29,6 +29,7 @@ from collector import catalog, datasets, jobs
 from collector.config import Settings
 from collector.errors import CollectorError
 from collector.exchange.client import JexClient
+from collector.storage import compaction
 from collector.storage.writer import ArchiveWriter
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,15 @@ class Daemon:
             misfire_grace_time=None,  # a late flush still runs: buffered rows must reach disk
         )
         scheduler.add_job(
+            self._compact,
+            "interval",
+            id="_compact",
+            seconds=self.settings.storage.compact_every,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        scheduler.add_job(
             self._sync_clock,
             "interval",
             id="_clock",
@@ -241,6 +251,22 @@ class Daemon:
         if new:
             self._datasets_with_files |= new
             self._refresh_views()
+
+    async def _compact(self) -> None:
+        """Compact closed partitions in a worker thread. It never races our own flushes:
+        each partition's lock keeps its generation switch out of a flush's write."""
+        closed_before = compaction.closed_before_ms(time.time_ns() // 1_000_000)
+        try:
+            report = await asyncio.to_thread(
+                compaction.compact_archive,
+                self.data_dir,
+                closed_before_ms=closed_before,
+                should_stop=self.stop_event.is_set,
+            )
+        except Exception:
+            log.exception("compaction failed unexpectedly; it runs again next round")
+            return
+        log.info("compaction: %s", report.summary())
 
     def _refresh_views(self) -> None:
         try:
