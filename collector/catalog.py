@@ -21,15 +21,16 @@ import duckdb
 import pyarrow as pa
 
 from collector import datasets
-from collector.storage import layout
+from collector.errors import StorageError
+from collector.storage import layout, partitions
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DB_NAME = "archive.duckdb"
-#: Times a read runs again when a file it listed was compacted away meanwhile.
-VANISHED_FILE_RETRIES = 3
+#: Attempts at a read during which compaction keeps switching partitions.
+SWITCH_RETRIES = 10
 
 _DUCKDB_TYPES: dict[pa.DataType, str] = {
     pa.string(): "VARCHAR",
@@ -105,24 +106,37 @@ def query(data_dir: str | Path, sql: str, params: dict[str, Any] | None = None) 
         with connect(data_dir) as connection:
             return connection.sql(sql, params=params or None).to_arrow_table()
 
-    return _again_if_a_file_vanished(run)
+    return _consistently(data_dir, run)
 
 
-def _again_if_a_file_vanished(run: Callable[[], T]) -> T:
-    """``run()``, again when a file it listed was gone by the time it was read.
+def _consistently(data_dir: str | Path, run: Callable[[], T]) -> T:
+    """``run()`` so that it sees each partition either before or after compaction.
 
-    A scan that spans a compaction's switch of a partition can list the old files and
-    then find them replaced (see the README's Compaction section); run again, it sees
-    the new ones.
+    DuckDB lists a partition's files, then looks at each through the ``date=D`` link:
+    when compaction switches the link in between, a listed file can be missing (an
+    error) or be skipped (a silent hole). So the partitions' links are noted before
+    and after, and a read during which one was switched, or that found a file gone,
+    is run again; compaction switches each partition about once a day, so a second
+    run is all it takes.
     """
-    for attempt in range(VANISHED_FILE_RETRIES):
+    root = Path(data_dir)
+    for attempt in range(1, SWITCH_RETRIES + 1):
+        before = partitions.switch_marks(root)
         try:
-            return run()
+            result = run()
         except duckdb.IOException as exc:
             if "No such file or directory" not in str(exc):
                 raise
-            log.info("a file vanished under a query (attempt %d): %s", attempt + 1, exc)
-    return run()
+            log.info("a partition was compacted under a query (attempt %d): %s", attempt, exc)
+            continue
+        if not partitions.switched(before, partitions.switch_marks(root)):
+            return result
+        log.info("a partition was compacted under a query (attempt %d); again", attempt)
+    raise StorageError(
+        f"the archive in {data_dir} kept being compacted under the query "
+        f"({SWITCH_RETRIES} attempts); run it again",
+        path=str(data_dir),
+    )
 
 
 def max_by_group(
@@ -151,7 +165,7 @@ def max_by_group(
         with connect(data_dir) as connection:
             return connection.execute(sql).fetchall()
 
-    rows = _again_if_a_file_vanished(run)
+    rows = _consistently(data_dir, run)
     return {tuple(row[:-1]): row[-1] for row in rows}
 
 
@@ -181,7 +195,7 @@ def last_recent_trades(
                 {"glob": glob, "n": per_symbol},
             ).fetchall()
 
-    rows = _again_if_a_file_vanished(run)
+    rows = _consistently(data_dir, run)
     found: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     for market, symbol, time_ms, price, qty in rows:
         found.setdefault((market, symbol), []).append((time_ms, price, qty))

@@ -38,7 +38,7 @@ import re
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,6 +284,38 @@ def list_partitions(root: str | Path, dataset: str) -> list[layout.Partition]:
                 with contextlib.suppress(ValueError):
                     found.append(layout.Partition.from_path(f"{dataset}/{directory.name}/{name}"))
     return found
+
+
+def switch_marks(root: str | Path) -> dict[tuple[str, str], int]:
+    """An identity for every partition of the archive: its ``date=D`` entry's inode.
+
+    A flip or a conversion replaces the entry, so its inode changes; adding files to
+    a partition does not. Reading these before and after a query tells whether any
+    partition was switched while it ran (:func:`collector.catalog.query` retries
+    then). Only ``readdir`` is needed: no ``stat`` per partition.
+    """
+    marks: dict[tuple[str, str], int] = {}
+    for dataset_dir in _subdirectories(str(root), lambda name: not name.startswith(".")):
+        for directory in _subdirectories(dataset_dir, lambda name: name.startswith("market=")):
+            with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.name.startswith("date="):
+                        marks[(directory, entry.name)] = entry.inode()
+    return marks
+
+
+def _subdirectories(path: str, wanted: Callable[[str], bool]) -> list[str]:
+    try:
+        with os.scandir(path) as entries:
+            return [e.path for e in entries if wanted(e.name) and e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def switched(before: dict[tuple[str, str], int], after: dict[tuple[str, str], int]) -> bool:
+    """Whether a partition seen in ``before`` was switched (or removed) by ``after``;
+    partitions created meanwhile do not count (readers may or may not see new files)."""
+    return any(after.get(key) != inode for key, inode in before.items())
 
 
 def data_files(directory: Path) -> list[str]:
