@@ -106,11 +106,12 @@ def query(data_dir: str | Path, sql: str, params: dict[str, Any] | None = None) 
         with connect(data_dir) as connection:
             return connection.sql(sql, params=params or None).to_arrow_table()
 
-    return _consistently(data_dir, run)
+    return consistently(data_dir, run)
 
 
-def _consistently(data_dir: str | Path, run: Callable[[], T]) -> T:
-    """``run()`` so that it sees each partition either before or after compaction.
+def consistently(data_dir: str | Path, run: Callable[[], T]) -> T:
+    """``run()`` (reads through DuckDB) so that it sees each partition either as it was
+    before a compaction or as it is after, never a mix.
 
     DuckDB lists a partition's files, then looks at each through the ``date=D`` link:
     when compaction switches the link in between, a listed file can be missing (an
@@ -165,7 +166,7 @@ def max_by_group(
         with connect(data_dir) as connection:
             return connection.execute(sql).fetchall()
 
-    rows = _consistently(data_dir, run)
+    rows = consistently(data_dir, run)
     return {tuple(row[:-1]): row[-1] for row in rows}
 
 
@@ -195,7 +196,7 @@ def last_recent_trades(
                 {"glob": glob, "n": per_symbol},
             ).fetchall()
 
-    rows = _consistently(data_dir, run)
+    rows = consistently(data_dir, run)
     found: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     for market, symbol, time_ms, price, qty in rows:
         found.setdefault((market, symbol), []).append((time_ms, price, qty))

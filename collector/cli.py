@@ -220,12 +220,15 @@ def query(sql: str, config_path: Path, data_dir: Path | None, output: str, max_r
     import duckdb
 
     directory = _data_dir(config_path, data_dir)
-    try:
+
+    def run() -> tuple[list[str], list[Any]]:
         with catalog.connect(directory) as connection:
             cursor = connection.execute(sql)
-            columns = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchall()
-    except duckdb.Error as exc:
+            return [d[0] for d in cursor.description or []], cursor.fetchall()
+
+    try:
+        columns, rows = catalog.consistently(directory, run)
+    except (duckdb.Error, CollectorError) as exc:
         _fail(f"query failed: {exc}", 1)
     if output == "csv":
         writer = csv.writer(sys.stdout)
