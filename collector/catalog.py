@@ -13,18 +13,24 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from collector import datasets
-from collector.storage import layout
+from collector.errors import StorageError
+from collector.storage import layout, partitions
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 DB_NAME = "archive.duckdb"
+#: Attempts at a read during which compaction keeps switching partitions.
+SWITCH_RETRIES = 10
 
 _DUCKDB_TYPES: dict[pa.DataType, str] = {
     pa.string(): "VARCHAR",
@@ -126,8 +132,43 @@ def _remove_dead_temp_files(data_dir: Path) -> None:
 
 def query(data_dir: str | Path, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
     """Run ``sql`` against the views and return an Arrow table."""
-    with connect(data_dir) as connection:
-        return connection.sql(sql, params=params or None).to_arrow_table()
+
+    def run() -> pa.Table:
+        with connect(data_dir) as connection:
+            return connection.sql(sql, params=params or None).to_arrow_table()
+
+    return consistently(data_dir, run)
+
+
+def consistently(data_dir: str | Path, run: Callable[[], T]) -> T:
+    """``run()`` (reads through DuckDB) so that it sees each partition either as it was
+    before a compaction or as it is after, never a mix.
+
+    DuckDB lists a partition's files, then looks at each through the ``date=D`` link:
+    when compaction switches the link in between, a listed file can be missing (an
+    error) or be skipped (a silent hole). So the partitions' links are noted before
+    and after, and a read during which one was switched, or that found a file gone,
+    is run again; compaction switches each partition about once a day, so a second
+    run is all it takes.
+    """
+    root = Path(data_dir)
+    for attempt in range(1, SWITCH_RETRIES + 1):
+        before = partitions.switch_marks(root)
+        try:
+            result = run()
+        except duckdb.IOException as exc:
+            if "No such file or directory" not in str(exc):
+                raise
+            log.info("a partition was compacted under a query (attempt %d): %s", attempt, exc)
+            continue
+        if not partitions.switched(before, partitions.switch_marks(root)):
+            return result
+        log.info("a partition was compacted under a query (attempt %d); again", attempt)
+    raise StorageError(
+        f"the archive in {data_dir} kept being compacted under the query "
+        f"({SWITCH_RETRIES} attempts); run it again",
+        path=str(data_dir),
+    )
 
 
 def max_by_group(
@@ -146,12 +187,17 @@ def max_by_group(
     keys = ", ".join(group)
     is_time = spec.schema.field(column).type == datasets.TIMESTAMP
     aggregate = f"epoch_ms(max({column}))" if is_time else f"max({column})"
-    with connect(data_dir) as connection:
-        rows = connection.execute(
-            # Names only, all checked against the dataset registry above.
-            f"SELECT {keys}, {aggregate} FROM {dataset} "  # noqa: S608
-            f"WHERE {column} IS NOT NULL GROUP BY {keys}"
-        ).fetchall()
+    sql = (
+        # Names only, all checked against the dataset registry above.
+        f"SELECT {keys}, {aggregate} FROM {dataset} "  # noqa: S608
+        f"WHERE {column} IS NOT NULL GROUP BY {keys}"
+    )
+
+    def run() -> list[Any]:
+        with connect(data_dir) as connection:
+            return connection.execute(sql).fetchall()
+
+    rows = consistently(data_dir, run)
     return {tuple(row[:-1]): row[-1] for row in rows}
 
 
@@ -168,16 +214,20 @@ def last_recent_trades(
     if not has_files(data_dir, "trades"):
         return {}
     glob = layout.dataset_glob(str(Path(data_dir).resolve()), "trades")
-    with connect(data_dir) as connection:
-        rows = connection.execute(
-            "SELECT market, symbol, epoch_ms(time), price, qty FROM ("
-            "  SELECT *, row_number() OVER (PARTITION BY market, symbol"
-            "    ORDER BY time DESC, filename DESC, file_row_number DESC) AS newest"
-            "  FROM read_parquet($glob, filename = true, file_row_number = true)"
-            "  WHERE trade_id IS NULL"
-            ") WHERE newest <= $n ORDER BY market, symbol, newest DESC",
-            {"glob": glob, "n": per_symbol},
-        ).fetchall()
+
+    def run() -> list[Any]:
+        with connect(data_dir) as connection:
+            return connection.execute(
+                "SELECT market, symbol, epoch_ms(time), price, qty FROM ("
+                "  SELECT *, row_number() OVER (PARTITION BY market, symbol"
+                "    ORDER BY time DESC, filename DESC, file_row_number DESC) AS newest"
+                "  FROM read_parquet($glob, filename = true, file_row_number = true)"
+                "  WHERE trade_id IS NULL"
+                ") WHERE newest <= $n ORDER BY market, symbol, newest DESC",
+                {"glob": glob, "n": per_symbol},
+            ).fetchall()
+
+    rows = consistently(data_dir, run)
     found: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     for market, symbol, time_ms, price, qty in rows:
         found.setdefault((market, symbol), []).append((time_ms, price, qty))

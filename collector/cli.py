@@ -306,12 +306,15 @@ def query(sql: str, config_path: Path, data_dir: Path | None, output: str, max_r
     import duckdb
 
     directory = _data_dir(config_path, data_dir)
-    try:
+
+    def run() -> tuple[list[str], list[Any]]:
         with catalog.connect(directory) as connection:
             cursor = connection.execute(sql)
-            columns = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchall()
-    except duckdb.Error as exc:
+            return [d[0] for d in cursor.description or []], cursor.fetchall()
+
+    try:
+        columns, rows = catalog.consistently(directory, run)
+    except (duckdb.Error, CollectorError) as exc:
         _fail(f"query failed: {exc}", 1)
     if output == "csv":
         writer = csv.writer(sys.stdout)
@@ -466,6 +469,82 @@ def verify(
         )
     if problems:
         sys.exit(1)
+
+
+@main.command()
+@_config_option
+@_data_dir_option
+@click.option(
+    "--all",
+    "include_open",
+    is_flag=True,
+    help="Also compact open partitions (refused while the daemon runs; without a running "
+    "daemon every partition is compacted anyway).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dataset and market.")
+def compact(config_path: Path, data_dir: Path | None, include_open: bool, as_json: bool) -> None:
+    """Merge each partition's small files into few sorted ones; readers never see it half-done."""
+    from collector.storage import compaction
+
+    directory = _data_dir(config_path, data_dir)
+    if not directory.is_dir():
+        _fail(f"no archive at {directory} (check --data-dir or storage.data_dir)", 1)
+    running = compaction.daemon_running(directory)
+    if running and include_open:
+        _fail(
+            f"a collector daemon is running on {directory} (it holds "
+            f"{directory / compaction.DAEMON_LOCK_NAME}): --all would compact the partitions "
+            "it is writing to. Run without --all (closed partitions only) or stop the daemon.",
+            2,
+        )
+    closed_before = None
+    if running:
+        closed_before = compaction.closed_before_ms(int(dt.datetime.now(dt.UTC).timestamp() * 1000))
+        click.echo(
+            "the daemon is running: compacting closed partitions only (dates that ended "
+            f"over {compaction.CLOSED_AFTER_S / 3600:g} h ago)",
+            err=True,
+        )
+    try:
+        report = compaction.compact_archive(directory, closed_before_ms=closed_before)
+    except OSError as exc:
+        _fail(f"compaction of {directory} failed: {exc}", 1)
+    if report.locked:
+        click.echo(
+            f"another compaction is running on {directory}; nothing done (try again later)",
+            err=True,
+        )
+        return
+    groups = sorted(report.groups.values(), key=lambda g: (g.dataset, g.market))
+    if as_json:
+        for group in groups:
+            click.echo(json.dumps(group.as_dict()))
+    else:
+        _print_compaction(groups, report.summary())
+    if report.errors:
+        for error in report.errors:
+            click.echo(f"error: {error}", err=True)
+        _fail(f"{len(report.errors)} partition(s) could not be compacted (left unchanged)", 1)
+
+
+def _print_compaction(groups: list[Any], summary: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("dataset", "market", "compacted", "files", "rows", "duplicates", "MB")
+    for g in groups:
+        table.add_row(
+            g.dataset,
+            g.market,
+            f"{g.partitions} of {g.partitions + g.unchanged}",
+            f"{g.files_before} -> {g.files_after}",
+            f"{g.rows_before} -> {g.rows_after}",
+            str(g.duplicates_removed),
+            f"{g.bytes_before / 1e6:.1f} -> {g.bytes_after / 1e6:.1f}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(summary)
 
 
 def _print_findings(shown: list[Any]) -> None:

@@ -100,6 +100,8 @@ class ExchangeSettings(_Strict):
 class StorageSettings(_Strict):
     data_dir: Path = Path("data")
     flush_every: Duration = 30.0
+    #: How often the daemon compacts closed partitions (collector/storage/compaction.py).
+    compact_every: Duration = 3600.0
 
 
 class JobSettings(_Strict):

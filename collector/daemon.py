@@ -39,7 +39,7 @@ from collector.errors import CollectorError, ConfigError, FatalStorageError, Rat
 from collector.exchange.client import MAX_INLINE_WAIT_S, JexClient
 from collector.plan import Plan, format_plan, make_plan
 from collector.quarantine import Quarantine
-from collector.storage import wal
+from collector.storage import compaction, wal
 from collector.storage.lock import ArchiveLock
 from collector.storage.writer import ArchiveWriter
 
@@ -271,6 +271,15 @@ class Daemon:
                 coalesce=True,
             )
         scheduler.add_job(
+            self._compact,
+            "interval",
+            id="_compact",
+            seconds=self.settings.storage.compact_every,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        scheduler.add_job(
             self._sync_clock,
             "interval",
             id="_clock",
@@ -365,6 +374,22 @@ class Daemon:
             await asyncio.to_thread(self.writer.sync)
         except FatalStorageError as exc:
             self._stop_fatally(exc)
+
+    async def _compact(self) -> None:
+        """Compact closed partitions in a worker thread. It never races our own flushes:
+        each partition's lock keeps its generation switch out of a flush's write."""
+        closed_before = compaction.closed_before_ms(self.client.clock.now_ms())
+        try:
+            report = await asyncio.to_thread(
+                compaction.compact_archive,
+                self.data_dir,
+                closed_before_ms=closed_before,
+                should_stop=self.stop_event.is_set,
+            )
+        except Exception:
+            log.exception("compaction failed unexpectedly; it runs again next round")
+            return
+        log.info("compaction: %s", report.summary())
 
     def _refresh_views(self) -> None:
         try:

@@ -1,10 +1,12 @@
 """``verify --repair``: backfill the holes verify found and remove duplicate rows.
 
-Duplicates are removed partition by partition: every file of the partition is read, the
-rows are de-duplicated on the dataset's key (keeping the first), one new file is written
-atomically, and only then are the files that were read deleted. A crash in between leaves
-duplicates (never a loss), which the next repair removes. Files the daemon writes into the
-partition meanwhile are not touched, since only the files read are deleted.
+Duplicates are removed partition by partition by compaction
+(:func:`collector.storage.compaction.compact_partition`): the partition's rows are
+de-duplicated on the dataset's key (keeping the first), written as a new generation,
+and the partition is switched to it in one step, so a reader sees either the old rows
+or the de-duplicated ones, never both and never neither. A crash leaves the old rows
+(duplicates, never a loss), which the next repair removes. Files the daemon writes into
+the partition meanwhile are carried over.
 """
 
 from __future__ import annotations
@@ -13,14 +15,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from collector import datasets
 from collector.backfill import Backfill
 from collector.config import KLINE_INTERVALS, Settings
-from collector.storage import layout
-from collector.storage.writer import ArchiveWriter, dedupe_on_key
+from collector.storage import compaction, partitions
+from collector.storage.writer import ArchiveWriter
 from collector.verify import Finding
 
 
@@ -33,25 +31,17 @@ class RepairReport:
 
 
 def remove_duplicates(data_dir: str | Path, dataset: str, report: RepairReport) -> None:
-    spec = datasets.get(dataset)
-    writer = ArchiveWriter(data_dir)
-    for directory in sorted(Path(writer.root, dataset).glob("market=*/date=*")):
-        files = sorted(directory.glob(f"*{layout.PARQUET_SUFFIX}"))
-        if not files:
+    """Rewrite every partition of ``dataset`` that holds duplicate keys.
+
+    Raises :class:`StorageError` when a compaction is running on the archive.
+    """
+    for partition in partitions.list_partitions(Path(data_dir).resolve(), dataset):
+        result = compaction.compact_partition(data_dir, partition, only_with_duplicates=True)
+        if not result.compacted:
             continue
-        table = pa.concat_tables([pq.read_table(path, schema=spec.schema) for path in files])
-        unique = dedupe_on_key(table, spec.key)
-        removed = table.num_rows - unique.num_rows
-        if removed == 0:
-            continue
-        writer.add(dataset, unique)
-        result = writer.flush()
-        if result.errors:
-            raise result.errors[0]
-        for path in files:
-            path.unlink()
+        removed = result.duplicates_removed
         report.duplicates_removed[dataset] = report.duplicates_removed.get(dataset, 0) + removed
-        report.files_replaced += len(files)
+        report.files_replaced += result.files_before
 
 
 async def fill_holes(filler: Backfill, findings: list[Finding], report: RepairReport) -> None:

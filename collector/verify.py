@@ -162,7 +162,12 @@ def _iso(value: Any) -> str | None:
 
 
 def verify(data_dir: str | Path) -> list[Finding]:
-    """Every dataset's findings, in registry order."""
+    """Every dataset's findings, in registry order (run again if compaction switched a
+    partition meanwhile)."""
+    return catalog.consistently(data_dir, lambda: _verify(data_dir))
+
+
+def _verify(data_dir: str | Path) -> list[Finding]:
     findings: list[Finding] = []
     with catalog.connect(data_dir) as connection:
         for name in datasets.DATASETS:

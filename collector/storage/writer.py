@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from collector import datasets
 from collector.errors import FatalStorageError, StorageError
-from collector.storage import layout
+from collector.storage import layout, partitions
 from collector.storage.wal import WAL_DIR, WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -181,21 +181,23 @@ class ArchiveWriter:
     def _write_partition(self, partition: layout.Partition, rows: pa.Table) -> str:
         dataset = datasets.get(partition.dataset)
         rows = dedupe_on_key(rows, dataset.key).sort_by(dataset.sort_keys)
-        directory = f"{self.root}/{partition.path}"
+        logical = f"{self.root}/{partition.path}"
         final_name = layout.part_name(self._clock_ms())
-        final = f"{directory}/{final_name}"
-        temp = f"{directory}/{layout.temp_name(final_name)}"
+        temp: str | None = None
         try:
-            self.fs.create_dir(directory, recursive=True)
-            self._write_parquet(rows, temp)
-            # fsync the data before the rename: otherwise a power cut can leave the new
-            # name pointing at a file whose blocks never reached the disk.
-            self._fsync_file(temp)
-            self.fs.move(temp, final)
-            # fsync the directory after the rename so the new name itself is durable.
-            self._fsync_dir(directory)
+            with self._partition_dir(partition) as directory:
+                final = f"{directory}/{final_name}"
+                temp = f"{directory}/{layout.temp_name(final_name)}"
+                self._write_parquet(rows, temp)
+                # fsync the data before the rename: otherwise a power cut can leave the new
+                # name pointing at a file whose blocks never reached the disk.
+                self._fsync_file(temp)
+                self.fs.move(temp, final)
+                # fsync the directory after the rename so the new name itself is durable.
+                self._fsync_dir(directory)
         except OSError as exc:
-            self._discard(temp)
+            if temp is not None:
+                self._discard(temp)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             hint = (
                 " (the disk is full: free space or move storage.data_dir)"
@@ -203,11 +205,28 @@ class ArchiveWriter:
                 else ""
             )
             raise StorageError(
-                f"cannot write {partition.dataset} to {directory}: {reason}{hint}",
+                f"cannot write {partition.dataset} to {logical}: {reason}{hint}",
                 dataset=partition.dataset,
-                path=directory,
+                path=logical,
             ) from exc
-        return final
+        return f"{logical}/{final_name}"
+
+    @contextlib.contextmanager
+    def _partition_dir(self, partition: layout.Partition) -> Iterator[str]:
+        """The directory a new file of ``partition`` is renamed into, valid for the block.
+
+        On the local disk the partition is a symlink to its current generation
+        (:mod:`collector.storage.partitions`): the block holds the partition lock shared,
+        so compaction cannot swap generations between our rename and its flip, and the
+        file lands in the generation readers see. Other filesystems have plain folders.
+        """
+        if self._local:
+            with partitions.writing(self.root, partition) as generation:
+                yield str(generation)
+        else:
+            directory = f"{self.root}/{partition.path}"
+            self.fs.create_dir(directory, recursive=True)
+            yield directory
 
     def _write_parquet(self, rows: pa.Table, path: str) -> None:
         # The stream is opened and closed here, not by pq.write_table: when a write fails
@@ -255,11 +274,20 @@ class ArchiveWriter:
     def remove_orphans(self) -> list[str]:
         """Delete temporary files left by a crash mid-write; they were never visible."""
         removed: list[str] = []
-        selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
-        for info in self.fs.get_file_info(selector):
-            if info.type == pafs.FileType.File and layout.is_temp_name(info.base_name):
-                self._discard(info.path)
-                removed.append(info.path)
+        if self._local:
+            # Walked partition by partition: a recursive listing follows each date=
+            # symlink and also enters the generation behind it, finding a file twice.
+            temps = [str(path) for path in partitions.current_temp_files(self.root)]
+        else:
+            selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
+            temps = [
+                info.path
+                for info in self.fs.get_file_info(selector)
+                if info.type == pafs.FileType.File and layout.is_temp_name(info.base_name)
+            ]
+        for path in temps:
+            self._discard(path)
+            removed.append(path)
         if removed:
             log.warning("removed %d unfinished temporary file(s) from a previous run", len(removed))
         return removed
