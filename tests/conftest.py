@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from collector.exchange.budget import WeightBudget
 from collector.sim import SimExchange, SimServer
 
 SEED = 7
+#: How long the daemon fills ``sim_archive``.
+SIM_ARCHIVE_SECONDS = 8.0
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,6 +36,20 @@ def long_run(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture(scope="session")
 def sim_exchange() -> SimExchange:
     return SimExchange(seed=SEED, history_days=2)
+
+
+@pytest.fixture(scope="session")
+def sim_archive(sim_exchange: SimExchange, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An archive filled by the daemon from the simulator (``fast_settings``, 8 s), shared
+    by the tests that read it (loaders, views, the query cookbook). Read it, never write:
+    copy it first when a test must change it."""
+    from collector.daemon import Daemon  # the daemon imports APScheduler; only when used
+
+    data_dir = tmp_path_factory.mktemp("sim-archive")
+    with SimServer(sim_exchange) as server:
+        settings = fast_settings(server.base_url, data_dir)
+        asyncio.run(Daemon(settings).run(SIM_ARCHIVE_SECONDS, handle_signals=False))
+    return data_dir
 
 
 @pytest.fixture
