@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(script: str, *args: str | Path) -> None:
-    subprocess.run(  # noqa: S603 (our own scripts)
+    subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), *map(str, args)],
         check=True,
         cwd=ROOT,

@@ -16,7 +16,8 @@ month of simulated trades, depth and klines (``bench/README.md``), briefly:
   the few bytes that change; trade quantities repeat (round lots) and are best as a
   dictionary.
 * zstd level 19 on float columns (their bytes are the hard part; about 10% smaller than
-  level 3 and still decompressed as fast), level 9 elsewhere.
+  level 3 and still decompressed as fast), level 9 elsewhere, in compacted files; the
+  writer's flushes, rewritten by compaction within a day, use level 3.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import pyarrow as pa
 
 from collector import datasets
 
-#: zstd level of float columns, and of every other column.
+#: zstd level of float columns, and of every other column, in compacted files.
 FLOAT_LEVEL = 19
 LEVEL = 9
+#: zstd level of the writer's flushes (every column).
+FLUSH_LEVEL = 3
 
 DICTIONARY = "DICTIONARY"
 #: Float columns that are not dictionary-encoded (the default for floats), per dataset.
@@ -68,15 +71,19 @@ def column_encodings(dataset: str) -> dict[str, str]:
     return encodings
 
 
-def write_options(dataset: str) -> dict[str, Any]:
-    """Keyword arguments for ``pq.write_table``/``pq.ParquetWriter`` for ``dataset``'s rows."""
+def write_options(dataset: str, *, compacted: bool = True) -> dict[str, Any]:
+    """Keyword arguments for ``pq.write_table``/``pq.ParquetWriter`` for ``dataset``'s rows.
+
+    ``compacted=False`` (the writer's flushes) keeps the encodings but uses zstd level
+    ``FLUSH_LEVEL``: those files live until the day is compacted, and level 19 would
+    make each flush several times slower for bytes that are soon rewritten.
+    """
     spec = datasets.get(dataset)
     encodings = column_encodings(dataset)
+    levels = {c.name: FLOAT_LEVEL if pa.types.is_floating(c.type) else LEVEL for c in spec.columns}
     return {
         "compression": "zstd",
-        "compression_level": {
-            c.name: FLOAT_LEVEL if pa.types.is_floating(c.type) else LEVEL for c in spec.columns
-        },
+        "compression_level": levels if compacted else FLUSH_LEVEL,
         # pyarrow takes the encodings of columns without a dictionary only.
         "use_dictionary": [name for name, enc in encodings.items() if enc == DICTIONARY],
         "column_encoding": {name: enc for name, enc in encodings.items() if enc != DICTIONARY},

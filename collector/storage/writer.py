@@ -234,7 +234,7 @@ class ArchiveWriter:
         # then the deleted temporary file keeps holding the disk space we are short of.
         sink = self.fs.open_output_stream(path)
         try:
-            pq.write_table(rows, sink, **parquet_format.write_options(dataset))
+            pq.write_table(rows, sink, **parquet_format.write_options(dataset, compacted=False))
             sink.close()  # may fail too (buffered bytes, full disk): then the file is discarded
         finally:
             if not sink.closed:
