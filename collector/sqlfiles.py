@@ -12,9 +12,11 @@ Values are always bound (``connection.execute(sql, params)``), never pasted into
 the text. They are strings (the command line has nothing else); the SQL casts
 them (``$days::INTEGER``, ``$start::TIMESTAMPTZ``).
 
-The files live in ``queries/`` at the root of the repository the package was
-installed from (``pip install -e .``, which ``make`` does): the project runs from
-a clone, and the SQL stays plain files next to the code that reads them.
+The files live in ``queries/`` at the root of the repository, where people read
+and add them. ``collector/queries`` is a symlink to it: an editable install (``pip
+install -e .``, which ``make`` does) reads the repository's files through it, and a
+built wheel holds copies (``package-data`` in pyproject.toml), so the package finds
+its SQL at the same place either way.
 """
 
 from __future__ import annotations
@@ -33,16 +35,17 @@ _PARAM = re.compile(r"^([a-z_][a-z0-9_]*)\s*(?:=\s*([^#]*?))?\s*(?:#\s*(.*))?$")
 
 
 def queries_dir() -> Path:
-    """``queries/`` of the repository the package runs from; a clear error when missing."""
-    path = Path(collector.__file__).resolve().parent.parent / "queries"
+    """The SQL folder (``queries/`` of the repository, through the ``collector/queries``
+    symlink, or the wheel's copy); a ConfigError saying what to do when it is missing."""
+    path = Path(collector.__file__).resolve().parent / "queries"
     if not path.is_dir():
         raise ConfigError(
-            f"the SQL folder {path} does not exist: jex-collector reads its derived views "
-            "and cookbook from queries/ in the repository it was installed from; install "
-            "it from a clone with `pip install -e .` (as `make` does)",
+            "the SQL folder does not exist: jex-collector reads its derived views and "
+            "cookbook from collector/queries (a symlink to queries/ in a clone, copies in "
+            "a wheel); reinstall from a clone with `pip install -e .` (as `make` does)",
             source=str(path),
         )
-    return path
+    return path.resolve()
 
 
 @dataclass(frozen=True)
