@@ -277,7 +277,7 @@ def schema() -> None:
 @_config_option
 @_data_dir_option
 def views(config_path: Path, data_dir: Path | None) -> None:
-    """Write <data_dir>/archive.duckdb with one view per dataset."""
+    """Write <data_dir>/archive.duckdb: one view per dataset, and the derived views."""
     directory = _data_dir(config_path, data_dir)
     path = catalog.write_views(directory)
     click.echo(f"wrote {path}")

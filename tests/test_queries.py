@@ -249,3 +249,12 @@ def test_views_command_writes_the_derived_views_into_archive_duckdb(
         }
     assert snapshots is not None and snapshots[0] > 0
     assert {p.stem for p in VIEWS} <= names
+
+
+def test_every_sql_file_is_in_the_readme() -> None:
+    readme = (QUERIES.parent / "README.md").read_text()
+    section = readme.split("## SQL: derived views and cookbook", 1)[1].split("\n## ", 1)[0]
+    for path in COOKBOOK:
+        assert f"| `{path.name}` |" in section, path.name
+    for path in VIEWS:
+        assert f"| `{path.stem}` |" in section, path.stem
