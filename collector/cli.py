@@ -279,7 +279,10 @@ def schema() -> None:
 def views(config_path: Path, data_dir: Path | None) -> None:
     """Write <data_dir>/archive.duckdb: one view per dataset, and the derived views."""
     directory = _data_dir(config_path, data_dir)
-    path = catalog.write_views(directory)
+    try:
+        path = catalog.write_views(directory)
+    except ConfigError as exc:  # a queries/views file that does not install
+        _fail(str(exc), 2)
     click.echo(f"wrote {path}")
 
 

@@ -8,6 +8,9 @@ Every file starts with a block of ``--`` comment lines; lines of the form
     -- param: symbol = BTCUSDT   # the spot symbol
     -- param: start               # no default: the caller must give one
 
+Cookbook files also have ``question`` (what the query answers) and ``read`` (how to
+read its result) lines, for people; a test checks they are there.
+
 Values are always bound (``connection.execute(sql, params)``), never pasted into
 the text. They are strings (the command line has nothing else); the SQL casts
 them (``$days::INTEGER``, ``$start::TIMESTAMPTZ``).

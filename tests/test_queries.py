@@ -34,6 +34,10 @@ def test_every_cookbook_query_returns_rows_with_its_defaults(
     path: Path, archive: duckdb.DuckDBPyConnection
 ) -> None:
     sql_file = sqlfiles.read(path)
+    header = "\n".join(sqlfiles.header_lines(sql_file.text))
+    assert "-- question:" in header and "-- read:" in header, (
+        "say what it answers and how to read it"
+    )
     assert sqlfiles.used_params(sql_file.text) == set(sql_file.param_names), (
         "declared and used parameters differ"
     )
@@ -131,7 +135,7 @@ def test_funding_annualized_uses_the_event_spacing(archive: duckdb.DuckDBPyConne
         assert annualized == pytest.approx(per_day * 365, rel=1e-6, abs=1e-9)
 
 
-def test_funding_annualized_is_not_fooled_by_a_hole_in_the_archive(tmp_path: Path) -> None:
+def test_funding_annualized_is_not_fooled_by_a_hole_in_the_archive() -> None:
     connection = duckdb.connect()
     connection.execute(
         "CREATE VIEW funding_rate AS SELECT * FROM (VALUES "
