@@ -85,14 +85,20 @@ def source_sql(data_dir: str | Path, dataset: str) -> str:
     )
 
 
-def connect(data_dir: str | Path) -> duckdb.DuckDBPyConnection:
+def connect(data_dir: str | Path, *, derived_views: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with every dataset as a view (always current), and
-    the derived views of ``queries/views`` (:mod:`collector.derived`)."""
+    the derived views of ``queries/views`` (:mod:`collector.derived`).
+
+    Creating a derived view binds the dataset views it reads again (listing their files),
+    which costs as much as creating those: the collector's own reads, which need none,
+    pass ``derived_views=False``.
+    """
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'")
     for name in datasets.DATASETS:
         connection.execute(f"CREATE VIEW {name} AS {source_sql(data_dir, name)}")
-    derived.install(connection)
+    if derived_views:
+        derived.install(connection)
     return connection
 
 
@@ -198,7 +204,7 @@ def max_by_group(
     )
 
     def run() -> list[Any]:
-        with connect(data_dir) as connection:
+        with connect(data_dir, derived_views=False) as connection:
             return connection.execute(sql).fetchall()
 
     rows = consistently(data_dir, run)
@@ -220,7 +226,7 @@ def last_recent_trades(
     glob = layout.dataset_glob(str(Path(data_dir).resolve()), "trades")
 
     def run() -> list[Any]:
-        with connect(data_dir) as connection:
+        with connect(data_dir, derived_views=False) as connection:
             return connection.execute(
                 "SELECT market, symbol, epoch_ms(time), price, qty FROM ("
                 "  SELECT *, row_number() OVER (PARTITION BY market, symbol"

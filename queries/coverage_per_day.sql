@@ -1,11 +1,21 @@
 -- title: Data coverage per day
 -- question: What did the archive collect each day, per dataset and market?
--- read: One row per (dataset, market, date) of the last `days` UTC days up to today:
---   rows, distinct symbols, and the first and last event time. A day with fewer rows
---   or a later first / earlier last time than its neighbours had an outage; use
---   `jex-collector verify` for holes in trade, funding and fund ids.
--- param: days = 7           # UTC days up to and including today
-WITH since AS (SELECT current_date - $days::INTEGER AS day)
+-- read: One row per (dataset, market, date) of the newest `days` UTC days of the
+--   archive (counted back from the newest date of any dataset): rows, distinct
+--   symbols, and the first and last event time. A dataset missing from a day, or a day
+--   with fewer rows or a later first / earlier last time than its neighbours, had an
+--   outage; use `jex-collector verify` for holes in trade, funding and fund ids.
+-- param: days = 7           # the newest N days of the archive (date partitions)
+WITH since AS (
+    SELECT greatest(
+        (SELECT max(date) FROM trades), (SELECT max(date) FROM depth),
+        (SELECT max(date) FROM klines), (SELECT max(date) FROM ticker_24hr),
+        (SELECT max(date) FROM ticker_price), (SELECT max(date) FROM book_ticker),
+        (SELECT max(date) FROM avg_price), (SELECT max(date) FROM indices_price),
+        (SELECT max(date) FROM funding_rate), (SELECT max(date) FROM protection_fund),
+        (SELECT max(date) FROM instruments), (SELECT max(date) FROM contract_info)
+    ) - $days::INTEGER AS day
+)
 SELECT * FROM (
     SELECT 'trades' AS dataset, market, date, count(*) AS rows,
            count(DISTINCT symbol) AS symbols, min(time) AS first, max(time) AS last
