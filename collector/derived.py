@@ -52,12 +52,19 @@ def load(directory: Path | None = None) -> list[DerivedView]:
 
 def install(connection: duckdb.DuckDBPyConnection, views: list[DerivedView] | None = None) -> None:
     """Create (or replace) every derived view on ``connection``, which must already have
-    the dataset views."""
+    the dataset views.
+
+    Creating a view binds it, which lists the dataset files it reads: an I/O error (a
+    file that compaction replaced a moment ago) is the archive's, not the SQL file's, and
+    passes through unchanged so that :func:`collector.catalog.consistently` retries it.
+    """
     for view in load() if views is None else views:
         try:
             # The name is checked against NAME; the SELECT is the project's own file.
             connection.execute(f"CREATE OR REPLACE VIEW {view.name} AS\n{view.select}\n")
             connection.execute(f"COMMENT ON VIEW {view.name} IS {_sql_string(view.title)}")
+        except duckdb.IOException:
+            raise
         except duckdb.Error as exc:
             raise ConfigError(
                 f"cannot create the derived view {view.name!r}: {exc}", source=str(view.path)

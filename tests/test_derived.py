@@ -84,6 +84,14 @@ def test_a_view_that_fails_to_create_names_its_file(tmp_path: Path) -> None:
     assert str(path) in str(caught.value)
 
 
+def test_an_io_error_while_installing_is_left_for_the_caller_to_retry(tmp_path: Path) -> None:
+    """A file gone under the binding (compaction switched a partition) must stay a DuckDB
+    IOException, which catalog.consistently runs again, not become a ConfigError."""
+    write(tmp_path, "gone.sql", f"SELECT * FROM read_parquet('{tmp_path}/gone/*.parquet')")
+    with pytest.raises(duckdb.IOException):
+        derived.install(duckdb.connect(), derived.load(tmp_path))
+
+
 def test_derived_views_work_on_an_empty_archive(tmp_path: Path) -> None:
     with catalog.connect(tmp_path) as connection:
         for view in derived.load():
