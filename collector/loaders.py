@@ -47,7 +47,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -328,7 +328,7 @@ def _frame(table: pa.Table, spec: datasets.Dataset) -> pd.DataFrame:
     columns = {name: masked[name] if name in masked else plain[name] for name in order}
     frame = pd.DataFrame(columns, copy=False).set_index(spec.time_column)
     if not frame.index.is_monotonic_increasing:
-        times = frame.index.to_numpy().view(np.int64)
+        times = cast(pd.DatetimeIndex, frame.index).asi8
         frame = frame.take(np.argsort(times, kind="stable"))
     return frame
 
