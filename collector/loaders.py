@@ -225,7 +225,7 @@ def _load(
         if not files:
             return _frame(read_schema.empty_table().select(projection), spec)
         try:
-            table = _scan(files, read_schema).to_table(
+            table = _scan(files, spec, condition).to_table(
                 columns=projection, filter=condition, use_threads=True
             )
         except FileNotFoundError as exc:
@@ -242,14 +242,34 @@ def _load(
     )
 
 
-def _scan(files: list[str], schema: pa.Schema) -> pads.Dataset:
-    dictionary_columns = [name for name in schema.names if name in CATEGORY_COLUMNS]
+def _scan(
+    files: list[str], spec: datasets.Dataset, condition: pc.Expression | None
+) -> pads.Dataset:
+    """A dataset over ``files`` reading only the row groups ``condition`` may match.
+
+    An explicit schema: files written by different steps (the writer, compaction) may
+    store a string column plainly or dictionary-encoded; this unifies them. Row groups
+    are chosen by their statistics against the plain schema first: Arrow does not prune
+    row groups by a column read as a dictionary (``symbol == 'X'`` against statistics
+    kept as strings), and reading ``market``/``symbol`` as dictionaries is what makes
+    them cheap pandas categories.
+    """
+    schema = _read_schema(spec)
     file_format = pads.ParquetFileFormat(
-        read_options=pads.ParquetReadOptions(dictionary_columns=dictionary_columns)
+        read_options=pads.ParquetReadOptions(
+            dictionary_columns=[name for name in schema.names if name in CATEGORY_COLUMNS]
+        )
     )
-    # An explicit schema: files written by different steps (the writer, compaction)
-    # may store a string column plainly or dictionary-encoded; this unifies them.
-    return pads.dataset(files, schema=schema, format=file_format)
+    if condition is None:
+        return pads.dataset(files, schema=schema, format=file_format)
+    fragments = []
+    for fragment in pads.dataset(files, schema=spec.schema, format="parquet").get_fragments():
+        row_groups = [group.id for group in fragment.subset(condition).row_groups]
+        if row_groups:
+            fragments.append(
+                file_format.make_fragment(fragment.path, fragment.filesystem, row_groups=row_groups)
+            )
+    return pads.FileSystemDataset(fragments, schema, file_format)
 
 
 def _files(
