@@ -47,7 +47,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 import numpy as np
 import pandas as pd
@@ -73,6 +73,17 @@ TimeLike = str | dt.datetime | dt.date | pd.Timestamp
 Names = str | Iterable[str]
 
 
+class LoadOptions(TypedDict, total=False):
+    """The keyword arguments every typed loader shares with :func:`load`."""
+
+    market: Names | None
+    symbols: Names | None
+    start: TimeLike | None
+    end: TimeLike | None
+    columns: Iterable[str] | None
+    data_dir: str | Path
+
+
 def load(
     dataset: str,
     *,
@@ -95,13 +106,13 @@ def load(
     )
 
 
-def load_trades(**options: Any) -> pd.DataFrame:
+def load_trades(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Trades, indexed by ``time``. ``trade_id`` is ``Int64`` and ``is_buyer_maker``
     ``boolean``: both are null for rows from the recent-trades endpoint."""
     return load("trades", **options)
 
 
-def load_klines(*, interval: str | None = None, **options: Any) -> pd.DataFrame:
+def load_klines(*, interval: str | None = None, **options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Klines, indexed by ``open_time``; ``interval`` (``1m``, ``1h``, ...) selects one
     interval (default: all, told apart by the ``interval`` column)."""
     if interval is None:
@@ -113,7 +124,9 @@ def load_klines(*, interval: str | None = None, **options: Any) -> pd.DataFrame:
     return _load(_dataset("klines"), where=pc.field("interval") == interval, **options)
 
 
-def load_depth(*, levels: int | None = None, wide: bool = False, **options: Any) -> pd.DataFrame:
+def load_depth(
+    *, levels: int | None = None, wide: bool = False, **options: Unpack[LoadOptions]
+) -> pd.DataFrame:
     """Order-book snapshots, indexed by ``received_at``.
 
     Long form (default): one row per side and level. ``levels=N`` keeps the best N
@@ -134,48 +147,48 @@ def load_depth(*, levels: int | None = None, wide: bool = False, **options: Any)
     return depth_wide(depth, levels) if wide else depth
 
 
-def load_book_ticker(**options: Any) -> pd.DataFrame:
+def load_book_ticker(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Best bid and ask (``book_ticker``), indexed by ``received_at``."""
     return load("book_ticker", **options)
 
 
-def load_tickers(**options: Any) -> pd.DataFrame:
+def load_tickers(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """24-hour ticker statistics (``ticker_24hr``), indexed by ``received_at``; the last
     price alone is :func:`load_ticker_price`."""
     return load("ticker_24hr", **options)
 
 
-def load_ticker_price(**options: Any) -> pd.DataFrame:
+def load_ticker_price(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Last price per symbol (``ticker_price``), indexed by ``received_at``."""
     return load("ticker_price", **options)
 
 
-def load_avg_price(**options: Any) -> pd.DataFrame:
+def load_avg_price(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Average price (``avg_price``), indexed by ``received_at``."""
     return load("avg_price", **options)
 
 
-def load_indices(**options: Any) -> pd.DataFrame:
+def load_indices(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Futures last, index and mark price (``indices_price``), indexed by ``received_at``."""
     return load("indices_price", **options)
 
 
-def load_funding(**options: Any) -> pd.DataFrame:
+def load_funding(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Futures funding rate history (``funding_rate``), indexed by ``time``."""
     return load("funding_rate", **options)
 
 
-def load_protection_fund(**options: Any) -> pd.DataFrame:
+def load_protection_fund(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Futures protection fund balance (``protection_fund``), indexed by ``time``."""
     return load("protection_fund", **options)
 
 
-def load_instruments(**options: Any) -> pd.DataFrame:
+def load_instruments(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Instrument lists, one row per refresh, indexed by ``received_at``."""
     return load("instruments", **options)
 
 
-def load_contract_info(**options: Any) -> pd.DataFrame:
+def load_contract_info(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Futures contract details (``contract_info``), indexed by ``received_at``."""
     return load("contract_info", **options)
 
@@ -221,10 +234,10 @@ def _load(
     for part in conditions:
         condition = part if condition is None else condition & part
     for attempt in range(1, READ_RETRIES + 1):
-        files = _files(root, spec.name, markets, start_ms, end_ms)
-        if not files:
-            return _frame(read_schema.empty_table().select(projection), spec)
         try:
+            files = _files(root, spec.name, markets, start_ms, end_ms)
+            if not files:
+                return _frame(read_schema.empty_table().select(projection), spec)
             table = _scan(files, spec, condition).to_table(
                 columns=projection, filter=condition, use_threads=True
             )
@@ -295,8 +308,8 @@ def _files(
             if date is None or (first and date < first) or (last and date > last):
                 continue
             current = partitions.current(root, layout.Partition(dataset, market, date))
-            if current is None:
-                continue  # gone since the listing (a plain folder being converted)
+            if current is None:  # gone since the listing: a plain folder being converted
+                raise FileNotFoundError(f"partition {directory / name} vanished while listed")
             folder = current.directory
             if current.number is None and folder.is_symlink():
                 folder = folder.resolve()  # a link someone else made
