@@ -43,6 +43,7 @@ columns and dtypes as a non-empty one; a ``data_dir`` that does not exist is an 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import os
 from collections.abc import Iterable
@@ -277,10 +278,18 @@ def _scan(
         return pads.dataset(files, schema=schema, format=file_format)
     fragments = []
     for fragment in pads.dataset(files, schema=spec.schema, format="parquet").get_fragments():
-        row_groups = [group.id for group in fragment.subset(condition).row_groups]
-        if row_groups:
+        kept = [group.id for group in fragment.subset(condition).row_groups]
+        # Row groups whose statistics show every row matches: their fragment carries
+        # the condition as its guarantee, so the scan does not evaluate it row by row.
+        doubtful = {group.id for group in fragment.subset(~condition).row_groups}
+        for certain, run in itertools.groupby(kept, key=lambda group: group not in doubtful):
             fragments.append(
-                file_format.make_fragment(fragment.path, fragment.filesystem, row_groups=row_groups)
+                file_format.make_fragment(
+                    fragment.path,
+                    fragment.filesystem,
+                    partition_expression=condition if certain else pc.scalar(True),
+                    row_groups=list(run),
+                )
             )
     return pads.FileSystemDataset(fragments, schema, file_format)
 
