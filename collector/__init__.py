@@ -26,9 +26,8 @@ _LOADERS = (
     "load_protection_fund",
     "load_instruments",
     "load_contract_info",
-    "depth_wide",
 )
-_RESEARCH = ("trades_to_bars", "book_top", "trades_with_book")
+_RESEARCH = ("trades_to_bars", "book_top", "trades_with_book", "depth_wide")
 _LAZY = {name: "collector.loaders" for name in _LOADERS} | {
     name: "collector.research" for name in _RESEARCH
 }
@@ -55,7 +54,6 @@ __all__ = [  # a literal, for linters; the test suite checks it against the lazy
 
 if TYPE_CHECKING:
     from collector.loaders import (
-        depth_wide,
         load,
         load_avg_price,
         load_book_ticker,
@@ -70,7 +68,7 @@ if TYPE_CHECKING:
         load_tickers,
         load_trades,
     )
-    from collector.research import book_top, trades_to_bars, trades_with_book
+    from collector.research import book_top, depth_wide, trades_to_bars, trades_with_book
 
 
 def __getattr__(name: str) -> Any:

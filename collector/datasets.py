@@ -343,7 +343,7 @@ def markdown() -> str:
         "Generated from `collector/datasets.py` by `jex-collector schema`; a test keeps it",
         "current. Every dataset is a folder `data/<dataset>/market=<m>/date=<YYYY-MM-DD>/`,",
         "a DuckDB view of the same name (with `date`, the UTC date of the time column,",
-        "added from the path) and a pandas loader: `collector.load(\"<dataset>\")` or the",
+        'added from the path) and a pandas loader: `collector.load("<dataset>")` or the',
         "typed one (`load_trades`, `load_klines`, `load_depth`, ...; `collector/loaders.py`).",
         "",
         "Times are UTC timestamps with millisecond precision; prices, quantities and rates",

@@ -48,7 +48,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypedDict, Unpack, cast
+from typing import TypedDict, Unpack, cast
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,7 @@ import pyarrow.dataset as pads
 from collector import datasets
 from collector.config import KLINE_INTERVALS
 from collector.errors import StorageError
+from collector.research import depth_wide
 from collector.storage import layout, partitions
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ log = logging.getLogger(__name__)
 CATEGORY_COLUMNS = ("market", "symbol", "side", "interval")
 #: Reads started again when compaction deleted a file under one.
 READ_RETRIES = 10
-DEPTH_SIDES = ("bid", "ask")
 
 TimeLike = str | dt.datetime | dt.date | pd.Timestamp
 Names = str | Iterable[str]
@@ -464,40 +464,3 @@ def _to_ms(value: TimeLike, what: str) -> int:
         raise ValueError(f"{what}={value!r} is not a time")
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return -(-stamp.value // 1_000_000)
-
-
-# -- depth in wide form ---------------------------------------------------------------------
-
-
-def depth_wide(depth: pd.DataFrame, levels: int | None = None) -> pd.DataFrame:
-    """Long depth rows (as :func:`load_depth` returns them) as one row per snapshot.
-
-    A snapshot is one (market, symbol, time); columns are ``market``, ``symbol``,
-    ``update_id`` and ``bid_price_i``, ``bid_qty_i``, ``ask_price_i``, ``ask_qty_i`` for
-    the first ``levels`` levels (default: the deepest present). Missing levels are NaN.
-    """
-    time_name = depth.index.name or "received_at"
-    count = int(depth["level"].max()) + 1 if levels is None and len(depth) else levels or 0
-    keys = [depth[c] for c in ("market", "symbol") if c in depth.columns]
-    grouped = depth.groupby([*keys, depth.index], sort=False, observed=True)
-    snapshot = grouped.ngroup().to_numpy()
-    heads = grouped.head(1)
-    out: dict[str, Any] = {c: heads[c].to_numpy() for c in ("market", "symbol") if c in depth}
-    if "update_id" in depth.columns:
-        out["update_id"] = heads["update_id"].to_numpy()
-    level = depth["level"].to_numpy()
-    side = depth["side"].to_numpy()
-    n = len(heads)
-    for side_name in DEPTH_SIDES:
-        on_side = (side == side_name) & (level < count)
-        rows, where = snapshot[on_side], level[on_side].astype(np.intp)
-        for column in ("price", "qty"):
-            values = np.full((n, count), np.nan)
-            values[rows, where] = depth[column].to_numpy(dtype=float)[on_side]
-            for i in range(count):
-                out[f"{side_name}_{column}_{i}"] = values[:, i]
-    wide = pd.DataFrame(out, index=pd.Index(heads.index, name=time_name))
-    for name in ("market", "symbol"):
-        if name in wide.columns:
-            wide[name] = wide[name].astype(depth[name].dtype)
-    return wide

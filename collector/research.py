@@ -1,5 +1,5 @@
-"""Helpers for backtests over the loaders' frames: bars from trades, the top of the book,
-and trades joined with the book they met.
+"""Helpers for backtests over the loaders' frames: bars from trades, depth in wide form,
+the top of the book, and trades joined with the book they met.
 
 They take and return frames shaped like the loaders' (a UTC ``DatetimeIndex``, sorted,
 ``market`` and ``symbol`` columns), and work per (market, symbol) when several are
@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from collector.config import KLINE_INTERVALS
-from collector.loaders import depth_wide
 
 #: Levels of each side summed by :func:`book_top`'s imbalance (as the SQL view depth_top).
 TOP_LEVELS = 5
@@ -87,6 +86,41 @@ def _fill_empty_bars(bars: pd.DataFrame, step: pd.Timedelta, keys: list[str]) ->
     for name, value in labels.items():
         part[name] = value
     return part
+
+
+def depth_wide(depth: pd.DataFrame, levels: int | None = None) -> pd.DataFrame:
+    """Long depth rows (as :func:`collector.loaders.load_depth` returns them) as one row
+    per snapshot (``load_depth(wide=True)`` is this).
+
+    A snapshot is one (market, symbol, time); columns are ``market``, ``symbol``,
+    ``update_id`` and ``bid_price_i``, ``bid_qty_i``, ``ask_price_i``, ``ask_qty_i`` for
+    the first ``levels`` levels (default: the deepest present). Missing levels are NaN.
+    """
+    time_name = depth.index.name or "received_at"
+    count = int(depth["level"].max()) + 1 if levels is None and len(depth) else levels or 0
+    keys = [depth[c] for c in ("market", "symbol") if c in depth.columns]
+    grouped = depth.groupby([*keys, depth.index], sort=False, observed=True)
+    snapshot = grouped.ngroup().to_numpy()
+    heads = grouped.head(1)
+    out: dict[str, Any] = {c: heads[c].to_numpy() for c in ("market", "symbol") if c in depth}
+    if "update_id" in depth.columns:
+        out["update_id"] = heads["update_id"].to_numpy()
+    level = depth["level"].to_numpy()
+    side = depth["side"].to_numpy()
+    n = len(heads)
+    for side_name in ("bid", "ask"):
+        on_side = (side == side_name) & (level < count)
+        rows, where = snapshot[on_side], level[on_side].astype(np.intp)
+        for column in ("price", "qty"):
+            values = np.full((n, count), np.nan)
+            values[rows, where] = depth[column].to_numpy(dtype=float)[on_side]
+            for i in range(count):
+                out[f"{side_name}_{column}_{i}"] = values[:, i]
+    wide = pd.DataFrame(out, index=pd.Index(heads.index, name=time_name))
+    for name in ("market", "symbol"):
+        if name in wide.columns:
+            wide[name] = wide[name].astype(depth[name].dtype)
+    return wide
 
 
 def book_top(depth: pd.DataFrame, levels: int = TOP_LEVELS) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import pytest
 
 import collector
 from collector import catalog, datasets, loaders
-from collector.research import book_top, trades_to_bars, trades_with_book
+from collector.research import book_top, depth_wide, trades_to_bars, trades_with_book
 from collector.sim import SimExchange
 from collector.storage import compaction
 from collector.storage.writer import ArchiveWriter
@@ -468,7 +468,7 @@ def test_book_top_sums_the_best_five_levels() -> None:
     assert (first.bid_qty, first.ask_qty) == (5, 10)  # level 5 (the sixth) not counted
     assert first.imbalance == pytest.approx((5 - 10) / 15)
     assert second.best_bid == 100 and np.isnan(second.best_ask) and np.isnan(second.imbalance)
-    assert book_top(loaders.depth_wide(depth)).equals(top)
+    assert book_top(depth_wide(depth)).equals(top)
     assert book_top(depth, levels=1).iloc[0].imbalance == pytest.approx((1 - 2) / 3)
 
 
