@@ -456,6 +456,11 @@ def _columns(spec: datasets.Dataset, columns: Iterable[str] | None) -> list[str]
 def _to_ms(value: TimeLike, what: str) -> int:
     """Milliseconds since the epoch, rounded up (a row at t is in [start, end) exactly
     when t >= start and t < end, for t in whole milliseconds)."""
+    if isinstance(value, int | float):  # pandas would read a number as nanoseconds
+        raise TypeError(
+            f"{what}={value!r}: pass a string, datetime or pandas.Timestamp "
+            "(milliseconds since the epoch: pandas.Timestamp(ms, unit='ms', tz='UTC'))"
+        )
     try:
         stamp = pd.Timestamp(value)
     except (TypeError, ValueError) as exc:

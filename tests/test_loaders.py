@@ -308,6 +308,8 @@ def test_errors_name_what_exists(tmp_path: Path) -> None:
         loaders.load_klines(interval="1s", data_dir=tmp_path)
     with pytest.raises(ValueError, match=r"start='yesterday-ish' is not a time"):
         loaders.load_trades(start="yesterday-ish", data_dir=tmp_path)
+    with pytest.raises(TypeError, match=r"start=1764028800000: pass a string"):
+        loaders.load_trades(start=T0, data_dir=tmp_path)  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match=r"no archive at .*typo.*does not exist"):
         loaders.load_trades(data_dir=tmp_path / "typo")
 
