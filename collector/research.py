@@ -127,11 +127,13 @@ def book_top(depth: pd.DataFrame, levels: int = TOP_LEVELS) -> pd.DataFrame:
     """The top of the book per snapshot, from depth rows (long, as
     :func:`collector.loaders.load_depth` returns them, or its ``wide=True`` form).
 
-    Columns: ``market``, ``symbol``, ``best_bid``, ``best_ask`` (level 0 of each side),
-    ``mid`` ((bid + ask) / 2), ``spread`` (ask - bid), ``bid_qty`` and ``ask_qty`` (the
-    quantity of the best ``levels`` levels of each side, default 5) and ``imbalance`` =
-    (bid_qty - ask_qty) / (bid_qty + ask_qty), in [-1, 1]: the definition of the SQL
-    view ``depth_top``. A side missing from a snapshot gives NaN for what needs it.
+    Columns, the same as the SQL view ``depth_top``: ``market``, ``symbol``, ``best_bid``,
+    ``best_ask`` (level 0 of each side, NaN when the side is empty), ``bid_qty_0``,
+    ``ask_qty_0`` (their quantities), ``mid`` ((bid + ask) / 2), ``spread`` (ask - bid),
+    ``spread_bps`` (spread / mid * 1e4), ``bid_depth`` and ``ask_depth`` (the quantity on
+    the best ``levels`` levels of each side, default 5; 0 for an empty side) and
+    ``imbalance`` = (bid_depth - ask_depth) / (bid_depth + ask_depth), from -1 (only asks)
+    to 1 (only bids); NaN when the book is empty.
     """
     if levels < 1:
         raise ValueError(f"levels must be at least 1, got {levels}")
@@ -143,12 +145,16 @@ def book_top(depth: pd.DataFrame, levels: int = TOP_LEVELS) -> pd.DataFrame:
             top[name] = wide[name]
     top["best_bid"] = wide["bid_price_0"]
     top["best_ask"] = wide["ask_price_0"]
+    top["bid_qty_0"] = wide["bid_qty_0"]
+    top["ask_qty_0"] = wide["ask_qty_0"]
     top["mid"] = (top["best_bid"] + top["best_ask"]) / 2
     top["spread"] = top["best_ask"] - top["best_bid"]
+    top["spread_bps"] = top["spread"] / top["mid"] * 1e4
     for side in ("bid", "ask"):
         names = [f"{side}_qty_{i}" for i in range(levels) if f"{side}_qty_{i}" in wide.columns]
-        top[f"{side}_qty"] = wide[names].sum(axis=1, min_count=1)
-    top["imbalance"] = (top["bid_qty"] - top["ask_qty"]) / (top["bid_qty"] + top["ask_qty"])
+        top[f"{side}_depth"] = wide[names].sum(axis=1, min_count=0)
+    total = top["bid_depth"] + top["ask_depth"]
+    top["imbalance"] = (top["bid_depth"] - top["ask_depth"]) / total.where(total != 0)
     return top
 
 

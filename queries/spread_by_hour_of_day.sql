@@ -12,8 +12,8 @@ SELECT
     avg(spread_bps) AS mean_spread_bps,
     median(spread_bps) AS median_spread_bps,
     quantile_cont(spread_bps, 0.9) AS p90_spread_bps,
-    avg(bid_qty_5) AS mean_bid_qty_5,
-    avg(ask_qty_5) AS mean_ask_qty_5,
+    avg(bid_depth) AS mean_bid_depth,
+    avg(ask_depth) AS mean_ask_depth,
     avg(imbalance) AS mean_imbalance
 FROM depth_top
 WHERE market = $market

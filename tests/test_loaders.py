@@ -462,14 +462,16 @@ def test_book_top_sums_the_best_five_levels() -> None:
     )
     top = book_top(depth)
     assert list(top.columns) == [
-        "market", "symbol", "best_bid", "best_ask", "mid", "spread", "bid_qty", "ask_qty",
-        "imbalance",
+        "market", "symbol", "best_bid", "best_ask", "bid_qty_0", "ask_qty_0", "mid", "spread",
+        "spread_bps", "bid_depth", "ask_depth", "imbalance",
     ]  # fmt: skip
     first, second = top.iloc[0], top.iloc[1]
     assert (first.best_bid, first.best_ask, first.mid, first.spread) == (100, 101, 100.5, 1)
-    assert (first.bid_qty, first.ask_qty) == (5, 10)  # level 5 (the sixth) not counted
+    assert (first.bid_depth, first.ask_depth) == (5, 10)  # level 5 (the sixth) not counted
     assert first.imbalance == pytest.approx((5 - 10) / 15)
-    assert second.best_bid == 100 and np.isnan(second.best_ask) and np.isnan(second.imbalance)
+    # Only bids: no best ask, no mid, an ask depth of 0 and an imbalance of 1 (as in SQL).
+    assert second.best_bid == 100 and np.isnan(second.best_ask) and np.isnan(second.mid)
+    assert (second.ask_depth, second.imbalance) == (0, 1)
     assert book_top(depth_wide(depth)).equals(top)
     assert book_top(depth, levels=1).iloc[0].imbalance == pytest.approx((1 - 2) / 3)
 
@@ -515,3 +517,26 @@ def test_the_package_exports_the_loaders_without_importing_pandas_for_the_cli() 
     assert set(collector.__all__) == {"__version__", *collector._LAZY}
     with pytest.raises(AttributeError):
         collector.load_everything  # noqa: B018
+
+
+def test_book_top_equals_the_sql_view_depth_top(sim_archive: Path) -> None:
+    top = book_top(loaders.load_depth(data_dir=sim_archive))
+    view = catalog.query(
+        sim_archive, "SELECT * EXCLUDE (update_id, date) FROM depth_top"
+    ).to_pandas()
+    assert len(view) == len(top) > 0
+    order = ["market", "symbol", "received_at"]
+    view = view.sort_values(order, ignore_index=True)
+    top = top.reset_index().astype({"market": str, "symbol": str})
+    top = top.sort_values(order, ignore_index=True)[list(view.columns)]
+    assert (view["received_at"] == top["received_at"]).all()
+    for column in view.columns:
+        if column in ("market", "symbol"):
+            assert view[column].tolist() == top[column].tolist(), column
+        elif column != "received_at":
+            np.testing.assert_allclose(
+                view[column].to_numpy(dtype=float),
+                top[column].to_numpy(dtype=float),
+                rtol=1e-12,
+                err_msg=column,
+            )
