@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from collector import datasets
+from collector import datasets, derived
 from collector.errors import StorageError
 from collector.storage import layout, partitions
 
@@ -90,17 +90,26 @@ def source_sql(data_dir: str | Path, dataset: str) -> str:
     )
 
 
-def connect(data_dir: str | Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every dataset as a view (always current)."""
+def connect(data_dir: str | Path, *, derived_views: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every dataset as a view (always current), and
+    the derived views of ``queries/views`` (:mod:`collector.derived`).
+
+    Creating a derived view binds the dataset views it reads again (listing their files),
+    which costs as much as creating those: the collector's own reads, which need none,
+    pass ``derived_views=False``.
+    """
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'")
     for name in datasets.DATASETS:
         connection.execute(f"CREATE VIEW {name} AS {source_sql(data_dir, name)}")
+    if derived_views:
+        derived.install(connection)
     return connection
 
 
 def write_views(data_dir: str | Path) -> Path:
-    """(Re)write ``<data_dir>/archive.duckdb`` with one view per dataset; return its path."""
+    """(Re)write ``<data_dir>/archive.duckdb`` with one view per dataset and the derived
+    views; return its path."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     final = data_dir / DB_NAME
@@ -113,6 +122,7 @@ def write_views(data_dir: str | Path) -> Path:
         for name, spec in datasets.DATASETS.items():
             connection.execute(f"CREATE OR REPLACE VIEW {name} AS {source_sql(data_dir, name)}")
             connection.execute(f"COMMENT ON VIEW {name} IS {sql_string(spec.doc)}")
+        derived.install(connection)
         connection.execute("CHECKPOINT")
     finally:
         connection.close()
@@ -199,7 +209,7 @@ def max_by_group(
     )
 
     def run() -> list[Any]:
-        with connect(data_dir) as connection:
+        with connect(data_dir, derived_views=False) as connection:
             return connection.execute(sql).fetchall()
 
     rows = consistently(data_dir, run)
@@ -221,7 +231,7 @@ def last_recent_trades(
     glob = layout.dataset_glob(str(Path(data_dir).resolve()), "trades")
 
     def run() -> list[Any]:
-        with connect(data_dir) as connection:
+        with connect(data_dir, derived_views=False) as connection:
             return connection.execute(
                 "SELECT market, symbol, epoch_ms(time), price, qty FROM ("
                 "  SELECT *, row_number() OVER (PARTITION BY market, symbol"

@@ -277,14 +277,31 @@ def schema() -> None:
 @_config_option
 @_data_dir_option
 def views(config_path: Path, data_dir: Path | None) -> None:
-    """Write <data_dir>/archive.duckdb with one view per dataset."""
+    """Write <data_dir>/archive.duckdb: one view per dataset, and the derived views."""
     directory = _data_dir(config_path, data_dir)
-    path = catalog.write_views(directory)
+    try:
+        path = catalog.write_views(directory)
+    except ConfigError as exc:  # a queries/views file that does not install
+        _fail(str(exc), 2)
     click.echo(f"wrote {path}")
 
 
 @main.command()
-@click.argument("sql")
+@click.argument("sql", required=False)
+@click.option(
+    "--file",
+    "sql_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Run this SQL file (e.g. queries/hourly_vwap.sql) instead of SQL text.",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A named parameter ($NAME in the SQL), bound as a string; repeatable.",
+)
 @_config_option
 @_data_dir_option
 @click.option(
@@ -301,19 +318,48 @@ def views(config_path: Path, data_dir: Path | None) -> None:
     show_default=True,
     help="Rows shown in table format (csv and json print all).",
 )
-def query(sql: str, config_path: Path, data_dir: Path | None, output: str, max_rows: int) -> None:
-    """Run SQL on the archive's views and print the result."""
+def query(
+    sql: str | None,
+    sql_file: Path | None,
+    params: tuple[str, ...],
+    config_path: Path,
+    data_dir: Path | None,
+    output: str,
+    max_rows: int,
+) -> None:
+    """Run SQL (text or --file) on the archive's views and print the result.
+
+    Parameters are bound by DuckDB, never pasted into the SQL; a file's header declares
+    them with their defaults (`-- param: symbol = BTCUSDT`).
+    """
     import duckdb
 
+    from collector import sqlfiles
+
+    given = _params(params)
+    if (sql is None) == (sql_file is None):
+        _fail("give either SQL text or --file, not both or neither", 2)
+    if sql_file is not None:
+        try:
+            parsed = sqlfiles.read(sql_file)
+            bound = parsed.bind(given)
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+        sql = parsed.text
+    else:
+        bound = given
+    assert sql is not None
     directory = _data_dir(config_path, data_dir)
 
     def run() -> tuple[list[str], list[Any]]:
         with catalog.connect(directory) as connection:
-            cursor = connection.execute(sql)
+            cursor = connection.execute(sql, bound or None)
             return [d[0] for d in cursor.description or []], cursor.fetchall()
 
     try:
         columns, rows = catalog.consistently(directory, run)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
     except (duckdb.Error, CollectorError) as exc:
         _fail(f"query failed: {exc}", 1)
     if output == "csv":
@@ -327,6 +373,17 @@ def query(sql: str, config_path: Path, data_dir: Path | None, output: str, max_r
             )
     else:
         _print_table(columns, rows, max_rows)
+
+
+def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``--param NAME=VALUE`` pairs as a dict (the value may contain ``=``)."""
+    found: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            _fail(f"--param {pair!r}: expected NAME=VALUE", 2)
+        found[name.strip()] = value
+    return found
 
 
 def _time_ms(value: str, option: str) -> int:

@@ -1,8 +1,8 @@
 """Every dataset of the archive: its name, Arrow schema, key and partition rule.
 
 This is the one place a column is defined. The folder under ``data/``, the
-DuckDB view, the loader and the docs (``docs/datasets.md``, checked by a test)
-all take their names and types from here.
+DuckDB view, the pandas loader (:mod:`collector.loaders`) and the docs
+(``docs/datasets.md``, checked by a test) all take their names and types from here.
 
 Conventions: ``market`` and ``symbol`` are strings; times are UTC
 timezone-aware timestamps with millisecond precision; prices, quantities and
@@ -343,7 +343,8 @@ def markdown() -> str:
         "Generated from `collector/datasets.py` by `jex-collector schema`; a test keeps it",
         "current. Every dataset is a folder `data/<dataset>/market=<m>/date=<YYYY-MM-DD>/`,",
         "a DuckDB view of the same name (with `date`, the UTC date of the time column,",
-        "added from the path) and, later, a loader.",
+        'added from the path) and a pandas loader: `collector.load("<dataset>")` or the',
+        "typed one (`load_trades`, `load_klines`, `load_depth`, ...; `collector/loaders.py`).",
         "",
         "Times are UTC timestamps with millisecond precision; prices, quantities and rates",
         "are float64 parsed from the exchange's decimal strings (exact for up to 15",

@@ -1,0 +1,471 @@
+"""pandas loaders: one call from the archive to a typed, time-indexed DataFrame.
+
+``load(dataset, ...)`` reads any dataset; ``load_trades``, ``load_klines``, ... are the
+same call for one dataset, with that dataset's own options. Every loader takes:
+
+* ``market``: a market name or several (default: every market of the dataset);
+* ``symbols``: a symbol name or several (default: all);
+* ``start`` (inclusive) and ``end`` (exclusive, like ``jex-collector backfill --end``):
+  strings, ``datetime`` or ``pandas.Timestamp``; naive values are UTC;
+* ``columns``: the columns to read (default: all); the time column is always read;
+* ``data_dir``: the archive (default ``data``).
+
+The result is indexed by the dataset's time column (``datasets.get(name).time_column``,
+also the index name) as a UTC ``DatetimeIndex`` with millisecond precision, sorted by
+time; rows with equal times keep the archive's order (partition date, then file, then
+row). Column dtypes:
+
+=====================================  =========================================
+Arrow (``collector.datasets``)          pandas
+=====================================  =========================================
+``market``, ``symbol``, ``side``,       ``category``
+``interval``
+other strings                           pandas' default string dtype
+float64                                 ``float64`` (null: NaN)
+int64, int16                            ``int64``, ``int16``; nullable int64
+                                        columns (``trade_id``, precisions) are
+                                        pandas ``Int64`` (null: ``<NA>``)
+bool (``is_buyer_maker``, nullable)     pandas ``boolean`` (null: ``<NA>``)
+timestamp[ms, UTC]                      ``datetime64[ms, UTC]`` (null: NaT)
+=====================================  =========================================
+
+Only what is asked is read: a partition's date is the UTC date of the time column,
+so partitions outside ``[start, end)`` are never opened; symbol, time and column
+filters are pushed down to Parquet, which skips row groups by their statistics.
+Each partition is read through its resolved generation folder (see the README's
+Compaction section), and read again if compaction deleted a file under the read, so
+a load running next to compaction returns every row exactly once.
+
+An empty range, or an archive without the dataset, gives an empty frame with the same
+columns and dtypes as a non-empty one; a ``data_dir`` that does not exist is an error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TypedDict, Unpack, cast
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from collector import datasets
+from collector.config import KLINE_INTERVALS
+from collector.errors import StorageError
+from collector.research import depth_wide
+from collector.storage import layout, partitions
+
+log = logging.getLogger(__name__)
+
+#: String columns with few distinct values: read as Arrow dictionaries, so they become
+#: pandas ``category`` without millions of Python strings.
+CATEGORY_COLUMNS = ("market", "symbol", "side", "interval")
+#: Reads started again when compaction deleted a file under one.
+READ_RETRIES = 10
+
+TimeLike = str | dt.datetime | dt.date | pd.Timestamp
+Names = str | Iterable[str]
+
+
+class LoadOptions(TypedDict, total=False):
+    """The keyword arguments every typed loader shares with :func:`load`."""
+
+    market: Names | None
+    symbols: Names | None
+    start: TimeLike | None
+    end: TimeLike | None
+    columns: Iterable[str] | None
+    data_dir: str | Path
+
+
+def load(
+    dataset: str,
+    *,
+    market: Names | None = None,
+    symbols: Names | None = None,
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
+    columns: Iterable[str] | None = None,
+    data_dir: str | Path = "data",
+) -> pd.DataFrame:
+    """Rows of ``dataset`` as a DataFrame indexed by its time column (see the module doc)."""
+    return _load(
+        _dataset(dataset),
+        market=market,
+        symbols=symbols,
+        start=start,
+        end=end,
+        columns=columns,
+        data_dir=data_dir,
+    )
+
+
+def load_trades(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+    """Trades, indexed by ``time``. ``trade_id`` is ``Int64`` and ``is_buyer_maker``
+    ``boolean``: both are null for rows from the recent-trades endpoint."""
+    return load("trades", **options)
+
+
+def load_klines(*, interval: str | None = None, **options: Unpack[LoadOptions]) -> pd.DataFrame:
+    """Klines, indexed by ``open_time``; ``interval`` (``1m``, ``1h``, ...) selects one
+    interval (default: all, told apart by the ``interval`` column)."""
+    if interval is None:
+        return load("klines", **options)
+    if interval not in KLINE_INTERVALS:
+        raise ValueError(
+            f"unknown kline interval {interval!r}; intervals are: {', '.join(KLINE_INTERVALS)}"
+        )
+    return _load(_dataset("klines"), where=pc.field("interval") == interval, **options)
+
+
+def load_depth(
+    *, levels: int | None = None, wide: bool = False, **options: Unpack[LoadOptions]
+) -> pd.DataFrame:
+    """Order-book snapshots, indexed by ``received_at``.
+
+    Long form (default): one row per side and level. ``levels=N`` keeps the best N
+    levels of each side (filtered in Parquet). ``wide=True``: one row per snapshot
+    (market, symbol, time) with ``update_id``, then ``bid_price_0..N-1``,
+    ``bid_qty_0..N-1``, ``ask_price_0..N-1``, ``ask_qty_0..N-1`` (N = ``levels``, or
+    the deepest level found); a level a snapshot lacks is NaN. ``columns=`` applies to
+    the long form only.
+    """
+    where = None
+    if levels is not None:
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+            raise ValueError(f"levels must be a positive number of levels, got {levels!r}")
+        where = pc.field("level") < levels
+    if wide and options.get("columns") is not None:
+        raise ValueError("load_depth(wide=True) takes no columns=; select from its result")
+    depth = _load(_dataset("depth"), where=where, **options)
+    return depth_wide(depth, levels) if wide else depth
+
+
+def load_book_ticker(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+    """Best bid and ask (``book_ticker``), indexed by ``received_at``."""
+    return load("book_ticker", **options)
+
+
+def load_tickers(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+    """24-hour ticker statistics (``ticker_24hr``), indexed by ``received_at``; the last
+    price alone is :func:`load_ticker_price`."""
+    return load("ticker_24hr", **options)
+
+
+def load_ticker_price(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+    """Last price per symbol (``ticker_price``), indexed by ``received_at``."""
+    return load("ticker_price", **options)
+
+
+def load_avg_price(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+    """Average price (``avg_price``), indexed by ``received_at``."""
+    return load("avg_price", **options)
+
+
+def load_indices(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+    """Futures last, index and mark price (``indices_price``), indexed by ``received_at``."""
+    return load("indices_price", **options)
+
+
+def load_funding(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+    """Futures funding rate history (``funding_rate``), indexed by ``time``."""
+    return load("funding_rate", **options)
+
+
+def load_protection_fund(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+    """Futures protection fund balance (``protection_fund``), indexed by ``time``."""
+    return load("protection_fund", **options)
+
+
+def load_instruments(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+    """Instrument lists, one row per refresh, indexed by ``received_at``."""
+    return load("instruments", **options)
+
+
+def load_contract_info(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+    """Futures contract details (``contract_info``), indexed by ``received_at``."""
+    return load("contract_info", **options)
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def _load(
+    spec: datasets.Dataset,
+    *,
+    market: Names | None = None,
+    symbols: Names | None = None,
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
+    columns: Iterable[str] | None = None,
+    data_dir: str | Path = "data",
+    where: pc.Expression | None = None,
+) -> pd.DataFrame:
+    markets = _markets(spec, market)
+    wanted = _columns(spec, columns)
+    start_ms = None if start is None else _to_ms(start, "start")
+    end_ms = None if end is None else _to_ms(end, "end")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"no archive at {root}: the directory does not exist (check data_dir)"
+        )
+    read_schema = _read_schema(spec)
+    projection = [spec.time_column, *wanted]
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        return _frame(read_schema.empty_table().select(projection), spec)
+    conditions = [] if where is None else [where]
+    time = pc.field(spec.time_column)
+    if start_ms is not None:
+        conditions.append(time >= pa.scalar(start_ms, datasets.TIMESTAMP))
+    if end_ms is not None:
+        conditions.append(time < pa.scalar(end_ms, datasets.TIMESTAMP))
+    names = _symbols(symbols)
+    if names is not None:
+        symbol = pc.field("symbol")
+        conditions.append(symbol == names[0] if len(names) == 1 else symbol.isin(names))
+    condition = None
+    for part in conditions:
+        condition = part if condition is None else condition & part
+    for attempt in range(1, READ_RETRIES + 1):
+        try:
+            files = _files(root, spec.name, markets, start_ms, end_ms)
+            if not files:
+                return _frame(read_schema.empty_table().select(projection), spec)
+            table = _scan(files, spec, condition).to_table(
+                columns=projection, filter=condition, use_threads=True
+            )
+        except FileNotFoundError as exc:
+            # Compaction deleted a generation we had resolved (only after its grace
+            # period, or a plain folder's one-time conversion): resolve again.
+            log.info("a partition changed under a load (attempt %d): %s", attempt, exc)
+            continue
+        return _frame(table, spec)
+    raise StorageError(
+        f"{spec.name} in {root} kept changing under the load ({READ_RETRIES} attempts); "
+        "run it again",
+        dataset=spec.name,
+        path=str(root),
+    )
+
+
+def _scan(
+    files: list[str], spec: datasets.Dataset, condition: pc.Expression | None
+) -> pads.Dataset:
+    """A dataset over ``files`` reading only the row groups ``condition`` may match.
+
+    An explicit schema: files written by different steps (the writer, compaction) may
+    store a string column plainly or dictionary-encoded; this unifies them. Row groups
+    are chosen by their statistics against the plain schema first: Arrow does not prune
+    row groups by a column read as a dictionary (``symbol == 'X'`` against statistics
+    kept as strings), and reading ``market``/``symbol`` as dictionaries is what makes
+    them cheap pandas categories.
+    """
+    schema = _read_schema(spec)
+    file_format = pads.ParquetFileFormat(
+        read_options=pads.ParquetReadOptions(
+            dictionary_columns=[name for name in schema.names if name in CATEGORY_COLUMNS]
+        )
+    )
+    if condition is None:
+        return pads.dataset(files, schema=schema, format=file_format)
+    fragments = []
+    for fragment in pads.dataset(files, schema=spec.schema, format="parquet").get_fragments():
+        kept = [group.id for group in fragment.subset(condition).row_groups]
+        # Row groups whose statistics show every row matches: their fragment carries
+        # the condition as its guarantee, so the scan does not evaluate it row by row.
+        doubtful = {group.id for group in fragment.subset(~condition).row_groups}
+        for certain, run in itertools.groupby(kept, key=lambda group: group not in doubtful):
+            fragments.append(
+                file_format.make_fragment(
+                    fragment.path,
+                    fragment.filesystem,
+                    partition_expression=condition if certain else pc.scalar(True),
+                    row_groups=list(run),
+                )
+            )
+    return pads.FileSystemDataset(fragments, schema, file_format)
+
+
+def _files(
+    root: Path, dataset: str, markets: list[str], start_ms: int | None, end_ms: int | None
+) -> list[str]:
+    """Data files of the partitions in range, by date, then market, then creation.
+
+    Only the market folders are listed; a partition's own folder is listed only when
+    its date is in range. ``date=D`` is resolved once, so every file listed belongs to
+    one generation (kept for the grace period after a switch).
+    """
+    first = None if start_ms is None else layout.date_of_ms(start_ms)
+    last = None if end_ms is None else layout.date_of_ms(end_ms - 1)
+    found: list[tuple[dt.date, int, str]] = []
+    for rank, market in enumerate(markets):
+        directory = root / dataset / f"market={market}"
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            date = _partition_date(name)
+            if date is None or (first and date < first) or (last and date > last):
+                continue
+            current = partitions.current(root, layout.Partition(dataset, market, date))
+            if current is None:  # gone since the listing: a plain folder being converted
+                raise FileNotFoundError(f"partition {directory / name} vanished while listed")
+            folder = current.directory
+            if current.number is None and folder.is_symlink():
+                folder = folder.resolve()  # a link someone else made
+            try:
+                files = partitions.data_files(folder)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"partition {folder} vanished while listed") from None
+            found += [(date, rank, str(folder / file)) for file in files]
+    return [path for _, _, path in sorted(found)]
+
+
+def _partition_date(name: str) -> dt.date | None:
+    if not name.startswith("date="):
+        return None
+    try:
+        return dt.date.fromisoformat(name.removeprefix("date="))
+    except ValueError:
+        return None
+
+
+def _read_schema(spec: datasets.Dataset) -> pa.Schema:
+    schema = spec.schema
+    for name in CATEGORY_COLUMNS:
+        index = schema.get_field_index(name)
+        if index >= 0:
+            field = schema.field(index)
+            schema = schema.set(index, field.with_type(pa.dictionary(pa.int32(), pa.string())))
+    return schema
+
+
+def _frame(table: pa.Table, spec: datasets.Dataset) -> pd.DataFrame:
+    """The Arrow table as a DataFrame with the loaders' dtypes, indexed and sorted."""
+    nullable = {c.name for c in spec.columns if c.nullable}
+    # Arrow turns int64 with nulls into float64 and bool with nulls into object: the
+    # dtype would depend on the values. Nullable ones become pandas' masked arrays
+    # whatever they hold (built here: pandas' own __from_arrow__ is several times slower).
+    masked = {
+        name: _masked_array(table.column(name))
+        for name in table.column_names
+        if name in nullable and table.schema.field(name).type in (pa.int64(), pa.bool_())
+    }
+    order = table.column_names
+    table = table.drop_columns(list(masked))
+    for name in table.column_names:
+        if pa.types.is_dictionary(table.schema.field(name).type):
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, _used_dictionaries(table.column(name)))
+    plain = table.to_pandas(split_blocks=True, self_destruct=True)
+    columns = {name: masked[name] if name in masked else plain[name] for name in order}
+    frame = pd.DataFrame(columns, copy=False).set_index(spec.time_column)
+    if not frame.index.is_monotonic_increasing:
+        times = cast(pd.DatetimeIndex, frame.index).asi8
+        frame = frame.take(np.argsort(times, kind="stable"))
+    return frame
+
+
+def _masked_array(column: pa.ChunkedArray) -> pd.api.extensions.ExtensionArray:
+    mask = column.is_null().to_numpy(zero_copy_only=False)
+    if column.type == pa.bool_():
+        values = pc.fill_null(column, False).to_numpy(zero_copy_only=False)
+        return pd.arrays.BooleanArray(values, mask)
+    values = pc.fill_null(column, 0).to_numpy()
+    return pd.arrays.IntegerArray(values, mask)
+
+
+def _used_dictionaries(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The column with each chunk's dictionary cut to the values it uses, so that the
+    categories are the values present: a dictionary read from Parquet holds every value
+    of its row group, filtered out or not. Only chunks with unused values are re-encoded
+    (a row group at a symbol's boundary)."""
+    chunks = []
+    for chunk in column.chunks:
+        if len(chunk.dictionary) > 1 and len(pc.unique(chunk.indices)) < len(chunk.dictionary):
+            chunk = chunk.dictionary_decode().dictionary_encode()
+        chunks.append(chunk)
+    return pa.chunked_array(chunks, type=column.type)
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+def _dataset(name: str) -> datasets.Dataset:
+    try:
+        return datasets.get(name)
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset {name!r}; datasets are: {', '.join(datasets.DATASETS)}"
+        ) from None
+
+
+def _names(value: Names, what: str) -> list[str]:
+    names = [value] if isinstance(value, str) else list(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{what} must be names (str), got {name!r}")
+    return names
+
+
+def _markets(spec: datasets.Dataset, market: Names | None) -> list[str]:
+    if market is None:
+        return list(spec.markets)
+    names = _names(market, "market")
+    for name in names:
+        if name not in datasets.MARKETS:
+            raise ValueError(f"unknown market {name!r}; markets are: {', '.join(datasets.MARKETS)}")
+        if name not in spec.markets:
+            raise ValueError(
+                f"{spec.name} exists only for {', '.join(spec.markets)}, not for {name!r}"
+            )
+    return [m for m in spec.markets if m in names]
+
+
+def _symbols(symbols: Names | None) -> list[str] | None:
+    if symbols is None:
+        return None
+    names = _names(symbols, "symbols")
+    if not names:
+        raise ValueError("symbols= is empty; leave it out to read every symbol")
+    return names
+
+
+def _columns(spec: datasets.Dataset, columns: Iterable[str] | None) -> list[str]:
+    if columns is None:
+        return [name for name in spec.column_names if name != spec.time_column]
+    names = _names(columns, "columns")
+    unknown = [name for name in names if name not in spec.column_names]
+    if unknown:
+        raise ValueError(
+            f"{spec.name} has no column {', '.join(map(repr, unknown))}; "
+            f"its columns are: {', '.join(spec.column_names)}"
+        )
+    return list(dict.fromkeys(name for name in names if name != spec.time_column))
+
+
+def _to_ms(value: TimeLike, what: str) -> int:
+    """Milliseconds since the epoch, rounded up (a row at t is in [start, end) exactly
+    when t >= start and t < end, for t in whole milliseconds)."""
+    if isinstance(value, int | float):  # pandas would read a number as nanoseconds
+        raise TypeError(
+            f"{what}={value!r}: pass a string, datetime or pandas.Timestamp "
+            "(milliseconds since the epoch: pandas.Timestamp(ms, unit='ms', tz='UTC'))"
+        )
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}={value!r} is not a time: {exc}") from None
+    if pd.isna(stamp):
+        raise ValueError(f"{what}={value!r} is not a time")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return -(-stamp.value // 1_000_000)
