@@ -12,7 +12,7 @@
    * ``pandas.read_csv`` of the symbol's 30 plain CSVs, concatenated, with ``time``
      made the UTC index as the loader does; and of the 30 zips (unzip included).
 
-   Best of ``--repeat`` runs (the CSV reads run once), all in one process.
+   Best of ``--repeat`` runs (of two for the CSV reads), all in one process.
 
 4. Memory: ``load_trades`` of one day (every symbol) in a fresh process: the peak RSS
    growth (``ru_maxrss`` minus the RSS after the imports) against the result's
@@ -40,19 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_ARCHIVE, machine, table, timed, write_json
 
 from collector import datasets
+from collector.loaders import load_trades
 
 MARKET = "spot"
 SYMBOL = "BTCUSDT"
 COLUMNS = [c for c in datasets.get("trades").column_names]
-
-
-def load_trades() -> Any:
-    """``collector.loaders.load_trades``, or None while it has not been merged."""
-    try:
-        from collector.loaders import load_trades as loader
-    except ImportError:
-        return None
-    return loader
 
 
 def manifest(archive: Path) -> dict[str, Any]:
@@ -90,12 +82,10 @@ def read_csvs(archive: Path, kind: str, market: str, symbol: str) -> pd.DataFram
 def speed(archive: Path, repeat: int) -> dict[str, Any]:
     data_dir = archive / "data"
     cases: dict[str, Any] = {}
-    loader = load_trades()
-    if loader is not None:
-        cases["load_trades"] = (
-            lambda: loader(market=MARKET, symbols=[SYMBOL], data_dir=data_dir),
-            repeat,
-        )
+    cases["load_trades"] = (
+        lambda: load_trades(market=MARKET, symbols=[SYMBOL], data_dir=data_dir),
+        repeat,
+    )
     cases["read_table(ideal file).to_pandas()"] = (
         lambda: read_ideal(archive, MARKET, SYMBOL),
         repeat,
@@ -104,8 +94,10 @@ def speed(archive: Path, repeat: int) -> dict[str, Any]:
         lambda: read_archive_files(archive, MARKET, SYMBOL),
         repeat,
     )
-    cases["pandas.read_csv(csv)"] = (lambda: read_csvs(archive, "csv", MARKET, SYMBOL), 1)
-    cases["pandas.read_csv(zip)"] = (lambda: read_csvs(archive, "zip", MARKET, SYMBOL), 1)
+    # Several seconds each: best of two at most.
+    csv_runs = min(repeat, 2)
+    cases["pandas.read_csv(csv)"] = (lambda: read_csvs(archive, "csv", MARKET, SYMBOL), csv_runs)
+    cases["pandas.read_csv(zip)"] = (lambda: read_csvs(archive, "zip", MARKET, SYMBOL), csv_runs)
     results: dict[str, Any] = {}
     for name, (run, times) in cases.items():
         best, median, frame = timed(run, times)
@@ -115,11 +107,9 @@ def speed(archive: Path, repeat: int) -> dict[str, Any]:
     if len(rows) != 1:
         raise RuntimeError(f"the readers returned different row counts: {results}")
     limit = results["read_table(ideal file).to_pandas()"]["best_s"]
-    if "load_trades" in results:
-        ours = results["load_trades"]["best_s"]
-        results["load_trades"]["vs_limit"] = ours / limit
-        for name in ("pandas.read_csv(csv)", "pandas.read_csv(zip)"):
-            results[name]["times_slower_than_load_trades"] = results[name]["best_s"] / ours
+    ours = results["load_trades"]["best_s"]
+    for name in ("pandas.read_csv(csv)", "pandas.read_csv(zip)"):
+        results[name]["times_slower_than_load_trades"] = results[name]["best_s"] / ours
     for result in results.values():
         result["vs_limit"] = result["best_s"] / limit
     return results
@@ -149,16 +139,17 @@ def _reset_peak() -> None:
 def child(archive: Path, what: str, day: str) -> dict[str, Any]:
     """Run in a fresh process: one load, then the peak RSS growth and the result's size."""
     start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
-    loader = load_trades()
     # The peak is the process's own (VmHWM, per address space), not ru_maxrss: that one
     # keeps the parent's peak across fork and exec, so a child of a process that had
     # just read 10 million rows would report their size.
     _reset_peak()
     before = _status("VmRSS")
     if what == "day":
-        frame = loader(start=start, end=start + dt.timedelta(days=1), data_dir=archive / "data")
+        frame = load_trades(
+            start=start, end=start + dt.timedelta(days=1), data_dir=archive / "data"
+        )
     elif what == "month":
-        frame = loader(market=MARKET, symbols=[SYMBOL], data_dir=archive / "data")
+        frame = load_trades(market=MARKET, symbols=[SYMBOL], data_dir=archive / "data")
     elif what == "day_baseline":
         frame = pq.read_table(
             archive / "ideal" / "trades.parquet",
@@ -181,9 +172,8 @@ def child(archive: Path, what: str, day: str) -> dict[str, Any]:
 def memory(archive: Path) -> dict[str, Any]:
     info = manifest(archive)
     day = (dt.date.fromisoformat(info["start"]) + dt.timedelta(days=info["days"] // 2)).isoformat()
-    results: dict[str, Any] = {"day": day}
-    kinds = ["day_baseline"] + (["day", "month"] if load_trades() is not None else [])
-    for what in kinds:
+    results: dict[str, Any] = {"date": day}
+    for what in ("day", "month", "day_baseline"):
         output = subprocess.run(  # noqa: S603 (our own script, our own arguments)
             [sys.executable, __file__, "--archive", str(archive), "--child", what, "--day", day],
             check=True,
@@ -205,8 +195,6 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.archive, args.child, args.day)))
         return
-    if load_trades() is None:
-        print("collector.loaders is not there yet: load_trades is not measured\n")
     results = {"machine": machine(), "archive": str(args.archive)}
     results["speed"] = speed(args.archive, args.repeat)
     print(f"{SYMBOL} ({MARKET}), one month:")
@@ -220,7 +208,7 @@ def main() -> None:
         )
     )
     results["memory"] = memory(args.archive)
-    print(f"\nmemory, fresh process per load (day {results['memory']['day']}):")
+    print(f"\nmemory, fresh process per load (day {results['memory']['date']}):")
     print(
         table(
             ["load", "rows", "peak growth MB", "result MB", "peak / result"],

@@ -87,6 +87,9 @@ def test_loaders_read_the_same_rows(archive: Path, tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     manifest = json.loads((archive / "manifest.json").read_text())
     symbol_rows = manifest["rows_per_symbol"]["trades/spot/BTCUSDT"]
+    assert "load_trades" in result["speed"]
     assert {r["rows"] for r in result["speed"].values()} == {symbol_rows}
-    assert result["memory"]["day_baseline"]["rows"] == manifest["rows"]["trades"]
-    assert result["memory"]["day_baseline"]["result_bytes"] > 0
+    memory = result["memory"]
+    assert memory["day"]["rows"] == memory["day_baseline"]["rows"] == manifest["rows"]["trades"]
+    assert memory["month"]["rows"] == symbol_rows
+    assert memory["day"]["result_bytes"] > 0
