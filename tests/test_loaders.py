@@ -500,7 +500,7 @@ def test_trades_with_book_takes_the_last_snapshot_strictly_before_each_trade() -
     snapshot_times = [None if pd.isna(t) else t.strftime("%S.%f")[:6] for t in joined["book_time"]]
     # Before any snapshot, and at exactly the first one: nothing. B's book is never used.
     assert snapshot_times == [None, None, "01.000", "01.000", "02.000"]
-    assert joined["bid_qty"].tolist()[2:] == [1.0, 1.0, 3.0]
+    assert joined["bid_qty_0"].tolist()[2:] == [1.0, 1.0, 3.0]
     assert joined["symbol"].dtype == "category"
     stale = trades_with_book(trades, book, tolerance="600ms")
     assert stale["book_time"].isna().tolist() == [True, True, False, True, False]

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from collector import datasets
 from collector.errors import StorageError
-from collector.storage import layout, partitions
+from collector.storage import layout, parquet_format, partitions
 from collector.storage.writer import dedupe_on_key
 
 log = logging.getLogger(__name__)
@@ -387,7 +387,9 @@ def _compact(
         return _unchanged(partition, paths)
     merged = merged.sort_by(spec.sort_keys)
     generation = partitions.new_generation(root, partition)
-    outputs = _write_outputs(generation, merged, inputs, clock_ms, row_group_rows, file_rows)
+    outputs = _write_outputs(
+        generation, partition.dataset, merged, inputs, clock_ms, row_group_rows, file_rows
+    )
 
     with partitions.locked(root, partition, exclusive=True):
         now = partitions.current(root, partition)
@@ -463,6 +465,7 @@ def _read(paths: list[Path], schema: pa.Schema) -> pa.Table:
 
 def _write_outputs(
     generation: Path,
+    dataset: str,
     table: pa.Table,
     inputs: list[str],
     clock_ms: Callable[[], int],
@@ -477,7 +480,12 @@ def _write_outputs(
         part = table.slice(index * per_file, per_file)
         final = generation / name
         temp = generation / layout.temp_name(name)
-        pq.write_table(part, temp, compression="zstd", row_group_size=row_group_rows)
+        pq.write_table(
+            part,
+            temp,
+            row_group_size=row_group_rows,
+            **parquet_format.write_options(dataset),
+        )
         # The same rule as the writer: data durable before the name, name after rename.
         _fsync_file(temp)
         os.rename(temp, final)

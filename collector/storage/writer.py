@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from collector import datasets
 from collector.errors import FatalStorageError, StorageError
-from collector.storage import layout, partitions
+from collector.storage import layout, parquet_format, partitions
 from collector.storage.wal import WAL_DIR, WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class ArchiveWriter:
             with self._partition_dir(partition) as directory:
                 final = f"{directory}/{final_name}"
                 temp = f"{directory}/{layout.temp_name(final_name)}"
-                self._write_parquet(rows, temp)
+                self._write_parquet(partition.dataset, rows, temp)
                 # fsync the data before the rename: otherwise a power cut can leave the new
                 # name pointing at a file whose blocks never reached the disk.
                 self._fsync_file(temp)
@@ -228,13 +228,13 @@ class ArchiveWriter:
             self.fs.create_dir(directory, recursive=True)
             yield directory
 
-    def _write_parquet(self, rows: pa.Table, path: str) -> None:
+    def _write_parquet(self, dataset: str, rows: pa.Table, path: str) -> None:
         # The stream is opened and closed here, not by pq.write_table: when a write fails
         # (full disk), write_table leaves its stream to the garbage collector, and until
         # then the deleted temporary file keeps holding the disk space we are short of.
         sink = self.fs.open_output_stream(path)
         try:
-            pq.write_table(rows, sink, compression="zstd")
+            pq.write_table(rows, sink, **parquet_format.write_options(dataset, compacted=False))
             sink.close()  # may fail too (buffered bytes, full disk): then the file is discarded
         finally:
             if not sink.closed:

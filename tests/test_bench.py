@@ -1,0 +1,95 @@
+"""The issue-5 benchmarks run end to end on a tiny archive, so that they do not rot.
+
+Nothing here looks at a time: only that each script runs and reports the rows it was
+given (the views and loaders benchmarks also check that both sides of each comparison
+return the same rows, and fail otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(script: str, *args: str | Path) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *map(str, args)],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One day at 2% of the simulator's trade rates, depth for one symbol."""
+    out = tmp_path_factory.mktemp("bench") / "archive"
+    run(
+        "make_archive.py",
+        *("--days", "1", "--scale", "0.02", "--flushes", "3", "--out", out),
+        *("--depth-symbols", "contract/ETHUSDT"),
+    )
+    return out
+
+
+def test_make_archive_writes_the_same_rows_as_parquet_and_csv(archive: Path) -> None:
+    manifest = json.loads((archive / "manifest.json").read_text())
+    for dataset in ("trades", "depth", "klines"):
+        files = list((archive / "data" / dataset).glob("market=*/date=*/*.parquet"))
+        parquet_rows = sum(pq.read_metadata(path).num_rows for path in files)
+        csv_rows = sum(
+            len(path.read_text().splitlines()) - 1
+            for path in (archive / "csv" / dataset).glob("*/*.csv")
+        )
+        zip_rows = 0
+        for path in (archive / "zip" / dataset).glob("*/*.zip"):
+            with zipfile.ZipFile(path) as zipped:
+                (name,) = zipped.namelist()
+                zip_rows += len(zipped.read(name).splitlines()) - 1
+        assert parquet_rows == csv_rows == zip_rows == manifest["rows"][dataset] > 0
+        # Compacted: one file per market and day (with 3 flushes there were 3).
+        assert len(files) == len({path.parent for path in files})
+    assert manifest["ideal_trades_rows"] == manifest["rows"]["trades"]
+
+
+def test_storage_reports_every_dataset(archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "storage.json"
+    run("storage.py", "--archive", archive, "--levers", "--lever-days", "1", "--json", out)
+    result = json.loads(out.read_text())
+    manifest = json.loads((archive / "manifest.json").read_text())
+    for dataset in ("trades", "depth", "klines"):
+        assert result["sizes"][dataset]["rows"] == manifest["rows"][dataset]
+        assert result["sizes"][dataset]["zip_bytes"] > 0
+        levers = result["levers"][dataset]["levers"]
+        assert levers[-1]["lever"].endswith("(chosen)")
+
+
+def test_views_and_one_file_agree(archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "views.json"
+    run("views.py", "--archive", archive, "--repeat", "1", "--json", out)
+    queries = json.loads(out.read_text())["queries"]
+    assert set(queries) == {"vwap_month", "day_all_symbols", "hour_with_date", "hour_without_date"}
+    assert all(query["rows"] > 0 for query in queries.values())
+
+
+def test_loaders_read_the_same_rows(archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "loaders.json"
+    run("loaders.py", "--archive", archive, "--repeat", "1", "--json", out)
+    result = json.loads(out.read_text())
+    manifest = json.loads((archive / "manifest.json").read_text())
+    symbol_rows = manifest["rows_per_symbol"]["trades/spot/BTCUSDT"]
+    assert "load_trades" in result["speed"]
+    assert {r["rows"] for r in result["speed"].values()} == {symbol_rows}
+    memory = result["memory"]
+    assert memory["day"]["rows"] == memory["day_baseline"]["rows"] == manifest["rows"]["trades"]
+    assert memory["month"]["rows"] == symbol_rows
+    assert memory["day"]["result_bytes"] > 0
