@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from collector import datasets, derived
-from collector.errors import StorageError
+from collector.errors import ConfigError, StorageError
 from collector.storage import layout, partitions
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,9 @@ def connect(data_dir: str | Path, *, derived_views: bool = True) -> duckdb.DuckD
     the derived views of ``queries/views`` (:mod:`collector.derived`).
 
     Creating a derived view binds the dataset views it reads again (listing their files),
-    which costs as much as creating those: the collector's own reads, which need none,
-    pass ``derived_views=False``.
+    which costs as much as creating those; and a broken ``queries/views`` file (a
+    ConfigError) must not stop verify or a backfill: the collector's own reads, which
+    need none, pass ``derived_views=False``.
     """
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'")
@@ -118,15 +119,24 @@ def write_views(data_dir: str | Path) -> Path:
     for stale in (temp, Path(f"{temp}.wal")):
         stale.unlink(missing_ok=True)
     connection = duckdb.connect(str(temp))
+    broken: ConfigError | None = None
     try:
         for name, spec in datasets.DATASETS.items():
             connection.execute(f"CREATE OR REPLACE VIEW {name} AS {source_sql(data_dir, name)}")
             connection.execute(f"COMMENT ON VIEW {name} IS {sql_string(spec.doc)}")
-        derived.install(connection)
+        try:
+            derived.install(connection)
+        except ConfigError as exc:
+            # A broken queries/views file (someone's edit) must not take the dataset
+            # views away: the file is written with them and the views installed before
+            # the broken one, and the error is raised after.
+            broken = exc
         connection.execute("CHECKPOINT")
     finally:
         connection.close()
     os.replace(temp, final)
+    if broken is not None:
+        raise broken
     return final
 
 
@@ -145,11 +155,18 @@ def _remove_dead_temp_files(data_dir: Path) -> None:
             pass  # alive, another user's
 
 
-def query(data_dir: str | Path, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
-    """Run ``sql`` against the views and return an Arrow table."""
+def query(
+    data_dir: str | Path,
+    sql: str,
+    params: dict[str, Any] | None = None,
+    *,
+    derived_views: bool = True,
+) -> pa.Table:
+    """Run ``sql`` against the views and return an Arrow table (``derived_views``: as
+    for :func:`connect`)."""
 
     def run() -> pa.Table:
-        with connect(data_dir) as connection:
+        with connect(data_dir, derived_views=derived_views) as connection:
             return connection.sql(sql, params=params or None).to_arrow_table()
 
     return consistently(data_dir, run)

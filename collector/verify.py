@@ -169,7 +169,7 @@ def verify(data_dir: str | Path) -> list[Finding]:
 
 def _verify(data_dir: str | Path) -> list[Finding]:
     findings: list[Finding] = []
-    with catalog.connect(data_dir) as connection:
+    with catalog.connect(data_dir, derived_views=False) as connection:
         for name in datasets.DATASETS:
             if name in _ID_KEYED:
                 findings += _id_keyed(connection, name, _ID_KEYED[name])

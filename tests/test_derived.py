@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from collector import catalog, derived, sqlfiles
+from collector import catalog, derived, sqlfiles, verify
 from collector.errors import ConfigError
 
 
@@ -126,3 +127,24 @@ def test_a_bad_param_line_is_refused(tmp_path: Path) -> None:
     path.write_text("-- title: t\n-- param: Symbol = X\nSELECT 1\n")
     with pytest.raises(ConfigError, match="bad parameter line"):
         sqlfiles.read(path)
+
+
+def test_a_broken_view_file_takes_neither_the_dataset_views_nor_verify_away(
+    sim_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = tmp_path / "data"
+    shutil.copytree(sim_archive, data_dir, symlinks=True)
+    views = tmp_path / "views"
+    views.mkdir()
+    (views / "a_good.sql").write_text("-- title: fine\nSELECT count(*) AS n FROM trades\n")
+    (views / "b_broken.sql").write_text("-- title: broken\nSELECT no_such_column FROM trades\n")
+    monkeypatch.setattr(derived, "views_dir", lambda: views)
+
+    with pytest.raises(ConfigError, match="b_broken"):
+        catalog.write_views(data_dir)
+    with duckdb.connect(str(data_dir / catalog.DB_NAME), read_only=True) as connection:
+        trades = connection.execute("SELECT count(*) FROM trades").fetchone()
+        good = connection.execute("SELECT n FROM a_good").fetchone()
+    assert trades is not None and good is not None and good[0] == trades[0] > 0
+    findings = verify.verify(data_dir)
+    assert findings and not [f for f in findings if f.duplicates]  # verify ran
