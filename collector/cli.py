@@ -42,6 +42,13 @@ _log_level_option = click.option(
     default="info",
     show_default=True,
 )
+_log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line with dataset, market, symbol, rows, duration_ms, error.",
+)
 
 
 def _fail(message: str, status: int) -> NoReturn:
@@ -49,17 +56,14 @@ def _fail(message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.Formatter.converter = __import__("time").gmtime  # log times in UTC
-    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn", "uvicorn.error"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    # Skipped and missed runs are reported by the daemon in plainer words, once a minute.
-    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+def _setup_logging(
+    level: str, log_format: str = "text", settings: config.Settings | None = None
+) -> None:
+    """Log to standard error; the settings' API key and secret are redacted from every line."""
+    from collector import logs
+
+    secrets = (settings.api_key, settings.api_secret) if settings is not None else ()
+    logs.setup(level, log_format, secrets=[s.get_secret_value() for s in secrets if s])
 
 
 def _settings(config_path: Path, **overrides: Any) -> config.Settings:
@@ -97,7 +101,19 @@ def main() -> None:
     default=None,
     help="Stop after this many seconds (default: run until SIGTERM or Ctrl-C).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics at http://ADDR:PORT/metrics (default: not served).",
+)
+@click.option(
+    "--metrics-addr",
+    default=None,
+    help="Address the metrics are served on (default 127.0.0.1; 0.0.0.0 for every interface).",
+)
 @_log_level_option
+@_log_format_option
 def run(
     config_path: Path,
     data_dir: Path | None,
@@ -105,18 +121,26 @@ def run(
     sim: bool,
     sim_seed: int,
     duration: float | None,
+    metrics_port: int | None,
+    metrics_addr: str | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run the collector daemon (Ctrl-C or SIGTERM flushes and exits 0)."""
-    _setup_logging(log_level)
     settings = _settings(config_path, data_dir=data_dir, base_url=base_url)
+    _setup_logging(log_level, log_format, settings)
+    if metrics_addr is not None and metrics_port is None:
+        _fail("--metrics-addr needs --metrics-port", 2)
+    from collector.metrics import DEFAULT_ADDR
+
+    address = None if metrics_port is None else (metrics_addr or DEFAULT_ADDR, metrics_port)
     server = None
     if sim:
         server, settings = _start_sim(settings, sim_seed)
     from collector.daemon import Daemon
 
     try:
-        asyncio.run(Daemon(settings).run(duration))
+        asyncio.run(Daemon(settings, metrics_address=address).run(duration))
     except ConfigError as exc:
         _fail(str(exc), 2)
     except CollectorError as exc:
@@ -240,11 +264,18 @@ async def _plan(settings: config.Settings, make_plan: Any) -> Any:
     "slow_seconds=S sets the delay of slow (default 15).",
 )
 @_log_level_option
+@_log_format_option
 def sim(
-    host: str, port: int, seed: int, weight_limit: int, faults: tuple[str, ...], log_level: str
+    host: str,
+    port: int,
+    seed: int,
+    weight_limit: int,
+    faults: tuple[str, ...],
+    log_level: str,
+    log_format: str,
 ) -> None:
     """Serve the JEX exchange simulator (deterministic under --seed)."""
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format)
     from collector.sim import Faults, SimExchange
     from collector.sim.server import run_forever
 
@@ -431,6 +462,7 @@ def _time_ms(value: str, option: str) -> int:
 @click.option("--start", required=True, help="Start: 2026-11-24, 2026-11-24T08:00 (UTC) or ms.")
 @click.option("--end", default=None, help="End, exclusive (default: now).")
 @_log_level_option
+@_log_format_option
 def backfill(
     config_path: Path,
     data_dir: Path | None,
@@ -442,12 +474,13 @@ def backfill(
     start: str,
     end: str | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Fill a time range of a dataset, fetching only what the archive lacks (resumable)."""
-    _setup_logging(log_level)
     from collector.backfill_run import run_backfill
 
     settings = _settings(config_path, data_dir=data_dir, base_url=base_url)
+    _setup_logging(log_level, log_format, settings)
     start_ms = _time_ms(start, "--start")
     end_ms = None if end is None else _time_ms(end, "--end")
     if end_ms is not None and end_ms <= start_ms:

@@ -27,6 +27,7 @@ import datetime as dt
 import logging
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -37,6 +38,7 @@ from collector import catalog, datasets, jobs
 from collector.config import Settings
 from collector.errors import CollectorError, ConfigError, FatalStorageError, RateLimitError
 from collector.exchange.client import MAX_INLINE_WAIT_S, JexClient
+from collector.metrics import Metrics, MetricsServer
 from collector.plan import Plan, format_plan, make_plan
 from collector.quarantine import Quarantine
 from collector.storage import compaction, wal
@@ -62,17 +64,25 @@ class Daemon:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         writer: ArchiveWriter | None = None,
+        metrics: Metrics | None = None,
+        metrics_address: tuple[str, int] | None = None,
     ) -> None:
+        """``metrics_address`` (host, port): serve ``metrics`` there while running (port 0:
+        any free port, see :attr:`metrics_server`); None: metrics are kept, not served."""
         self.settings = settings
         self.data_dir = str(settings.storage.data_dir)
-        self.client = JexClient.from_settings(settings, transport=transport)
+        self.metrics = metrics or Metrics()
+        self.metrics_address = metrics_address
+        self.metrics_server: MetricsServer | None = None
+        self.client = JexClient.from_settings(settings, transport=transport, metrics=self.metrics)
         # File names carry exchange time too, like every time the collector records.
         self.writer = writer or ArchiveWriter(
-            self.data_dir, wal=True, clock_ms=self.client.clock.now_ms
+            self.data_dir, wal=True, clock_ms=self.client.clock.now_ms, metrics=self.metrics
         )
         self.quarantine = Quarantine(
             self.data_dir,
             redact=[s.get_secret_value() for s in (settings.api_key, settings.api_secret) if s],
+            metrics=self.metrics,
         )
         self.client.quarantine = self.quarantine
         self.ctx = jobs.JobContext(self.client, self.writer, settings, quarantine=self.quarantine)
@@ -97,7 +107,7 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         try:
-            with ArchiveLock(self.data_dir):
+            with ArchiveLock(self.data_dir), self._serving_metrics():
                 try:
                     await self._run(duration)
                 finally:
@@ -109,6 +119,21 @@ class Daemon:
             await self.client.aclose()
         if self._fatal is not None:
             raise self._fatal
+
+    @contextlib.contextmanager
+    def _serving_metrics(self) -> Iterator[None]:
+        """The metrics endpoint, from start (after the archive lock) to the end of shutdown.
+        A port that cannot be bound raises ConfigError before anything is collected."""
+        if self.metrics_address is None:
+            yield
+            return
+        host, port = self.metrics_address
+        self.metrics_server = self.metrics.serve(port, host)
+        log.info("serving metrics at %s", self.metrics_server.url)
+        try:
+            yield
+        finally:
+            self.metrics_server.close()
 
     def _stop_fatally(self, exc: FatalStorageError) -> None:
         if self._fatal is None:
@@ -318,7 +343,8 @@ class Daemon:
         if task is not None:
             self._running.add(task)
         try:
-            await jobs.run_job(self.ctx, name)
+            reports = await jobs.run_job(self.ctx, name)
+            self.metrics.job_rounds(name, reports)
         except asyncio.CancelledError:
             log.info("job %s cancelled at shutdown; it resumes from the archive next start", name)
         except Exception:
@@ -350,6 +376,7 @@ class Daemon:
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)  # a flush under way is waited for at shutdown
+        started = time.perf_counter()
         try:
             result = await asyncio.to_thread(self.writer.flush)
         except FatalStorageError as exc:
@@ -363,6 +390,11 @@ class Daemon:
                 "flushed %d file(s): %s",
                 len(result.files),
                 ", ".join(f"{name}={rows}" for name, rows in sorted(result.rows.items())),
+                extra={
+                    "files": len(result.files),
+                    "rows": sum(result.rows.values()),
+                    "duration_ms": round((time.perf_counter() - started) * 1000),
+                },
             )
         new = set(result.rows) - self._datasets_with_files
         if new:

@@ -127,12 +127,26 @@ async def _for_each_symbol(
         if isinstance(result, BaseException):
             if not isinstance(result, Exception):
                 raise result  # cancellation and friends
+            fields = {"dataset": dataset, "market": market, "symbol": symbol, "error": str(result)}
             if not isinstance(result, CollectorError):
-                log.error("%s %s %s: unexpected error", dataset, market, symbol, exc_info=result)
+                log.error(
+                    "%s %s %s: unexpected error",
+                    dataset,
+                    market,
+                    symbol,
+                    exc_info=result,
+                    extra=fields,
+                )
             elif isinstance(result, UnknownSymbolError):
                 log.warning(
-                    "%s %s %s: the exchange no longer knows this symbol", dataset, market, symbol
+                    "%s %s %s: the exchange no longer knows this symbol",
+                    dataset,
+                    market,
+                    symbol,
+                    extra=fields,
                 )
+            else:  # counted in the round's line; one line per symbol for who wants them
+                log.debug("%s %s %s: %s", dataset, market, symbol, result, extra=fields)
             report.errors.append(f"{symbol}: {result}")
         else:
             report.rows += result
@@ -602,6 +616,16 @@ async def run_job(ctx: JobContext, name: str) -> list[JobReport]:
             f" errors={len(report.errors)} first_error={report.errors[0]!r}"
             if report.errors
             else "",
+            extra={
+                "job": name,
+                "dataset": report.dataset,
+                "market": market,
+                "symbols": report.symbols,
+                "rows": report.rows,
+                "duration_ms": round(report.ms),
+                "errors": len(report.errors),
+                "error": report.errors[0] if report.errors else None,
+            },
         )
         reports.append(report)
     return reports

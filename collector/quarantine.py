@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.exchange.client import Response, wall_clock_ms
+from collector.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Quarantine:
         max_files_per_hour: int = 60,
         max_body_bytes: int = 512 * 1024,
         max_bytes_per_day: int = 256 * 1024 * 1024,
+        metrics: Metrics | None = None,
     ) -> None:
         self.root = Path(data_dir) / DIR_NAME
         self._secrets = sorted(
@@ -80,6 +82,7 @@ class Quarantine:
         self._hour_files: Counter[tuple[str, int]] = Counter()  # (endpoint, hour) -> files
         self._day_bytes: Counter[int] = Counter()  # day -> bytes
         self._drop_logged: set[tuple[str, int]] = set()
+        self.metrics = metrics or Metrics()
 
     # -- what the client and the jobs call -------------------------------------------------
 
@@ -121,7 +124,20 @@ class Quarantine:
         self._hour_files[(endpoint, hour)] += 1
         self._day_bytes[day] += len(text)
         self.written[(endpoint, kind)] += 1
-        log.info("quarantined a %s payload from %s: %s", kind, endpoint, path)
+        self.metrics.quarantined(endpoint, kind)
+        log.info(
+            "quarantined a %s payload from %s: %s",
+            kind,
+            endpoint,
+            path,
+            extra={
+                "endpoint": endpoint,
+                "market": response.market,
+                "symbol": response.params.get("symbol"),
+                "kind": kind,
+                "error": self._scrub_text(error) or None,
+            },
+        )
         return path
 
     def remove_orphans(self) -> int:
@@ -201,6 +217,7 @@ class Quarantine:
 
     def _drop(self, endpoint: str, kind: str, hour: int, reason: str) -> None:
         self.dropped[(endpoint, kind)] += 1
+        self.metrics.quarantine_dropped(endpoint, kind)
         if (endpoint, hour) not in self._drop_logged:
             self._drop_logged.add((endpoint, hour))
             log.warning(

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collector import catalog, datasets
+from collector import catalog, datasets, logs
 from collector.config import Settings
 from collector.daemon import Daemon
 from collector.quarantine import DIR_NAME
@@ -48,17 +48,22 @@ QUIET = ("httpx", "httpcore", "apscheduler", "apscheduler.scheduler", "collector
 
 
 class Capture(logging.Handler):
-    """Every record, formatted as the CLI's root handler would, traceback included."""
+    """Every record, formatted as the CLI's root handler would, traceback included: as
+    text and as a JSON line (``--log-format json``, its fields too), both before the
+    CLI's redaction, which must have nothing to do."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.json = logs.JsonFormatter()
         self.records: list[logging.LogRecord] = []
         self.lines: list[str] = []
+        self.json_lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
         self.lines.append(self.format(record))
+        self.json_lines.append(self.json.format(record))
 
 
 @dataclass
@@ -304,6 +309,11 @@ def test_the_api_key_appears_in_no_log_line_file_or_repr(fault_run: FaultRun) ->
     assert any("quarantined" in line for line in fault_run.log.lines)
     leaked = [line for line in fault_run.log.lines if key in line]
     assert leaked == [], leaked[:3]
+    leaked = [line for line in fault_run.log.json_lines if key in line]
+    assert leaked == [], leaked[:3]
+    entries = [json.loads(line) for line in fault_run.log.json_lines]
+    assert any("rows" in entry and "job" in entry for entry in entries), "fields were written"
+    assert any("error" in entry and "symbol" in entry for entry in entries)
     for record in fault_run.log.records:
         assert key not in repr(record.args) and key not in str(record.msg)
     files = [p for p in fault_run.data_dir.rglob("*") if p.is_file()]

@@ -46,6 +46,7 @@ from collector.errors import (
 from collector.exchange import endpoints
 from collector.exchange.budget import WeightBudget
 from collector.exchange.endpoints import Endpoint
+from collector.metrics import Metrics
 
 if TYPE_CHECKING:
     from collector.config import Settings
@@ -133,6 +134,7 @@ class JexClient:
         trust_env: bool = False,
         pause_file: Path | None = None,
         quarantine: QuarantineHook | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._api_key = api_key
         self.quarantine = quarantine  # may also be set after construction
@@ -149,6 +151,8 @@ class JexClient:
         self.paused_until = 0.0  # local monotonic seconds
         self._budget_logged_window = -1
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "429": 0, "418": 0}
+        self.metrics = metrics or Metrics()
+        self.metrics.watch_budget(self._limits)
         self._pause_file = pause_file
         self._load_pause()
         if not verify_tls:
@@ -172,7 +176,11 @@ class JexClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+        cls,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> JexClient:
         """A client configured by ``settings.exchange`` and the API key of the environment.
 
@@ -191,6 +199,7 @@ class JexClient:
             verify_tls=exchange.verify_tls,
             trust_env=exchange.trust_env,
             pause_file=Path(settings.storage.data_dir) / PAUSE_FILE,
+            metrics=metrics,
         )
 
     async def __aenter__(self) -> JexClient:
@@ -210,6 +219,10 @@ class JexClient:
         return (
             f"JexClient({str(self._http.base_url)!r}, api_key={'set' if self._api_key else None})"
         )
+
+    def _limits(self) -> tuple[int, int]:
+        """The exchange's weight limit and our allowance now, per minute (for the metrics)."""
+        return self.budget.limit, self.budget.allowed_at(self.clock.now_ms())
 
     def paused_for(self) -> float:
         """Seconds until the exchange lets us send again (0 when we may send)."""
@@ -296,13 +309,22 @@ class JexClient:
                     raise
                 delay = self._backoff(attempt)
                 self.stats["retries"] += 1
-                log.info("retrying %s in %.2fs (attempt %d): %s", path, delay, attempt, exc)
+                self.metrics.retry(path, _retry_reason(exc))
+                log.info(
+                    "retrying %s in %.2fs (attempt %d): %s",
+                    path,
+                    delay,
+                    attempt,
+                    exc,
+                    extra={**_log_fields(context), "error": str(exc)},
+                )
                 await self._sleep(delay)
             except RateLimitError as exc:
                 if isinstance(exc, BannedError) or attempt >= self.max_attempts:
                     raise
                 if exc.retry_at - self._monotonic() > MAX_INLINE_WAIT_S:
                     raise
+                self.metrics.retry(path, "rate_limited")
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
@@ -362,9 +384,12 @@ class JexClient:
             try:
                 response = await self._http.get(path, params=params, headers=headers)
             except httpx.TimeoutException as exc:
-                raise TransientError(f"timed out: {type(exc).__name__}", **context) from None
+                self.metrics.request(path, "timeout")
+                raise TransientError(f"{_TIMED_OUT}: {type(exc).__name__}", **context) from None
             except httpx.TransportError as exc:
+                self.metrics.request(path, "connection_error")
                 raise TransientError(f"connection failed: {exc!r}", **context) from None
+        self.metrics.request(path, response.status_code)
         received_at = self.clock.now_ms()
         return self._check(response, received_at, context)
 
@@ -384,10 +409,12 @@ class JexClient:
         used = _used_weight(response.headers)
         if used is not None:
             self.budget.observe(used, self.clock.now_ms())
+            self.metrics.used_weight(used)
         if status in (418, 429):
             seconds = self._retry_after(response)
             self.paused_until = max(self.paused_until, self._monotonic() + seconds)
             self.stats[str(status)] += 1
+            self.metrics.rate_limited(status)
             # Whatever made us exceed the limit (another process, a lower real limit) is
             # still there: spend less for a while.
             self.budget.penalize(self.clock.now_ms())
@@ -398,6 +425,7 @@ class JexClient:
                     "nothing until then, and a restart waits too",
                     seconds,
                     _iso(self.clock.now_ms() + int(seconds * 1000)),
+                    extra={**_log_fields(context), "status": status},
                 )
                 raise BannedError(
                     f"IP banned for {seconds:.0f}s",
@@ -411,6 +439,7 @@ class JexClient:
                 seconds,
                 self.budget.penalty_factor * 100,
                 self.budget.penalty_ms / 60_000,
+                extra={**_log_fields(context), "status": status},
             )
             raise RateLimitError(
                 f"rate limited; retry after {seconds:.0f}s",
@@ -489,6 +518,26 @@ def _response(
         headers=dict(response.headers),
         body=response.content,
     )
+
+
+#: The start of a timeout's message, which is how a retry is labelled ``timeout``.
+_TIMED_OUT = "timed out"
+
+
+def _retry_reason(exc: TransientError) -> str:
+    """A short, bounded label for why a request is retried (the metrics' ``reason``)."""
+    if exc.status is not None:
+        return f"http_{exc.status}"
+    return "timeout" if str(exc).startswith(_TIMED_OUT) else "connection"
+
+
+def _log_fields(context: dict[str, Any]) -> dict[str, Any]:
+    """A request's context as the structured fields of a log line (see collector.logs)."""
+    return {
+        "endpoint": context["endpoint"],
+        "market": context["market"],
+        "symbol": context["symbol"],
+    }
 
 
 def _used_weight(headers: httpx.Headers) -> int | None:

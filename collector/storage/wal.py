@@ -198,6 +198,11 @@ class WriteAheadLog:
             hint,
         )
 
+    def size_bytes(self) -> int:
+        """Bytes in the segments this process has open (for the metrics)."""
+        with self._mutex:
+            return sum(file.size for files in self._files.values() for file in files.values())
+
     # -- segments --------------------------------------------------------------------------
 
     def rotate(self) -> None:

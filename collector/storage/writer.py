@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from collector import datasets
 from collector.errors import FatalStorageError, StorageError
+from collector.metrics import Metrics
 from collector.storage import layout, parquet_format, partitions
 from collector.storage.wal import WAL_DIR, WriteAheadLog
 
@@ -91,6 +92,7 @@ class ArchiveWriter:
         clock_ms: Callable[[], int] = _wall_ms,
         fsync: Callable[[int], None] = os.fsync,
         wal: bool | WriteAheadLog = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.fs = filesystem or pafs.LocalFileSystem()
         # A Python wrapper over the local disk (tests inject faults that way) is local too.
@@ -108,6 +110,10 @@ class ArchiveWriter:
                 raise ValueError("the write-ahead log needs a local data directory")
             wal = WriteAheadLog(f"{self.root}/{WAL_DIR}", fsync=fsync)
         self.wal: WriteAheadLog | None = wal or None
+        self.metrics = metrics or Metrics()
+        self.metrics.watch_buffers(self.buffered_rows)
+        if self.wal is not None:
+            self.metrics.watch_wal(self.wal.size_bytes)
 
     # -- buffering -------------------------------------------------------------------------
 
@@ -142,6 +148,7 @@ class ArchiveWriter:
         with self._flush_lock:
             if self._fatal is not None:
                 raise self._fatal
+            started = time.perf_counter()
             with self._lock:
                 pending, self._buffers = self._buffers, defaultdict(list)
                 if self.wal is not None:
@@ -154,6 +161,8 @@ class ArchiveWriter:
             if self.wal is not None and not result.errors:
                 # Every row of the older segments is in the archive now (or was already).
                 self.wal.delete_older()
+            if pending:
+                self.metrics.flushed(time.perf_counter() - started)
             return result
 
     def _write_pending(self, pending: dict[str, list[pa.Table]]) -> FlushResult:
@@ -172,10 +181,16 @@ class ArchiveWriter:
                     with self._lock:
                         self._buffers[name][:0] = unwritten
                     result.errors.append(exc)
-                    log.error("%s (rows kept in memory, will retry at the next flush)", exc)
+                    self.metrics.flush_failed(name)
+                    log.error(
+                        "%s (rows kept in memory, will retry at the next flush)",
+                        exc,
+                        extra={"dataset": name, "market": partition.market, "error": str(exc)},
+                    )
                     break
                 result.files.append(path)
                 result.rows[name] += rows.num_rows
+                self.metrics.written(name, partition.market, rows.num_rows)
         return result
 
     def _write_partition(self, partition: layout.Partition, rows: pa.Table) -> str:
