@@ -70,6 +70,10 @@ def _size(count: int) -> str:
     return f"{count:,} bytes"
 
 
+def _age(ms: int) -> str:
+    return format_duration(ms) if ms >= 1000 else "not"
+
+
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<img class="chart" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
@@ -110,7 +114,9 @@ def _header(report: Report) -> str:
         ),
         (
             "Archive spans",
-            f"{_e(_time(report.archive_first_ms))} to {_e(_time(report.archive_last_ms))} UTC",
+            f"{_e(_time(report.archive_first_ms))} to {_e(_time(report.archive_last_ms))} UTC "
+            f"(the newest row is {_e(_age(report.generated_ms - report.archive_last_ms))} "
+            "older than this report)",
         ),
         ("Generated", f"{_e(_time(report.generated_ms))} UTC"),
         (
@@ -291,7 +297,7 @@ def _prices(prices: Sequence[PriceChart], draw: Callable[..., bytes] | None) -> 
         parts.append(_img(picture, f"prices of {market} {names}"))
         parts.append(
             f'<p class="caption">{_e(market)} {_e(names)}: '
-            f"{_e(', '.join(sorted({s.name for c in drawn for s in c.series})))} per "
+            f"{_e(', '.join(dict.fromkeys(s.name for c in drawn for s in c.series)))} per "
             f"{_e(' / '.join(sorted(steps)))} step, {_e(_time(min(a for a, _ in spans)))} to "
             f"{_e(_time(max(b for _, b in spans)))} UTC.</p>"
         )
