@@ -677,7 +677,7 @@ def report(
     except CollectorError as exc:
         _fail(str(exc), 1)
     except OSError as exc:
-        _fail(f"cannot write {out}: {exc}", 1)
+        _fail(f"the report could not be written to {out}: {exc}", 1)
     click.echo(f"wrote {out}: {result.verdict}")
 
 

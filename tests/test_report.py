@@ -319,6 +319,16 @@ def test_the_window_defaults_to_the_newest_30_days_and_days_above_3() -> None:
     assert (window.origin_ms, window.cells, window.cell_of(5 * HOUR_MS - 1)) == (HOUR_MS, 4, 3)
 
 
+def test_heat_map_axes_stay_readable_over_a_month() -> None:
+    from collector.report.charts import cell_ticks
+
+    for by, span in (("hour", 31 * DAY_MS), ("hour", 2 * DAY_MS), ("day", 31 * DAY_MS)):
+        window = Window.choose(T + 5 * HOUR_MS, T + span, by)
+        ticks, labels = cell_ticks(window)
+        assert 4 <= len(ticks) <= 17, (by, span, labels)
+        assert ticks == sorted(ticks) and all(0 <= t <= window.cells for t in ticks)
+
+
 def test_the_report_command_writes_the_page_atomically(gap_archive: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     out.write_text("old page")

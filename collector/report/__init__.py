@@ -43,7 +43,7 @@ def make_report(
     symbols: Sequence[str] = (),
     start_ms: int | None = None,
     end_ms: int | None = None,
-    by: By = "auto",
+    by: By | str = "auto",
     clock_ms: Callable[[], int] = _wall_ms,
 ) -> Report:
     """Read the archive and compute everything the page shows.
@@ -120,9 +120,20 @@ def write_html(text: str, out: str | Path) -> Path:
     return out
 
 
-def generate(data_dir: str | Path, out: str | Path, **options: object) -> Report:
+def generate(
+    data_dir: str | Path,
+    out: str | Path,
+    *,
+    settings: Settings | None = None,
+    symbols: Sequence[str] = (),
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    by: By | str = "auto",
+) -> Report:
     """:func:`make_report`, rendered and written to ``out``; the report is returned."""
-    report = make_report(data_dir, **options)  # type: ignore[arg-type]
+    report = make_report(
+        data_dir, settings=settings, symbols=symbols, start_ms=start_ms, end_ms=end_ms, by=by
+    )
     started = time.perf_counter()
     write_html(page.render(report), out)
     log.info("report drawn and written to %s in %.1f s", out, time.perf_counter() - started)

@@ -160,7 +160,7 @@ def heatmap(coverage: DatasetCoverage, window: Window) -> bytes:
     axes.set_yticklabels([row.label for row in rows], fontsize=9 if len(rows) <= 40 else 7)
     for label, row in zip(axes.get_yticklabels(), rows, strict=True):
         label.set_color(MARKET_COLORS.get(row.market, "#212529"))
-    ticks, labels = _cell_ticks(window)
+    ticks, labels = cell_ticks(window)
     axes.set_xticks(ticks)
     axes.set_xticklabels(labels, fontsize=9)
     axes.set_xlim(0, window.cells)
@@ -186,8 +186,8 @@ def _runs(cells: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _cell_ticks(window: Window) -> tuple[list[float], list[str]]:
-    """At most about 16 labelled cell starts, on round hours or days."""
+def cell_ticks(window: Window) -> tuple[list[float], list[str]]:
+    """At most about 16 labelled cell starts, on round hours or days (UTC)."""
     cells = window.cells
     if window.cell_ms == DAY_MS:
         every = next(s for s in (1, 2, 7, 14, 28, 10_000) if cells / s <= 16)
@@ -199,8 +199,8 @@ def _cell_ticks(window: Window) -> tuple[list[float], list[str]]:
     previous_day = None
     for cell in range(cells + 1):
         start = to_datetime(window.cell_start(cell))
-        position = start.hour if window.cell_ms != DAY_MS else start.toordinal()
-        if position % every:
+        # Counted from the epoch, so that every 48 h or 7 d is a fixed UTC grid.
+        if (window.cell_start(cell) // window.cell_ms) % every:
             continue
         text = start.strftime(fmt)
         if "\n" in fmt and previous_day == start.date():

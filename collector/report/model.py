@@ -34,7 +34,9 @@ class Window:
     cell_ms: int
 
     @classmethod
-    def choose(cls, start_ms: int, end_ms: int, by: By = "auto") -> Window:
+    def choose(cls, start_ms: int, end_ms: int, by: By | str = "auto") -> Window:
+        if by not in ("hour", "day", "auto"):
+            raise ValueError(f"expected hour, day or auto for the heat-map columns, got {by!r}")
         if end_ms <= start_ms:
             raise ValueError("the report window is empty: --end must be after --start")
         if by == "auto":
