@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint sim clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test lint sim clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +18,21 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/jex-collector run --sim $(ARGS)
 
-## test: lint, type-check and run the test suite
-test: $(STAMP)
+## browser: Debian's chromium for the report's screenshot test (installed when run as root)
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium for the report screenshot test (tests/test_report.py)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+	  || echo "warning: could not install chromium; the screenshot test skips (fails in CI)"; \
+	else \
+	  echo "note: $(CHROMIUM) is missing, so the report screenshot test is skipped;"; \
+	  echo "      install it with: sudo apt-get install --no-install-recommends chromium"; \
+	fi
+
+## test: lint, type-check and run the test suite (installs chromium first when root)
+test: $(STAMP) browser
 	$(BIN)/ruff check collector tests
 	$(BIN)/ruff format --check collector tests
 	$(BIN)/mypy

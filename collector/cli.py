@@ -617,6 +617,70 @@ def compact(config_path: Path, data_dir: Path | None, include_open: bool, as_jso
         _fail(f"{len(report.errors)} partition(s) could not be compacted (left unchanged)", 1)
 
 
+@main.command()
+@_config_option
+@_data_dir_option
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file to write (atomically).",
+)
+@click.option(
+    "--symbol",
+    "symbols",
+    multiple=True,
+    metavar="[MARKET/]SYMBOL",
+    help="Symbol of the price charts (repeatable; default: the most traded per market).",
+)
+@click.option("--start", default=None, help="Start: 2026-11-24, 2026-11-24T08:00 (UTC) or ms.")
+@click.option("--end", default=None, help="End, exclusive (default: the newest row).")
+@click.option(
+    "--by",
+    type=click.Choice(["hour", "day", "auto"]),
+    default="auto",
+    show_default=True,
+    help="Heat-map columns (auto: days when the window is longer than 3 days).",
+)
+def report(
+    config_path: Path,
+    data_dir: Path | None,
+    out: Path,
+    symbols: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    by: str,
+) -> None:
+    """Write a self-contained HTML coverage report: gaps per dataset, prices, funding, size.
+
+    The window defaults to the whole archive, or its newest 30 days when it is longer.
+    Snapshot coverage is counted against the job intervals of --config (measured from
+    the data when the file does not exist).
+    """
+    from collector import report as coverage_report
+
+    directory = _data_dir(config_path, data_dir)
+    settings = _settings(config_path) if config_path.exists() else None
+    try:
+        result = coverage_report.generate(
+            directory,
+            out,
+            settings=settings,
+            symbols=symbols,
+            start_ms=_time_ms(start, "--start") if start else None,
+            end_ms=_time_ms(end, "--end") if end else None,
+            by=by,
+        )
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc).strip("'\""), 2)
+    except CollectorError as exc:
+        _fail(str(exc), 1)
+    except OSError as exc:
+        _fail(f"the report could not be written to {out}: {exc}", 1)
+    click.echo(f"wrote {out}: {result.verdict}")
+
+
 def _print_compaction(groups: list[Any], summary: str) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -1,0 +1,140 @@
+"""The coverage report (``jex-collector report``): one self-contained HTML page showing where
+the archive has holes, the prices it holds, funding rates and its size on disk.
+
+    report = make_report("data", settings=config.load("schedules.yaml"))
+    write_html(page.render(report), Path("report.html"))
+
+Modules: :mod:`.model` (the data shown, pure), :mod:`.coverage` (expected against
+archived rows, in DuckDB), :mod:`.series` (span, symbols, prices, funding, disk),
+:mod:`.charts` (matplotlib, Agg) and :mod:`.page` (the HTML).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from collector import catalog
+from collector.config import Settings
+from collector.errors import CollectorError
+from collector.report import coverage, page, series
+from collector.report.model import By, Report, Window, default_window, to_datetime
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EmptyArchiveError", "generate", "make_report", "write_html"]
+
+
+class EmptyArchiveError(CollectorError):
+    """There is nothing to report: no archive, no rows, or none in the asked window."""
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def make_report(
+    data_dir: str | Path,
+    *,
+    settings: Settings | None = None,
+    symbols: Sequence[str] = (),
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    by: By | str = "auto",
+    clock_ms: Callable[[], int] = _wall_ms,
+) -> Report:
+    """Read the archive and compute everything the page shows.
+
+    ``settings`` gives each snapshot job's interval (what coverage expects) and the
+    enabled jobs (a dataset without rows is then flagged); without it, intervals are
+    the median spacing of the snapshots. ``symbols`` chooses the price charts
+    (``SYMBOL`` in every market that has it, or ``MARKET/SYMBOL``). ``[start_ms,
+    end_ms)`` defaults to the whole archive, or its newest 30 days when it is longer.
+    Raises :class:`EmptyArchiveError` when there is nothing to show and LookupError
+    for a symbol without prices.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise EmptyArchiveError(
+            f"no archive at {root}: pass --data-dir, or run the collector first (jex-collector run)"
+        )
+    started = time.perf_counter()
+
+    def read() -> Report:
+        with catalog.connect(root) as connection:
+            span = series.archive_span(connection)
+            if span is None:
+                raise EmptyArchiveError(
+                    f"the archive in {root} holds no rows yet: run the collector first "
+                    "(jex-collector run), then the report"
+                )
+            window = Window.choose(*default_window(*span, start_ms, end_ms), by)
+            present = series.datasets_with_rows(connection, window)
+            if not present:
+                raise EmptyArchiveError(
+                    f"no rows between {to_datetime(window.start_ms):%Y-%m-%d %H:%M} and "
+                    f"{to_datetime(window.end_ms):%Y-%m-%d %H:%M} UTC; the archive spans "
+                    f"{to_datetime(span[0]):%Y-%m-%d %H:%M} to "
+                    f"{to_datetime(span[1]):%Y-%m-%d %H:%M}"
+                )
+            every = {name: job.every for name, job in settings.jobs.items()} if settings else {}
+            enabled = set(settings.enabled_jobs()) if settings else set()
+            return Report(
+                data_dir=str(root.resolve()),
+                generated_ms=clock_ms(),
+                window=window,
+                archive_first_ms=span[0],
+                archive_last_ms=span[1],
+                coverage=coverage.all_coverage(connection, window, every),
+                prices=[
+                    series.price_chart(connection, window, market, symbol)
+                    for market, symbol in series.chart_symbols(connection, window, symbols)
+                ],
+                funding=series.funding_chart(connection, window),
+                # The chart shows the window's dates; the header's totals are the archive's.
+                disk=series.disk_use(root, window),
+                missing_datasets=sorted(enabled - present),
+            )
+
+    report = catalog.consistently(root, read)
+    log.info("report data read in %.1f s", time.perf_counter() - started)
+    return report
+
+
+def write_html(text: str, out: str | Path) -> Path:
+    """Write ``text`` to ``out`` atomically: a temporary file beside it, fsynced, renamed
+    over it; a reader (a browser reloading) sees the old page or the new one."""
+    out = Path(out)
+    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, out)
+    finally:
+        temp.unlink(missing_ok=True)
+    return out
+
+
+def generate(
+    data_dir: str | Path,
+    out: str | Path,
+    *,
+    settings: Settings | None = None,
+    symbols: Sequence[str] = (),
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    by: By | str = "auto",
+) -> Report:
+    """:func:`make_report`, rendered and written to ``out``; the report is returned."""
+    report = make_report(
+        data_dir, settings=settings, symbols=symbols, start_ms=start_ms, end_ms=end_ms, by=by
+    )
+    started = time.perf_counter()
+    write_html(page.render(report), out)
+    log.info("report drawn and written to %s in %.1f s", out, time.perf_counter() - started)
+    return report

@@ -1,0 +1,219 @@
+"""The report's other reads: the archive's time span, the symbols to chart, resampled price
+and funding series (aggregated in DuckDB, never row by row in Python), and the bytes on
+disk per dataset and date partition.
+
+SQL text is built from registry names only; markets, symbols and times are bound.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from collector import datasets
+from collector.report.coverage import execute, window_filter, window_params
+from collector.report.model import (
+    DiskUse,
+    FundingChart,
+    PriceChart,
+    Series,
+    Window,
+    nice_step_ms,
+)
+from collector.storage import layout, partitions
+
+log = logging.getLogger(__name__)
+
+
+def archive_span(connection: Any) -> tuple[int, int] | None:
+    """The first and last event time (ms) over every dataset, or None when it is empty."""
+    parts = [
+        f"SELECT epoch_ms(min({spec.time_column})) AS low, "  # noqa: S608
+        f"epoch_ms(max({spec.time_column})) AS high FROM {name}"
+        for name, spec in datasets.DATASETS.items()
+    ]
+    row = connection.execute(
+        f"SELECT min(low), max(high) FROM ({' UNION ALL '.join(parts)})"  # noqa: S608
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
+
+
+def datasets_with_rows(connection: Any, window: Window) -> set[str]:
+    found = set()
+    for name, spec in datasets.DATASETS.items():
+        row = execute(
+            connection,
+            f"SELECT 1 FROM {name} WHERE {window_filter(spec.time_column)} LIMIT 1",  # noqa: S608
+            window_params(window),
+        ).fetchone()
+        if row:
+            found.add(name)
+    return found
+
+
+def chart_symbols(connection: Any, window: Window, wanted: Sequence[str]) -> list[tuple[str, str]]:
+    """(market, symbol) pairs to chart: each of ``wanted`` in every market that has it
+    (``MARKET/SYMBOL`` picks one market), or else the most traded symbol per market
+    (the one with the most depth snapshots where a market has no trades)."""
+    params = window_params(window)
+    present = execute(
+        connection,
+        "SELECT market, symbol, sum(n) FROM ("  # noqa: S608 (names only; values bound)
+        f"  SELECT market, symbol, count(*) AS n FROM trades WHERE {window_filter('time')}"
+        "   GROUP BY ALL"
+        "  UNION ALL"
+        "  SELECT market, symbol, 0 FROM depth"
+        f"  WHERE {window_filter('received_at')} GROUP BY ALL"
+        ") GROUP BY ALL ORDER BY 3 DESC, 1, 2",
+        params,
+    ).fetchall()
+    order = {market: index for index, market in enumerate(datasets.MARKETS)}
+    if wanted:
+        chosen = []
+        for item in wanted:
+            market, _, symbol = item.rpartition("/")
+            matches = [(m, s) for m, s, _ in present if s == symbol and (not market or m == market)]
+            if not matches:
+                known = sorted({f"{m}/{s}" for m, s, _ in present})
+                raise LookupError(
+                    f"--symbol {item}: no trades or depth in the report's window; "
+                    f"symbols with prices: {', '.join(known) or 'none'}"
+                )
+            chosen += [pair for pair in matches if pair not in chosen]
+        return sorted(chosen, key=lambda pair: (order.get(pair[0], 9), pair[1]))
+    best: dict[str, str] = {}
+    for market, symbol, _ in present:  # ordered by trades, most first
+        best.setdefault(market, symbol)
+    return sorted(best.items(), key=lambda pair: order.get(pair[0], 9))
+
+
+def price_chart(connection: Any, window: Window, market: str, symbol: str) -> PriceChart:
+    """Mid (depth), last (trades) and, for contracts, mark and index (indices_price) of
+    one symbol, resampled to a round step giving about 400 points over the span where any
+    of them has data."""
+    params = {**window_params(window), "market": market, "symbol": symbol}
+    sources = [
+        ("trades", "time"),
+        ("depth", "received_at"),
+        ("indices_price", "received_at"),
+    ]
+    span = execute(
+        connection,
+        "SELECT min(low), max(high) FROM ("  # noqa: S608
+        + " UNION ALL ".join(
+            f"SELECT epoch_ms(min({time})) AS low, epoch_ms(max({time})) AS high "  # noqa: S608
+            f"FROM {name} "
+            f"WHERE market = $market AND symbol = $symbol AND {window_filter(time)}"
+            for name, time in sources
+        )
+        + ")",
+        params,
+    ).fetchone()
+    if span is None or span[0] is None:
+        return PriceChart(market, symbol, 0, [])
+    step = nice_step_ms(int(span[1]) - int(span[0]))
+    params["step"] = step
+    where = "market = $market AND symbol = $symbol AND "
+    series = [
+        _series(
+            connection,
+            "mid",
+            "SELECT (epoch_ms(received_at) // $step) * $step AS b, avg(mid) "  # noqa: S608
+            "FROM depth_top "
+            f"WHERE {where}{window_filter('received_at')} GROUP BY b ORDER BY b",
+            params,
+        ),
+        _series(
+            connection,
+            "last",
+            "SELECT (epoch_ms(time) // $step) * $step AS b, arg_max(price, time) "  # noqa: S608
+            "FROM trades "
+            f"WHERE {where}{window_filter('time')} GROUP BY b ORDER BY b",
+            params,
+        ),
+    ]
+    if market == "contract":
+        for name, column in (("mark", "mark_price"), ("index", "index_price")):
+            series.append(
+                _series(
+                    connection,
+                    name,
+                    f"SELECT (epoch_ms(received_at) // $step) * $step AS b, "  # noqa: S608
+                    f"avg({column}) FROM indices_price "
+                    f"WHERE {where}{window_filter('received_at')} GROUP BY b ORDER BY b",
+                    params,
+                )
+            )
+    return PriceChart(market, symbol, step, [s for s in series if s.times_ms])
+
+
+def _series(connection: Any, name: str, sql: str, params: dict[str, Any]) -> Series:
+    rows = execute(connection, sql, params).fetchall()
+    return Series(name, [int(b) for b, _ in rows], [float(v) for _, v in rows])
+
+
+def funding_chart(connection: Any, window: Window) -> FundingChart:
+    """Funding rate per contract symbol, averaged per round step (about 600 points)."""
+    params = window_params(window)
+    params["step"] = nice_step_ms(window.end_ms - window.start_ms, 600)
+    rows = execute(
+        connection,
+        "SELECT symbol, (epoch_ms(time) // $step) * $step AS b, avg(funding_rate) "  # noqa: S608
+        f"FROM funding_rate WHERE {window_filter('time')} GROUP BY ALL ORDER BY symbol, b",
+        params,
+    ).fetchall()
+    by_symbol: dict[str, tuple[list[int], list[float]]] = {}
+    for symbol, bucket, rate in rows:
+        times, values = by_symbol.setdefault(symbol, ([], []))
+        times.append(int(bucket))
+        values.append(float(rate))
+    return FundingChart([Series(s, t, v) for s, (t, v) in by_symbol.items()])
+
+
+def disk_use(data_dir: str | Path, window: Window | None = None) -> DiskUse:
+    """Bytes of the data files of every partition's live generation (what the views read),
+    per dataset and date; ``window`` limits the dates of ``bytes_by_date`` (the totals
+    are the whole archive's). Retired generations, the write-ahead log and the
+    quarantine are not counted."""
+    by_date: dict[str, dict[dt.date, int]] = {}
+    files = 0
+    total = 0
+    for name in datasets.DATASETS:
+        try:
+            found = partitions.list_partitions(data_dir, name)
+        except FileNotFoundError:
+            continue
+        for partition in found:
+            size, count = _live_bytes(data_dir, partition)
+            files += count
+            total += size
+            if window is None or window.first_date <= partition.date <= window.last_date:
+                dates = by_date.setdefault(name, {})
+                dates[partition.date] = dates.get(partition.date, 0) + size
+    return DiskUse(by_date, files, total)
+
+
+def _live_bytes(data_dir: str | Path, partition: layout.Partition) -> tuple[int, int]:
+    """Bytes and files of one partition, through its ``date=D`` link; a partition that
+    compaction switches meanwhile is read again through the new link."""
+    for _ in range(3):
+        current = partitions.current(data_dir, partition)
+        if current is None:
+            return 0, 0
+        try:
+            with os.scandir(current.directory) as entries:
+                sizes = [
+                    entry.stat().st_size
+                    for entry in entries
+                    if entry.name.endswith(layout.PARQUET_SUFFIX) and not entry.name.startswith(".")
+                ]
+            return sum(sizes), len(sizes)
+        except FileNotFoundError:
+            log.info("partition %s was switched while it was measured; again", partition.path)
+    return 0, 0

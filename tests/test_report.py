@@ -1,0 +1,469 @@
+"""The coverage report: known gaps show up where they are, complete series show none, the
+page opens in headless Chromium with every section visible and no broken image.
+
+Chromium tests skip when /usr/bin/chromium (Debian's ``chromium``) or playwright is
+missing, and fail instead under ``JEX_REQUIRE_BROWSER=1`` (``.ci/run`` sets it, and
+``make test`` installs chromium when it runs as root).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from collector import config, datasets
+from collector.cli import main
+from collector.report import EmptyArchiveError, generate, make_report, page
+from collector.report.model import DAY_MS, HOUR_MS, Report, Window, default_window
+from collector.storage.writer import ArchiveWriter
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: The flags this machine's headless Chromium needs (no sandbox as root; no calls out).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+T = int(dt.datetime(2026, 11, 20, tzinfo=dt.UTC).timestamp() * 1000)
+S = 1_000
+M = 60_000
+
+
+def at(hours: int, minutes: int = 0, seconds: int = 0) -> int:
+    return T + hours * HOUR_MS + minutes * M + seconds * S
+
+
+def rows(dataset: str, times: list[int], **columns: Any) -> pa.Table:
+    """A table of ``dataset`` at ``times`` (its time column); columns not given get a
+    constant of their type."""
+    spec = datasets.get(dataset)
+    n = len(times)
+    defaults = {pa.float64(): 100.0, pa.int64(): 1, pa.string(): "x", pa.bool_(): True}
+    data: dict[str, list[Any]] = {}
+    for column in spec.columns:
+        if column.name in columns:
+            value = columns[column.name]
+            data[column.name] = value if isinstance(value, list) else [value] * n
+        elif column.type == datasets.TIMESTAMP:  # the time column and the others
+            data[column.name] = times
+        else:
+            data[column.name] = [defaults.get(column.type, 0)] * n
+    return pa.table(data, schema=spec.schema)
+
+
+def every(start: int, end: int, step: int, skip: tuple[int, int] | None = None) -> list[int]:
+    return [t for t in range(start, end, step) if skip is None or not skip[0] <= t < skip[1]]
+
+
+@pytest.fixture(scope="module")
+def gap_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six hours (2026-11-20 00:00 to 06:00) with one known gap in each of four datasets
+    and a complete twin series beside each."""
+    data_dir = tmp_path_factory.mktemp("gap-archive")
+    writer = ArchiveWriter(data_dir)
+    six = (T, at(6))
+    # book_ticker every 10 s; BTCUSDT silent from 02:00 to 03:30.
+    writer.add(
+        "book_ticker",
+        rows(
+            "book_ticker", every(*six, 10 * S, (at(2), at(3, 30))), market="spot", symbol="BTCUSDT"
+        ),
+    )
+    writer.add(
+        "book_ticker", rows("book_ticker", every(*six, 10 * S), market="spot", symbol="ETHUSDT")
+    )
+    # Trades with ids, one every 2 s; ids 2101-2400 (01:10:00-01:19:58) missing.
+    times = every(*six, 2 * S)
+    ids = list(range(1, len(times) + 1))
+    kept = [i for i in range(len(ids)) if not 2101 <= ids[i] <= 2400]
+    writer.add(
+        "trades",
+        rows(
+            "trades",
+            [times[i] for i in kept],
+            market="spot",
+            symbol="BTCUSDT",
+            trade_id=[ids[i] for i in kept],
+            price=[64_000.0 + (i % 50) for i in kept],
+        ),
+    )
+    # Trades without ids (recent trades), every 5 s; none from 04:00 to 05:10.
+    eth = every(*six, 5 * S, (at(4), at(5, 10)))
+    writer.add(
+        "trades",
+        rows("trades", eth, market="spot", symbol="ETHUSDT", trade_id=None, is_buyer_maker=None),
+    )
+    # 1m klines; 03:00-03:09 missing.
+    opens = every(*six, M, (at(3), at(3, 10)))
+    writer.add(
+        "klines",
+        rows(
+            "klines",
+            opens,
+            market="spot",
+            symbol="BTCUSDT",
+            interval="1m",
+            close_time=[o + M - 1 for o in opens],
+        ),
+    )
+    # Funding every hour, ids 1-6 with 4 missing; ETHUSDT complete.
+    writer.add(
+        "funding_rate",
+        rows(
+            "funding_rate",
+            [T + i * HOUR_MS for i in (0, 1, 2, 4, 5)],
+            market="contract",
+            symbol="BTCUSDT",
+            id=[1, 2, 3, 5, 6],
+            funding_rate=[0.0001, 0.0002, -0.0001, 0.0003, 0.0001],
+        ),
+    )
+    writer.add(
+        "funding_rate",
+        rows(
+            "funding_rate",
+            [T + i * HOUR_MS for i in range(6)],
+            market="contract",
+            symbol="ETHUSDT",
+            id=[1, 2, 3, 4, 5, 6],
+            funding_rate=[0.0001, 0.00005, 0.0, -0.00005, 0.0001, 0.00015],
+        ),
+    )
+    # Depth once a minute (for the spot price chart): one level a side.
+    snapshots = every(*six, M)
+    writer.add(
+        "depth",
+        rows(
+            "depth",
+            snapshots * 2,
+            market="spot",
+            symbol="BTCUSDT",
+            side=["bid"] * len(snapshots) + ["ask"] * len(snapshots),
+            level=0,
+            price=[63_990.0] * len(snapshots) + [64_010.0] * len(snapshots),
+            update_id=list(range(len(snapshots))) * 2,
+        ),
+    )
+    assert writer.flush().errors == []
+    return data_dir
+
+
+def gap_settings(data_dir: Path) -> config.Settings:
+    return config.from_mapping(
+        {
+            "storage": {"data_dir": str(data_dir)},
+            "jobs": {
+                "book_ticker": {"every": "10s", "markets": ["spot"]},
+                "depth": {"every": "1m", "markets": ["spot"]},
+                "trades": {"every": "10s"},
+                "klines": {"every": "1m", "intervals": ["1m"]},
+                "funding_rate": {"every": "5m", "markets": ["contract"]},
+                "avg_price": {"every": "1m"},  # enabled, never collected: flagged
+            },
+        },
+        source="<test>",
+        environ={},
+    )
+
+
+@pytest.fixture(scope="module")
+def gap_report(gap_archive: Path) -> Report:
+    return make_report(gap_archive, settings=gap_settings(gap_archive))
+
+
+def coverage_of(report: Report, dataset: str) -> Any:
+    return next(c for c in report.coverage if c.dataset == dataset)
+
+
+def row_of(report: Report, dataset: str, symbol: str) -> Any:
+    return next(r for r in coverage_of(report, dataset).rows if r.symbol == symbol)
+
+
+# -- coverage -------------------------------------------------------------------------------
+
+
+def test_a_silent_stretch_of_snapshots_is_one_gap_and_red_cells(gap_report: Report) -> None:
+    book = coverage_of(gap_report, "book_ticker")
+    assert gap_report.window.by == "hour" and gap_report.window.cells == 6
+    assert [(g.symbol, g.from_ms, g.to_ms) for g in book.gaps] == [
+        ("BTCUSDT", at(1, 59, 50), at(3, 30))
+    ]
+    assert "1 h 30 min" in book.gaps[0].detail
+    btc = row_of(gap_report, "book_ticker", "BTCUSDT")
+    assert btc.fraction[:2] == [1.0, 1.0] and btc.fraction[4:] == [1.0, 1.0]
+    assert btc.fraction[2] == 0.0
+    assert btc.fraction[3] == pytest.approx(0.5, abs=0.01)
+    assert btc.gap_cells == {2, 3}  # not 1: the silence starts 10 s before 02:00
+    eth = row_of(gap_report, "book_ticker", "ETHUSDT")
+    assert eth.fraction == [1.0] * 6 and not eth.gap_cells
+
+
+def test_a_hole_in_trade_ids_is_listed_with_its_count(gap_report: Report) -> None:
+    trades = coverage_of(gap_report, "trades")
+    holes = [g for g in trades.gaps if g.symbol == "BTCUSDT"]
+    assert [(g.from_ms, g.to_ms, g.detail) for g in holes] == [
+        (at(1, 9, 58), at(1, 20), "300 trade ids missing")
+    ]
+    btc = row_of(gap_report, "trades", "BTCUSDT")
+    assert btc.fraction[1] == pytest.approx(1500 / 1800, abs=0.01)
+    assert btc.fraction[0] == btc.fraction[2] == 1.0
+
+
+def test_an_hour_without_trades_is_a_gap_when_trades_have_no_ids(gap_report: Report) -> None:
+    trades = coverage_of(gap_report, "trades")
+    empty = [g for g in trades.gaps if g.symbol == "ETHUSDT"]
+    assert [(g.from_ms, g.to_ms) for g in empty] == [(at(3, 59, 55), at(5, 10))]
+    eth = row_of(gap_report, "trades", "ETHUSDT")
+    assert eth.fraction == [1.0, 1.0, 1.0, 1.0, 0.0, 1.0]
+
+
+def test_missing_klines_and_funding_ids_are_gaps(gap_report: Report) -> None:
+    klines = coverage_of(gap_report, "klines")
+    assert [(g.interval, g.from_ms, g.to_ms, g.detail) for g in klines.gaps] == [
+        ("1m", at(3), at(3, 10), "10 1m klines missing")
+    ]
+    assert row_of(gap_report, "klines", "BTCUSDT").fraction[3] == pytest.approx(50 / 60)
+    funding = coverage_of(gap_report, "funding_rate")
+    assert [(g.symbol, g.detail) for g in funding.gaps] == [("BTCUSDT", "1 funding id missing")]
+    # Hours without a funding event between contiguous ids are complete.
+    assert row_of(gap_report, "funding_rate", "ETHUSDT").fraction == [1.0] * 6
+
+
+def test_the_verdict_counts_gaps_and_names_enabled_datasets_without_rows(
+    gap_report: Report,
+) -> None:
+    assert gap_report.verdict == (
+        "5 gaps in 4 datasets (trades, klines, book_ticker, funding_rate); "
+        "no rows at all in avg_price"
+    )
+    assert not gap_report.healthy
+
+
+def test_the_page_lists_each_gap_under_its_map(gap_report: Report) -> None:
+    text = page.render(gap_report, draw=lambda: b"not drawn")
+    tables = dict(re.findall(r'<table class="gaps" data-dataset="(\w+)">(.*?)</table>', text))
+    assert set(tables) == {"trades", "klines", "book_ticker", "funding_rate"}
+    assert re.search(
+        r"<td>BTCUSDT</td><td>2026-11-20 01:59:50</td><td>2026-11-20 03:30:00</td>",
+        tables["book_ticker"],
+    )
+    assert "300 trade ids missing" in tables["trades"]
+    assert "<td>BTCUSDT 1m</td><td>2026-11-20 03:00:00</td>" in tables["klines"]
+    assert "5 gaps in 4 datasets" in text
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+
+
+def test_prices_funding_and_disk_are_read_from_the_archive(gap_report: Report) -> None:
+    (chart,) = gap_report.prices  # the only market with trades
+    assert (chart.market, chart.symbol) == ("spot", "BTCUSDT")
+    series = {s.name: s for s in chart.series}
+    assert set(series) == {"mid", "last"}
+    assert series["mid"].values == pytest.approx([64_000.0] * len(series["mid"].values))
+    assert len(series["last"].times_ms) <= 400
+    assert [s.name for s in gap_report.funding.series] == ["BTCUSDT", "ETHUSDT"]
+    assert gap_report.funding.series[0].values[:3] == pytest.approx([0.0001, 0.0002, -0.0001])
+    on_disk = sum(p.stat().st_size for p in gap_report_files(gap_report))
+    assert gap_report.disk.total_bytes == on_disk
+    assert set(gap_report.disk.bytes_by_date) == {
+        "book_ticker",
+        "trades",
+        "klines",
+        "funding_rate",
+        "depth",
+    }
+
+
+def gap_report_files(report: Report) -> list[Path]:
+    return list(Path(report.data_dir).glob("*/market=*/date=*/*.parquet"))
+
+
+def test_symbols_are_chosen_by_name_or_market(gap_archive: Path) -> None:
+    report = make_report(gap_archive, symbols=["spot/ETHUSDT"])
+    assert [(c.market, c.symbol) for c in report.prices] == [("spot", "ETHUSDT")]
+    with pytest.raises(LookupError, match=r"NOPE.*spot/BTCUSDT"):
+        make_report(gap_archive, symbols=["NOPE"])
+
+
+def test_an_empty_archive_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EmptyArchiveError, match="no archive at"):
+        make_report(tmp_path / "nowhere")
+    with pytest.raises(EmptyArchiveError, match="holds no rows yet"):
+        make_report(tmp_path)
+
+
+def test_a_window_without_rows_is_a_clear_error(gap_archive: Path) -> None:
+    with pytest.raises(EmptyArchiveError, match="no rows between 2026-11-21 00:00"):
+        make_report(gap_archive, start_ms=T + DAY_MS, end_ms=T + 2 * DAY_MS)
+
+
+def test_the_window_defaults_to_the_newest_30_days_and_days_above_3() -> None:
+    assert default_window(0, 10 * HOUR_MS, None, None) == (0, 10 * HOUR_MS + 1)
+    assert default_window(0, 40 * DAY_MS, None, None) == (10 * DAY_MS + 1, 40 * DAY_MS + 1)
+    assert Window.choose(0, 3 * DAY_MS).by == "hour"
+    assert Window.choose(0, 3 * DAY_MS + 1).by == "day"
+    assert Window.choose(0, 10 * DAY_MS, "hour").cells == 240
+    window = Window.choose(90 * M, 5 * HOUR_MS)
+    assert (window.origin_ms, window.cells, window.cell_of(5 * HOUR_MS - 1)) == (HOUR_MS, 4, 3)
+
+
+def test_heat_map_axes_stay_readable_over_a_month() -> None:
+    from collector.report.charts import cell_ticks
+
+    for by, span in (("hour", 31 * DAY_MS), ("hour", 2 * DAY_MS), ("day", 31 * DAY_MS)):
+        window = Window.choose(T + 5 * HOUR_MS, T + span, by)
+        ticks, labels = cell_ticks(window)
+        assert 4 <= len(ticks) <= 17, (by, span, labels)
+        assert ticks == sorted(ticks) and all(0 <= t <= window.cells for t in ticks)
+
+
+def test_the_report_command_writes_the_page_atomically(gap_archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    out.write_text("old page")
+    result = CliRunner().invoke(
+        main,
+        [
+            "report",
+            "--data-dir",
+            str(gap_archive),
+            "--out",
+            str(out),
+            "--start",
+            "2026-11-20T01:00",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "gaps" in result.output and str(out) in result.output
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "2026-11-20 01:00:00 to" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temp left
+    empty = CliRunner().invoke(main, ["report", "--data-dir", str(tmp_path), "--out", str(out)])
+    assert empty.exit_code == 1 and "holds no rows yet" in empty.output
+    unknown = CliRunner().invoke(
+        main, ["report", "--data-dir", str(gap_archive), "--out", str(out), "--symbol", "NOPE"]
+    )
+    assert unknown.exit_code == 2 and "--symbol NOPE" in unknown.output
+
+
+# -- in the browser -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Debian Chromium driven by playwright (never a downloaded browser)."""
+    required = os.environ.get("JEX_REQUIRE_BROWSER") == "1"
+    missing = None
+    if not CHROMIUM.exists():
+        missing = (
+            f"{CHROMIUM} is missing: install Debian's chromium "
+            "(apt-get install --no-install-recommends chromium; make test does it as root)"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "playwright is not installed: pip install -e '.[dev]'"
+    if missing:
+        if required:
+            pytest.fail(f"JEX_REQUIRE_BROWSER=1 but {missing}")
+        pytest.skip(missing)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+_INSPECT = """() => {
+    const visible = (el) => {
+        const box = el.getBoundingClientRect();
+        const style = getComputedStyle(el);
+        return box.width > 0 && box.height > 0 && style.visibility !== 'hidden'
+            && style.display !== 'none';
+    };
+    return {
+        headings: [...document.querySelectorAll('h1, h2, h3')]
+            .filter(visible).map((h) => h.textContent.trim()),
+        images: document.images.length,
+        broken: [...document.images]
+            .filter((i) => !(i.complete && i.naturalWidth > 0 && visible(i)))
+            .map((i) => i.alt),
+        svgs: [...document.querySelectorAll('svg')].filter((s) => !visible(s)).length,
+    };
+}"""
+
+
+def open_page(browser: Any, html_file: Path, screenshot: Path) -> dict[str, Any]:
+    """Load the page, screenshot all of it, and report its visible headings and any image
+    that did not decode."""
+    tab = browser.new_page()
+    try:
+        tab.goto(html_file.as_uri(), wait_until="load")
+        found: dict[str, Any] = tab.evaluate(_INSPECT)
+        tab.screenshot(path=str(screenshot), full_page=True)
+    finally:
+        tab.close()
+    return found
+
+
+def pixel_spread(png: Path) -> float:
+    from PIL import Image, ImageStat  # pillow comes with matplotlib
+
+    with Image.open(png) as image:
+        return max(ImageStat.Stat(image.convert("RGB")).stddev)
+
+
+def test_the_report_of_a_simulator_archive_renders_in_chromium(
+    sim_archive: Path, browser: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "report.html"
+    from tests.conftest import fast_settings
+
+    generate(sim_archive, out, settings=fast_settings("http://127.0.0.1:1", sim_archive))
+    screenshot = tmp_path / "report.png"
+    found = open_page(browser, out, screenshot)
+    print(f"report screenshot: {screenshot}")
+    headings = found["headings"]
+    for section in ("jex-collector coverage report", "Coverage", "Prices", "Funding rate"):
+        assert section in headings
+    assert "Archive size" in headings
+    assert [h for h in headings if h in datasets.DATASETS] == list(datasets.DATASETS)
+    assert {h.split(":")[0] for h in headings if ":" in h} >= {"spot", "contract"}
+    # One heat map per dataset with rows, a price chart per market, funding, disk.
+    assert found["images"] >= 12 + 2 + 1 + 1
+    assert found["broken"] == [] and found["svgs"] == 0
+    assert screenshot.stat().st_size > 50_000
+    assert pixel_spread(screenshot) > 20
+
+
+def test_a_broken_image_is_caught(gap_report: Report, browser: Any, tmp_path: Path) -> None:
+    text = page.render(gap_report)
+    first = text.index('src="data:image/png;base64,')
+    end = text.index('"', first + 5)
+    broken = text[:first] + 'src="data:image/png;base64,iVBORw0KGgoAAAA="' + text[end + 1 :]
+    (tmp_path / "broken.html").write_text(broken)
+    found = open_page(browser, tmp_path / "broken.html", tmp_path / "broken.png")
+    assert found["broken"] == ["coverage heat map of trades"]
+    blank = tmp_path / "blank.html"
+    blank.write_text("<!DOCTYPE html><html><body></body></html>")
+    open_page(browser, blank, tmp_path / "blank.png")
+    assert pixel_spread(tmp_path / "blank.png") == 0
