@@ -595,6 +595,7 @@ def status(config_path: Path, data_dir: Path | None, as_json: bool) -> None:
     from rich.console import Console
 
     from collector import status as health
+    from collector import status_table
 
     directory = _data_dir(config_path, data_dir)
     if not directory.is_dir():
@@ -606,7 +607,7 @@ def status(config_path: Path, data_dir: Path | None, as_json: bool) -> None:
         console = Console(highlight=False)
         if not console.is_terminal:
             console.width = 120  # a pipe or a file: wide enough for one line per row
-        for part in health.render(result):
+        for part in status_table.render(result):
             console.print(part)
     sys.exit(0 if result.healthy else 1)
 

@@ -17,6 +17,8 @@ stretched it). Without a state file (the daemon never ran on this archive) the
 archive is still shown, and the report is not healthy: nothing says it collects.
 
 Every function takes ``now`` (UTC, the local clock), so that tests need no sleeping.
+:mod:`collector.status_table` draws the report for a terminal; :meth:`Report.as_dict`
+is the ``--json`` document.
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ class Report:
         """Now (in exchange time) minus the newest event archived."""
         if group is None or group.last_ms is None:
             return None
-        now_ms = _ms(self.generated_at) + self.clock_offset_ms
+        now_ms = epoch_ms(self.generated_at) + self.clock_offset_ms
         return round((now_ms - group.last_ms) / 1000, 3)
 
     def as_dict(self) -> dict[str, Any]:
@@ -195,11 +197,11 @@ class Report:
                 {
                     "dataset": dataset,
                     "market": market,
-                    "symbols": _symbols(dataset, record),
+                    "symbols": symbols_of(dataset, record),
                     "rows_today": group.rows_today if group else 0,
                     "rows_total": group.rows_total if group else 0,
-                    "first_time": _iso_ms(group.first_ms) if group else None,
-                    "last_time": _iso_ms(group.last_ms) if group else None,
+                    "first_time": iso_ms(group.first_ms) if group else None,
+                    "last_time": iso_ms(group.last_ms) if group else None,
                     "lag_s": self.lag_s(group),
                     "partitions": group.partitions if group else 0,
                     "files": group.files if group else 0,
@@ -293,28 +295,28 @@ def daemon_status(
             base.state, base.message = "stuck", f"running ({where}) but not writing its state"
             base.problem = (
                 f"the daemon ({where}) holds the archive but its last heartbeat is "
-                f"{_duration(age)} old: it may be hung (check its log)"
+                f"{duration(age)} old: it may be hung (check its log)"
             )
         elif state.phase == "starting":
             base.state = "starting"
-            base.message = f"starting ({where}, since {_when(state.started_at, now)})"
+            base.message = f"starting ({where}, since {when(state.started_at, now)})"
         else:
             base.state = "running"
             base.message = f"running ({where}, up {_since(state.started_at, now)})"
         return base
     if state.stopped_at is not None:
         base.state = "stopped"
-        base.message = f"not running: stopped at {_when(state.stopped_at, now)}"
-        base.problem = f"the daemon is not running (it stopped at {_when(state.stopped_at, now)})"
+        base.message = f"not running: stopped at {when(state.stopped_at, now)}"
+        base.problem = f"the daemon is not running (it stopped at {when(state.stopped_at, now)})"
     else:
         base.state = "died"
         base.message = (
             f"not running: it did not shut down cleanly (crash, kill -9 or power cut); "
-            f"last heartbeat {_when(state.heartbeat_at, now)}"
+            f"last heartbeat {when(state.heartbeat_at, now)}"
         )
         base.problem = (
             f"the daemon is not running (no clean shutdown; last heartbeat "
-            f"{_when(state.heartbeat_at, now)})"
+            f"{when(state.heartbeat_at, now)})"
         )
     return base
 
@@ -343,17 +345,17 @@ def job_statuses(state: runstate.DaemonState | None, now: dt.datetime) -> list[J
             reason = None
             if overdue:
                 reason = (
-                    f"no success for {_duration((now - last_ok).total_seconds())}"
+                    f"no success for {duration((now - last_ok).total_seconds())}"
                     if last_ok is not None
                     else "never succeeded"
-                ) + f" (allowed: {OVERDUE_INTERVALS} x {_duration(every)})"
+                ) + f" (allowed: {OVERDUE_INTERVALS} x {duration(every)})"
                 if busy_s is not None:
-                    reason += f"; a round has been running for {_duration(busy_s)}"
+                    reason += f"; a round has been running for {duration(busy_s)}"
                 if record.consecutive_failures and record.last_error:
                     reason += (
                         f"; {record.consecutive_failures} failed run(s) in a row, the last "
-                        f"{_duration(_age_s(record.last_failure_at, now))} ago: "
-                        + _cut(record.last_error)
+                        f"{duration(age_s(record.last_failure_at, now))} ago: "
+                        + cut(record.last_error)
                     )
             found.append(
                 JobStatus(
@@ -426,26 +428,33 @@ def exchange_pause(data_dir: str | Path, now: dt.datetime) -> dict[str, Any] | N
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         record = json.loads((Path(data_dir) / PAUSE_FILE).read_text(encoding="utf-8"))
         until_ms = int(record["until_ms"])
-        if until_ms > _ms(now):
-            return {"status": int(record.get("status", 0)), "until": _iso_ms(until_ms)}
+        if until_ms > epoch_ms(now):
+            return {"status": int(record.get("status", 0)), "until": iso_ms(until_ms)}
     return None
+
+
+def symbols_of(dataset: str, record: runstate.MarketRecord | None) -> int | None:
+    """Symbols the job polled in its last run (the instruments job counts every market's)."""
+    if dataset == "instruments" or record is None or not record.runs:
+        return None
+    return record.last_symbols
 
 
 # -- formatting helpers shared with the table ------------------------------------------------
 
 
-def _ms(value: dt.datetime) -> int:
+def epoch_ms(value: dt.datetime) -> int:
     return (value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)
 
 
-def _iso_ms(ms: int | None) -> str | None:
+def iso_ms(ms: int | None) -> str | None:
     if ms is None:
         return None
     return runstate.iso(dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms))
 
 
-def _duration(seconds: float | None) -> str:
-    """``850ms``, ``42s``, ``4m12s``, ``2h05m``, ``3d02h``."""
+def duration(seconds: float | None) -> str:
+    """``850ms``, ``4.2s``, ``42s``, ``4m12s``, ``5m``, ``2h05m``, ``3d02h``."""
     if seconds is None:
         return "?"
     if seconds < 1:
@@ -454,163 +463,33 @@ def _duration(seconds: float | None) -> str:
     if whole < 60:
         return f"{seconds:.0f}s" if seconds >= 10 or seconds == whole else f"{seconds:.1f}s"
     if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
+        minutes, rest = divmod(whole, 60)
+        return f"{minutes}m{rest:02d}s" if rest else f"{minutes}m"
     if whole < 86_400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86_400}d{whole % 86_400 // 3600:02d}h"
+        hours, rest = divmod(whole, 3600)
+        return f"{hours}h{rest // 60:02d}m" if rest >= 60 else f"{hours}h"
+    days, rest = divmod(whole, 86_400)
+    return f"{days}d{rest // 3600:02d}h" if rest >= 3600 else f"{days}d"
 
 
-def _cut(error: str) -> str:
+def cut(error: str) -> str:
+    """An error text cut for the terminal (``--json`` has it whole)."""
     return error if len(error) <= ERROR_DISPLAY_CHARS else error[: ERROR_DISPLAY_CHARS - 3] + "..."
 
 
-def _age_s(value: str | None, now: dt.datetime) -> float | None:
-    when = runstate.parse_iso(value)
-    return None if when is None else (now - when).total_seconds()
+def age_s(value: str | None, now: dt.datetime) -> float | None:
+    """Seconds from the ISO time ``value`` to ``now`` (None when there is no time)."""
+    then = runstate.parse_iso(value)
+    return None if then is None else (now - then).total_seconds()
 
 
 def _since(value: str | None, now: dt.datetime) -> str:
-    when = runstate.parse_iso(value)
-    return "?" if when is None else _duration((now - when).total_seconds())
+    return duration(age_s(value, now))
 
 
-def _when(value: str | None, now: dt.datetime) -> str:
+def when(value: str | None, now: dt.datetime) -> str:
     """``2026-11-24 03:10:05 UTC (4m12s ago)``."""
-    when = runstate.parse_iso(value)
-    if when is None:
+    then = runstate.parse_iso(value)
+    if then is None:
         return "?"
-    return f"{when:%Y-%m-%d %H:%M:%S} UTC ({_duration((now - when).total_seconds())} ago)"
-
-
-# -- the table ---------------------------------------------------------------------------------
-
-
-def render(report: Report) -> list[Any]:
-    """The report for a terminal: rich renderables, about 110 columns wide."""
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    daemon = report.daemon
-    head = f"daemon: {daemon.message}"
-    if daemon.version:
-        head += f", version {daemon.version}"
-    if daemon.state in ("running", "starting", "stuck"):
-        head += f", heartbeat {_duration(daemon.heartbeat_age_s)} ago"
-    lines: list[Any] = [Text(head)]
-    if report.pause:
-        lines.append(
-            Text(f"exchange pause: HTTP {report.pause['status']} until {report.pause['until']}")
-        )
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
-    for name, justify in _COLUMNS:
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    now = report.generated_at
-    for dataset, market in report.rows():
-        group = report.groups.get((dataset, market))
-        job = report.job_for(dataset, market)
-        record = job.record if job is not None else None
-        cells = [
-            dataset,
-            market,
-            str(symbols) if (symbols := _symbols(dataset, record)) is not None else "",
-            _count(group.rows_today) if group else "0",
-            _count(group.rows_total) if group else "0",
-            _short_date(group.first_ms) if group else "",
-            _duration(report.lag_s(group)) if group and group.last_ms is not None else "",
-            str(group.files) if group else "0",
-            _size(group.bytes) if group else "0",
-            _ago(record.last_success_at if record else None, now, _no_success(job)),
-            _ago(record.last_failure_at if record else None, now, ""),
-            str(report.quarantine.by_group[(dataset, market)] or ""),
-        ]
-        style = "red" if job is not None and job.overdue else None
-        table.add_row(*(Text(cell) for cell in cells), style=style)
-    lines.append(table)
-    failed = [j for j in report.jobs if j.record.last_error and j.record.last_failure_at]
-    if failed:
-        lines.append(Text("last errors (newest first; --json has them whole):"))
-        for job in sorted(failed, key=lambda j: j.record.last_failure_at or "", reverse=True):
-            record = job.record
-            errors = record.last_failure_errors
-            what = f"{record.last_failure_outcome or 'failed'} run"
-            error = _cut(record.last_error or "")
-            lines.append(
-                Text(
-                    f"  {job.job} {job.market} {_duration(_age_s(record.last_failure_at, now))} "
-                    f"ago ({what}, {errors} error{'s' if errors != 1 else ''}): {error}"
-                )
-            )
-    quarantine = report.quarantine
-    if quarantine.last_hour:
-        endpoints_seen = ", ".join(f"{k} {v}" for k, v in sorted(quarantine.by_endpoint.items()))
-        lines.append(
-            Text(
-                f"quarantined in the last hour: {quarantine.last_hour} ({endpoints_seen}) "
-                f"in {report.data_dir / QUARANTINE_DIR}"
-            )
-        )
-    if report.healthy:
-        lines.append(Text("healthy", style="green"))
-    else:
-        lines.append(Text("NOT HEALTHY:", style="bold red"))
-        lines.extend(Text(f"- {problem}") for problem in report.problems)
-    return lines
-
-
-_COLUMNS = (
-    ("dataset", "left"),
-    ("market", "left"),
-    ("sym", "right"),
-    ("today", "right"),
-    ("rows", "right"),
-    ("first", "left"),
-    ("lag", "right"),
-    ("files", "right"),
-    ("size", "right"),
-    ("ok ago", "right"),
-    ("failed ago", "right"),
-    ("quarantined", "right"),
-)
-
-
-def _symbols(dataset: str, record: runstate.MarketRecord | None) -> int | None:
-    """Symbols the job polled in its last run (the instruments job counts every market's)."""
-    if dataset == "instruments" or record is None or not record.runs:
-        return None
-    return record.last_symbols
-
-
-def _count(n: int) -> str:
-    if n < 100_000:
-        return f"{n:,}"
-    if n < 10_000_000:
-        return f"{n / 1e3:,.0f}k"
-    if n < 10_000_000_000:
-        return f"{n / 1e6:,.1f}M"
-    return f"{n / 1e9:,.1f}G"
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
-def _short_date(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    value = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)
-    return f"{value:%Y-%m-%d}"
-
-
-def _ago(value: str | None, now: dt.datetime, missing: str) -> str:
-    when = runstate.parse_iso(value)
-    return missing if when is None else _duration((now - when).total_seconds())
-
-
-def _no_success(job: JobStatus | None) -> str:
-    if job is None:
-        return ""
-    return "running" if job.running_since else "never"
+    return f"{then:%Y-%m-%d %H:%M:%S} UTC ({duration((now - then).total_seconds())} ago)"

@@ -49,7 +49,7 @@ def duckdb_groups(data_dir: Path, today: dt.date) -> dict[tuple[str, str], tuple
 
 def ms(iso: str | None) -> int | None:
     parsed = runstate.parse_iso(iso)
-    return None if parsed is None else status._ms(parsed)
+    return None if parsed is None else status.epoch_ms(parsed)
 
 
 def record_round(
@@ -296,7 +296,7 @@ def test_quarantined_payloads_of_the_last_hour_are_counted_per_dataset_and_marke
         (now - dt.timedelta(minutes=1), "time", None),  # no dataset
     ]
     for when, endpoint, market in written:
-        quarantine = Quarantine(tmp_path, clock_ms=lambda when=when: status._ms(when))
+        quarantine = Quarantine(tmp_path, clock_ms=lambda when=when: status.epoch_ms(when))
         response = Response(None, 0, 200, None, endpoint=endpoint, market=market, body=b"{")
         assert quarantine.add(response, kind="invalid_json", error="bad") is not None
     counts = status.count_quarantine(tmp_path, now)
@@ -312,3 +312,17 @@ def test_quarantined_payloads_of_the_last_hour_are_counted_per_dataset_and_marke
     depth = next(r for r in shown["datasets"] if (r["dataset"], r["market"]) == ("depth", "spot"))
     assert depth["quarantined_last_hour"] == 2
     assert shown["quarantine"]["by_endpoint"]["depth"] == 2
+
+
+def test_every_json_key_is_documented_in_the_readme(sim_archive: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Status\n", 1)[1].split("\n## ", 1)[0]
+    document = json.loads(invoke(sim_archive, "--json").output)
+    keys = {
+        *document,
+        *document["daemon"],
+        *document["datasets"][0],
+        *document["jobs"][0],
+        *document["quarantine"],
+    }
+    assert sorted(k for k in keys if f"`{k}`" not in section) == []
