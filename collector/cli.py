@@ -681,6 +681,34 @@ def report(
     click.echo(f"wrote {out}: {result.verdict}")
 
 
+@main.command()
+@_config_option
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="The status as one JSON document.")
+def status(config_path: Path, data_dir: Path | None, as_json: bool) -> None:
+    """Whether the daemon runs and its jobs succeed, and per dataset and market what the
+    archive holds. Exits 1 when a job has not succeeded within three of its intervals,
+    the daemon is not running, or it never ran on this archive."""
+    from rich.console import Console
+
+    from collector import status as health
+    from collector import status_table
+
+    directory = _data_dir(config_path, data_dir)
+    if not directory.is_dir():
+        _fail(f"no archive at {directory} (check --data-dir or storage.data_dir)", 1)
+    result = health.report(directory, now=dt.datetime.now(dt.UTC))
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console.width = 120  # a pipe or a file: wide enough for one line per row
+        for part in status_table.render(result):
+            console.print(part)
+    sys.exit(0 if result.healthy else 1)
+
+
 def _print_compaction(groups: list[Any], summary: str) -> None:
     from rich.console import Console
     from rich.table import Table

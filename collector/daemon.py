@@ -34,7 +34,7 @@ import httpx
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from collector import catalog, datasets, jobs
+from collector import catalog, datasets, jobs, runstate
 from collector.config import Settings
 from collector.errors import CollectorError, ConfigError, FatalStorageError, RateLimitError
 from collector.exchange.client import MAX_INLINE_WAIT_S, JexClient
@@ -79,12 +79,14 @@ class Daemon:
         self.writer = writer or ArchiveWriter(
             self.data_dir, wal=True, clock_ms=self.client.clock.now_ms, metrics=self.metrics
         )
-        self.quarantine = Quarantine(
-            self.data_dir,
-            redact=[s.get_secret_value() for s in (settings.api_key, settings.api_secret) if s],
-            metrics=self.metrics,
-        )
+        secrets = [s.get_secret_value() for s in (settings.api_key, settings.api_secret) if s]
+        self.quarantine = Quarantine(self.data_dir, redact=secrets, metrics=self.metrics)
         self.client.quarantine = self.quarantine
+        self.runstate = runstate.RunState(
+            self.data_dir,
+            redact=secrets,
+            clock_offset_ms=lambda: self.client.clock.offset_ms,
+        )
         self.ctx = jobs.JobContext(self.client, self.writer, settings, quarantine=self.quarantine)
         self.stop_event = asyncio.Event()
         self._fatal: FatalStorageError | None = None
@@ -108,10 +110,16 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop)
         try:
             with ArchiveLock(self.data_dir), self._serving_metrics():
+                self.runstate.started(self.settings.enabled_jobs())
+                heartbeat = asyncio.create_task(self.runstate.heartbeat())
                 try:
                     await self._run(duration)
                 finally:
+                    heartbeat.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await heartbeat
                     self.writer.close()
+                    self.runstate.stopped()
         finally:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -172,6 +180,7 @@ class Daemon:
         await asyncio.to_thread(jobs.load_cursors, self.data_dir, self.ctx.state)
         scheduler = self._schedule(self.plan.intervals())
         scheduler.start()
+        self.runstate.collecting(self.plan.intervals())
         try:
             timeout = None if stop_at is None else max(0.0, stop_at - loop_time())
             with contextlib.suppress(TimeoutError):
@@ -204,12 +213,14 @@ class Daemon:
                     )
                 await self.client.sync_clock()
                 instruments_job = self.settings.enabled_jobs().get("instruments")
-                await jobs.refresh_instruments(self.ctx, instruments_job)
+                report = await jobs.refresh_instruments(self.ctx, instruments_job)
+                self.runstate.record("instruments", [report])
                 return True
             except RateLimitError:
                 wait = max(1.0, self.client.paused_for())
                 log.warning("waiting %.0fs before the first request (exchange-imposed pause)", wait)
             except CollectorError as exc:
+                self.runstate.record_failure("instruments", exc)
                 log.error(
                     "first contact with the exchange at %s failed (%s); retrying in %.0fs "
                     "(check exchange.base_url and the network)",
@@ -343,7 +354,7 @@ class Daemon:
         if task is not None:
             self._running.add(task)
         try:
-            reports = await jobs.run_job(self.ctx, name)
+            reports = await self.runstate.track(name, jobs.run_job(self.ctx, name))
             self.metrics.job_rounds(name, reports)
         except asyncio.CancelledError:
             log.info("job %s cancelled at shutdown; it resumes from the archive next start", name)
