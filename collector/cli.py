@@ -167,62 +167,45 @@ def _start_sim(settings: config.Settings, seed: int) -> tuple[Any, config.Settin
 
 @main.command()
 @_config_option
+@_data_dir_option
 @click.option("--base-url", default=None, help="Exchange URL (overrides exchange.base_url).")
 @click.option("--sim", is_flag=True, help="Plan against the built-in simulator's instruments.")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
-def plan(config_path: Path, base_url: str | None, sim: bool, as_json: bool) -> None:
-    """Print what the schedule costs in request weight against the exchange's limits.
+def plan(
+    config_path: Path, data_dir: Path | None, base_url: str | None, sim: bool, as_json: bool
+) -> None:
+    """Print what the schedule costs in request weight against the exchange's limits, and
+    in disk per day; say what to change when it does not fit.
 
-    Asks the exchange (three requests of weight 1) for its instruments and limits.
-    Exits 1 when the schedule does not fit (the daemon then stretches or refuses,
-    as exchange.on_over_budget says)."""
-    from collector.plan import format_plan, make_plan
+    Asks the exchange for its instruments and limits (three requests of weight 1) and
+    for each traded symbol's trades of the last 24 hours (one of weight 1 per symbol).
+    Exits 1 when the schedule does not fit (the daemon then stretches or refuses, as
+    exchange.on_over_budget says)."""
+    from collector.plan_report import format_report, report_dict
 
-    settings = _settings(config_path, base_url=base_url)
+    settings = _settings(config_path, data_dir=data_dir, base_url=base_url)
     server = None
     if sim:
         server, settings = _start_sim(settings, 1)
     try:
-        result = asyncio.run(_plan(settings, make_plan))
+        result, disk_plan = asyncio.run(_plan(settings))
     except CollectorError as exc:
         _fail(f"cannot read the exchange's instruments and limits: {exc}", 1)
     finally:
         if server is not None:
             server.stop()
     if as_json:
-        payload = {
-            "fits": result.fits,
-            "weight_limit": result.weight_limit,
-            "allowed_weight_per_minute": result.allowed,
-            "wanted_weight_per_minute": round(result.wanted_weight_per_minute, 1),
-            "planned_weight_per_minute": round(result.weight_per_minute, 1),
-            "raw_limit": result.raw_limit,
-            "raw_interval_ms": result.raw_interval_ms,
-            "jobs": [
-                {
-                    "job": load.job,
-                    "markets": list(load.markets),
-                    "symbols": load.symbols,
-                    "every_s": load.every,
-                    "requests_per_round": load.requests,
-                    "weight_per_round": load.weight,
-                    "weight_per_minute": round(load.wanted_weight_per_minute, 1),
-                    "planned_every_s": load.planned_every,
-                    "planned_weight_per_minute": round(load.weight_per_minute, 1),
-                }
-                for load in result.loads
-            ],
-            "notes": result.notes,
-        }
-        click.echo(json.dumps(payload, indent=2))
+        click.echo(json.dumps(report_dict(result, disk_plan), indent=2))
     else:
-        click.echo(format_plan(result))
+        click.echo(format_report(result, disk_plan))
     sys.exit(0 if result.fits else 1)
 
 
-async def _plan(settings: config.Settings, make_plan: Any) -> Any:
+async def _plan(settings: config.Settings) -> Any:
+    from collector.disk import plan_disk
     from collector.exchange import endpoints, instruments
     from collector.exchange.client import JexClient
+    from collector.plan import make_plan
 
     async with JexClient.from_settings(settings) as client:
         await client.sync_clock()
@@ -231,14 +214,19 @@ async def _plan(settings: config.Settings, make_plan: Any) -> Any:
         limits = instruments.rate_limits(info.payload)
         _, listing = instruments.instruments(info.payload, options.payload, info.received_at)
         now = client.clock.now_ms()
-        return make_plan(
+
+        def names(job: config.JobSettings, market: str) -> list[str]:
+            return [s for s in listing.active(market, now) if job.wants(s)]
+
+        result = make_plan(
             settings,
-            lambda job, market: sum(1 for s in listing.active(market, now) if job.wants(s)),
+            lambda job, market: len(names(job, market)),
             has_api_key=client.has_api_key,
             weight_limit=limits.weight_per_minute or client.budget.limit,
             raw_limit=limits.raw_requests,
             raw_interval_ms=limits.raw_interval_ms,
         )
+        return result, await plan_disk(settings, result, client, names)
 
 
 @main.command()

@@ -36,10 +36,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from collector import catalog, datasets, jobs, runstate
 from collector.config import Settings
+from collector.disk import FULL_WARNING_DAYS, plan_disk
 from collector.errors import CollectorError, ConfigError, FatalStorageError, RateLimitError
 from collector.exchange.client import MAX_INLINE_WAIT_S, JexClient
 from collector.metrics import Metrics, MetricsServer
-from collector.plan import Plan, format_plan, make_plan
+from collector.plan import Plan, make_plan
+from collector.plan_report import format_plan, format_report
 from collector.quarantine import Quarantine
 from collector.storage import compaction, wal
 from collector.storage.lock import ArchiveLock
@@ -176,7 +178,7 @@ class Daemon:
         stop_at = None if duration is None else loop_time() + duration
         if not await self._first_contact(stop_at):
             return
-        self.plan = self._plan()
+        self.plan = await self._plan()
         await asyncio.to_thread(jobs.load_cursors, self.data_dir, self.ctx.state)
         scheduler = self._schedule(self.plan.intervals())
         scheduler.start()
@@ -238,8 +240,9 @@ class Daemon:
                 return False
         return False
 
-    def _plan(self) -> Plan:
-        """The schedule's cost against the exchange's limits: stretch it or refuse."""
+    async def _plan(self) -> Plan:
+        """The schedule's cost against the exchange's limits (stretch it or refuse), and
+        in disk per day (a warning when the disk fills within a week)."""
         budget = self.client.budget
         plan = make_plan(
             self.settings,
@@ -249,22 +252,33 @@ class Daemon:
             raw_limit=budget.raw_limit,
             raw_interval_ms=budget.raw_window_ms,
         )
-        table = format_plan(plan)
-        if plan.fits:
-            log.info("schedule plan:\n%s", table)
-            return plan
-        if self.settings.exchange.on_over_budget == "refuse":
+        if not plan.fits and self.settings.exchange.on_over_budget == "refuse":
+            # Before the disk estimate: refusing sends nothing more to the exchange.
             raise ConfigError(
                 "the schedule needs more request weight than the exchange allows, and "
-                "exchange.on_over_budget is refuse:\n" + table,
+                "exchange.on_over_budget is refuse:\n" + format_plan(plan),
                 source=self.settings.source,
                 key="exchange.on_over_budget",
             )
-        log.warning(
-            "the schedule does not fit the exchange's rate limits; intervals are stretched "
-            "(exchange.on_over_budget: stretch):\n%s",
-            table,
-        )
+        disk = await plan_disk(self.settings, plan, self.client, self.ctx.symbols)
+        table = format_report(plan, disk)
+        if plan.fits:
+            log.info("schedule plan:\n%s", table)
+        else:
+            log.warning(
+                "the schedule does not fit the exchange's rate limits; intervals are "
+                "stretched (exchange.on_over_budget: stretch):\n%s",
+                table,
+            )
+        days = disk.days_until_full
+        if days is not None and days < FULL_WARNING_DAYS:
+            log.warning(
+                "the disk at %s fills in %.1f days at %.1f MB a day (compacted): free space "
+                "or move storage.data_dir",
+                self.settings.storage.data_dir,
+                days,
+                disk.compacted_bytes_per_day / 1e6,
+            )
         return plan
 
     def _schedule(self, intervals: dict[str, float]) -> AsyncIOScheduler:

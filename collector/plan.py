@@ -14,6 +14,11 @@ Only when that is not enough are the paging jobs stretched too, never more than
 the snapshots; they page, so a longer interval delays their rows without losing
 any (except trades without an API key, which lose what happens between polls:
 the plan says so).
+
+Stretching is the daemon's way out; the plan also says what an operator could change
+instead (:class:`Suggestion`): for the heaviest jobs, the interval (or the number of
+symbols) at which that job alone makes the schedule fit, and a note when a schedule
+fits with little room left. What the schedule costs in disk is :mod:`collector.disk`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from collector.config import JobSettings, Settings
 from collector.exchange import endpoints
@@ -31,6 +37,10 @@ from collector.exchange.endpoints import Endpoint
 HEADROOM = 0.9
 #: Snapshots are stretched at most this much before the paging jobs give way.
 MAX_SNAPSHOT_STRETCH = 10.0
+#: A schedule using more than this share of what it may plan for gets a note.
+CLOSE_TO_FULL = 0.8
+#: Suggestions name at most this many jobs.
+MAX_SUGGESTIONS = 3
 #: Datasets complete by paging (by id or time) whatever their interval.
 PAGING_JOBS = frozenset({"trades", "klines", "funding_rate", "protection_fund", "instruments"})
 
@@ -78,6 +88,37 @@ class JobLoad:
         return self.weight * 60 / self.every
 
 
+@dataclass(frozen=True)
+class Suggestion:
+    """A change to one job that alone makes the schedule fit without stretching: a longer
+    interval, or (for jobs that cost the same per symbol) fewer symbols. With ``together``,
+    the interval is one of a set that fits only when all of them are applied."""
+
+    job: str
+    every: float
+    fit_every: float
+    symbols: int
+    fit_symbols: int | None = None
+    together: bool = False
+
+    def text(self) -> str:
+        change = f"every {duration_text(self.every)} -> {duration_text(self.fit_every)}"
+        if self.fit_symbols is not None:
+            change += f", or {self.symbols} -> {self.fit_symbols} symbols"
+        return f"{self.job}: {change}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "every_s": self.every,
+            "suggested_every_s": self.fit_every,
+            "symbols": self.symbols,
+            "suggested_symbols": self.fit_symbols,
+            "together": self.together,
+            "text": self.text(),
+        }
+
+
 @dataclass
 class Plan:
     loads: list[JobLoad]
@@ -86,6 +127,11 @@ class Plan:
     raw_limit: int | None = None
     raw_interval_ms: int = 300_000
     notes: list[str] = field(default_factory=list)
+    #: What the schedule may plan for per minute: weight, and raw requests (None: no limit).
+    targets: tuple[float, float | None] = (math.inf, None)
+    suggestions: list[Suggestion] = field(default_factory=list)
+    #: The weight fraction at which the schedule would fit as written (None: none does).
+    fit_fraction: float | None = None
 
     @property
     def allowed(self) -> int:
@@ -113,6 +159,16 @@ class Plan:
     def fits(self) -> bool:
         """Whether the schedule as written fits the budget (with its headroom)."""
         return all(load.stretch == 1.0 for load in self.loads)
+
+    @property
+    def usage(self) -> float:
+        """The schedule as written over what it may plan for (the tighter resource)."""
+        weight_target, raw_target = self.targets
+        shares = [self.wanted_weight_per_minute / max(weight_target, 1e-9)]
+        if raw_target is not None:
+            wanted_requests = sum(_rates(load)[1] for load in self.loads)
+            shares.append(wanted_requests / max(raw_target, 1e-9))
+        return max(shares)
 
     def intervals(self) -> dict[str, float]:
         """Every job's interval after stretching."""
@@ -194,7 +250,14 @@ def make_plan(
     plan.loads = [
         _with_stretch(load, paging_factor if load.paging else snapshot_factor) for load in loads
     ]
+    plan.targets = (targets[0], targets[1] if len(targets) > 1 else None)
     _explain(plan, paging_factor, snapshot_factor, has_api_key)
+    if not plan.fits:
+        plan.suggestions = suggest(plan)
+        plan.fit_fraction = _fit_fraction(plan, background)
+        plan.notes.extend(_advice(plan))
+    elif plan.usage > CLOSE_TO_FULL:
+        plan.notes.append(_close_note(plan))
     return plan
 
 
@@ -263,79 +326,152 @@ def _explain(plan: Plan, paging: float, snapshot: float, has_api_key: bool) -> N
             "trades without an API key read only the last 60 trades per poll: a longer "
             "interval can lose trades on busy symbols (set JEX_API_KEY)"
         )
-    plan.notes.append(
-        "to fit without stretching: poll fewer symbols (jobs.<job>.symbols), lengthen "
-        "`every` of the heaviest jobs above, or disable jobs you do not need"
-    )
 
 
-def format_plan(plan: Plan) -> str:
-    """The plan as a plain-text table (for the log and ``jex-collector plan``)."""
-    header = (
-        "job",
-        "markets",
-        "symbols",
-        "every",
-        "req/round",
-        "weight/round",
-        "weight/min",
-        "planned every",
-        "planned weight/min",
+# -- what to change ---------------------------------------------------------------------------
+
+#: Intervals suggestions round up to: values people write in schedules.yaml.
+_NICE_SECONDS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 45)
+_NICE_MINUTES = (1, 1.5, 2, 3, 4, 5, 10, 15, 20, 30, 60)
+_NICE_INTERVALS = tuple(float(s) for s in _NICE_SECONDS) + tuple(60.0 * m for m in _NICE_MINUTES)
+#: Jobs whose weight and requests grow in proportion to their symbols (no all-symbols form).
+_PER_SYMBOL_JOBS = frozenset(
+    {"depth", "trades", "klines", "avg_price", "funding_rate", "protection_fund"}
+)
+
+
+def nice_interval(seconds: float) -> float:
+    """The smallest interval people would write that is at least ``seconds``."""
+    if seconds < 1:
+        return math.ceil(seconds * 10) / 10
+    for value in _NICE_INTERVALS:
+        if value >= seconds - 1e-9:
+            return value
+    return float(math.ceil(seconds / 3600) * 3600)
+
+
+def suggest(plan: Plan) -> list[Suggestion]:
+    """Changes that make ``plan`` fit as written (without stretching), heaviest jobs first.
+
+    Each suggestion alone fits; when no single job can give enough, the heaviest jobs
+    are lengthened together (``together``) and only the whole set fits."""
+    targets = [t for t in plan.targets if t is not None]
+    wanted = [sum(_rates(load)[i] for load in plan.loads) for i in range(len(targets))]
+    excess = [w - t for w, t in zip(wanted, targets, strict=True)]
+    if any(t <= 0 for t in targets):
+        return []  # not even an empty schedule fits: only a larger budget helps
+    heaviest = sorted(
+        (load for load in plan.loads if load.weight),
+        key=lambda load: -load.wanted_weight_per_minute,
     )
-    rows = [
-        (
-            load.job,
-            ",".join(load.markets) if load.job != "instruments" else "all",
-            str(load.symbols),
-            _seconds(load.every),
-            str(load.requests),
-            str(load.weight),
-            f"{load.wanted_weight_per_minute:.0f}",
-            _seconds(load.planned_every) + ("" if load.stretch == 1.0 else " *"),
-            f"{load.weight_per_minute:.0f}",
+    alone: list[Suggestion] = []
+    for load in heaviest:
+        rates = _rates(load)
+        if all(e <= 0 or r > e for r, e in zip(rates, excess, strict=False)):
+            alone.append(_alone(load, rates, excess))
+            if len(alone) == MAX_SUGGESTIONS:
+                break
+    if alone:
+        return alone
+    # No job alone: lengthen the heaviest ones by one factor, taking enough of them that
+    # the factor stays moderate (their rates at least 1.5 times the excess).
+    chosen: list[JobLoad] = []
+    for load in heaviest:
+        chosen.append(load)
+        sums = [sum(_rates(c)[i] for c in chosen) for i in range(len(targets))]
+        if all(e <= 0 or s >= 1.5 * e for s, e in zip(sums, excess, strict=True)):
+            break
+    sums = [sum(_rates(c)[i] for c in chosen) for i in range(len(targets))]
+    if any(e > 0 and s <= e for s, e in zip(sums, excess, strict=True)):
+        return []
+    factor = max(s / (s - e) for s, e in zip(sums, excess, strict=True) if e > 0)
+    return [
+        Suggestion(
+            load.job, load.every, nice_interval(load.every * factor), load.symbols, together=True
         )
-        for load in sorted(plan.loads, key=lambda load: -load.wanted_weight_per_minute)
+        for load in chosen
     ]
-    rows.append(
-        (
-            "total",
-            "",
-            "",
-            "",
-            "",
-            "",
-            f"{plan.wanted_weight_per_minute:.0f}",
-            "",
-            f"{plan.weight_per_minute:.0f}",
-        )
-    )
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in (header, *rows)
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    raw = plan.raw_allowed_per_minute
-    lines.append(
-        f"budget: {plan.allowed} weight/min ({plan.fraction:g} x exchange limit "
-        f"{plan.weight_limit})"
-        + (
-            f", {raw:.0f} requests/min ({plan.fraction:g} x {plan.raw_limit} per "
-            f"{plan.raw_interval_ms // 60_000} min); planned {plan.requests_per_minute:.0f}"
-            " requests/min"
-            if raw is not None
-            else ""
-        )
-    )
-    lines.append("fits" if plan.fits else "does not fit: intervals marked * are stretched")
-    lines.extend(f"- {note}" for note in plan.notes)
-    return "\n".join(lines)
 
 
-def _seconds(value: float) -> str:
+def _alone(load: JobLoad, rates: tuple[float, float], excess: list[float]) -> Suggestion:
+    costs = (load.weight, load.requests)
+    needed = max(costs[i] * 60 / (rates[i] - e) for i, e in enumerate(excess) if e > 0 and costs[i])
+    fit_symbols = None
+    if load.job in _PER_SYMBOL_JOBS and load.symbols > 1:
+        keep = min((rates[i] - e) / rates[i] for i, e in enumerate(excess) if e > 0)
+        fewer = math.floor(load.symbols * keep + 1e-9)
+        fit_symbols = fewer if 1 <= fewer < load.symbols else None
+    # A hair over, so that float rounding never lands the result a hair short.
+    fit_every = nice_interval(needed * (1 + 1e-9))
+    return Suggestion(load.job, load.every, fit_every, load.symbols, fit_symbols)
+
+
+def _fit_fraction(plan: Plan, background: float) -> float | None:
+    """The smallest ``exchange.weight_fraction`` (in hundredths) at which the schedule fits
+    as written, or None when even 1 is not enough."""
+    requests = sum(_rates(load)[1] for load in plan.loads)
+    raw_per_minute = (
+        plan.raw_limit * 60_000 / plan.raw_interval_ms if plan.raw_limit is not None else None
+    )
+
+    def fits(fraction: float) -> bool:
+        allowed = max(1, math.floor(plan.weight_limit * fraction))
+        if plan.wanted_weight_per_minute > allowed * HEADROOM - background:
+            return False
+        return (
+            raw_per_minute is None or requests <= raw_per_minute * fraction * HEADROOM - background
+        )
+
+    start = math.ceil(plan.fraction * 100)
+    return next((n / 100 for n in range(start, 101) if fits(n / 100)), None)
+
+
+def _advice(plan: Plan) -> list[str]:
+    lines: list[str] = []
+    alone = [s for s in plan.suggestions if not s.together]
+    if alone:
+        lines.append(
+            "to fit without stretching, any one of: "
+            + "; ".join(s.text() for s in alone)
+            + "; or disable jobs you do not need"
+        )
+    elif plan.suggestions:
+        lines.append(
+            "to fit without stretching, all of: "
+            + "; ".join(s.text() for s in plan.suggestions)
+            + "; or poll fewer symbols (jobs.<job>.symbols)"
+        )
+    else:
+        lines.append("the budget is too small for any schedule: check the exchange's weight limit")
+    if plan.fit_fraction is not None:
+        lines.append(
+            f"or raise exchange.weight_fraction from {plan.fraction:g} to "
+            f"{plan.fit_fraction:g} (less room for other processes on this IP)"
+        )
+    return lines
+
+
+def _close_note(plan: Plan) -> str:
+    """How close a fitting schedule is, and how many more symbols it has room for."""
+    weight_target = plan.targets[0]
+    per_symbol = sum(
+        load.weight / load.symbols * 60 / load.every
+        for load in plan.loads
+        if load.job in _PER_SYMBOL_JOBS and load.symbols
+    )
+    room = ""
+    if per_symbol > 0:
+        more = max(0, math.floor((weight_target - plan.wanted_weight_per_minute) / per_symbol))
+        room = f"; room for about {more} more symbol(s) polled by every per-symbol job"
+    return (
+        f"close to the limit: the schedule takes {plan.usage:.0%} of what it may plan for "
+        f"({HEADROOM:.0%} of the budget){room}. New listings (options are listed weekly) "
+        "can push it over; the daemon would then stretch the intervals"
+    )
+
+
+def duration_text(value: float) -> str:
+    """Seconds as written in schedules.yaml: ``10s``, ``5m``."""
     if value >= 60 and value % 60 == 0:
         return f"{value / 60:g}m"
     return f"{value:g}s"
