@@ -79,7 +79,13 @@ def test_the_daemon_serves_metrics_that_tell_what_it_did(
                 assert response.headers["content-type"].startswith("text/plain")
                 scrapes.append(parse(response.text))
                 latest = scrapes[-1]
-                if total(latest, "jex_rows_written_total", dataset="trades") and total(
+                # Every market's trades flushed: a flush may land between two markets'
+                # rounds, so rows of one market say nothing of the others.
+                flushed = all(
+                    total(latest, "jex_rows_written_total", dataset="trades", market=market)
+                    for market in datasets.MARKETS
+                )
+                if flushed and total(
                     latest, "jex_job_last_success_timestamp_seconds", job="trades"
                 ):
                     daemon.stop()
