@@ -10,11 +10,8 @@ generations, unfinished ones and temporary files are never counted.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from collector import datasets
-from collector.storage import layout, partitions
+from collector.storage import partitions
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +133,12 @@ def _read_times(path: Path, column: str, rows: int, size: int) -> FileSummary:
     return FileSummary(rows, _ms(bounds["min"].as_py()), _ms(bounds["max"].as_py()), size)
 
 
-def _data_files(directory: Path) -> Iterable[tuple[Path, int]]:
-    """(path, bytes) of each finished data file in a partition directory."""
-    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
-        for entry in entries:
-            name = entry.name
-            if name.endswith(layout.PARQUET_SUFFIX) and not name.startswith("."):
-                with contextlib.suppress(FileNotFoundError):
-                    yield Path(entry.path), entry.stat().st_size
+def _data_files(directory: Path) -> list[tuple[Path, int]]:
+    """(path, bytes) of each finished data file; none when the directory is gone."""
+    try:
+        return partitions.data_file_sizes(directory)
+    except FileNotFoundError:
+        return []
 
 
 def _ms(value: object) -> int | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -207,13 +206,8 @@ def _live_bytes(data_dir: str | Path, partition: layout.Partition) -> tuple[int,
         if current is None:
             return 0, 0
         try:
-            with os.scandir(current.directory) as entries:
-                sizes = [
-                    entry.stat().st_size
-                    for entry in entries
-                    if entry.name.endswith(layout.PARQUET_SUFFIX) and not entry.name.startswith(".")
-                ]
-            return sum(sizes), len(sizes)
+            files = partitions.data_file_sizes(current.directory)
+            return sum(size for _, size in files), len(files)
         except FileNotFoundError:
             log.info("partition %s was switched while it was measured; again", partition.path)
     return 0, 0

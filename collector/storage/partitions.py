@@ -318,13 +318,27 @@ def switched(before: dict[tuple[str, str], int], after: dict[tuple[str, str], in
     return any(after.get(key) != inode for key, inode in before.items())
 
 
+def is_data_file(name: str) -> bool:
+    """A finished data file: not a temporary (hidden) file, not a lock or a folder."""
+    return name.endswith(layout.PARQUET_SUFFIX) and not name.startswith(".")
+
+
 def data_files(directory: Path) -> list[str]:
     """Names of the finished data files in a partition directory, in creation order."""
-    return sorted(
-        name
-        for name in os.listdir(directory)
-        if name.endswith(layout.PARQUET_SUFFIX) and not name.startswith(".")
-    )
+    return sorted(name for name in os.listdir(directory) if is_data_file(name))
+
+
+def data_file_sizes(directory: Path) -> list[tuple[Path, int]]:
+    """(path, bytes) of each finished data file in a partition directory. A file removed
+    while it is listed is left out; a directory that is gone raises FileNotFoundError
+    (a compaction switched the partition: resolve it again)."""
+    found: list[tuple[Path, int]] = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if is_data_file(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((Path(entry.path), entry.stat().st_size))
+    return found
 
 
 def current_temp_files(root: str | Path) -> list[Path]:
