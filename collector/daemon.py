@@ -166,7 +166,6 @@ class Daemon:
         except FatalStorageError as exc:
             self._stop_fatally(exc)
             return
-        self.writer.remove_orphans()
         self.quarantine.remove_orphans()
         self._refresh_views()
         log.info("collecting from %s into %s", self.settings.exchange.base_url, self.writer.root)

@@ -1,41 +1,55 @@
 """Compaction: each partition's many small files merged into few large sorted ones.
 
-The daemon writes one file per dataset, market and date at every flush (every 30 s:
-thousands a day). :func:`compact_archive` rewrites each closed partition as at most a
-few files, de-duplicated on the dataset's key and sorted by its sort keys, with row
-groups sized for scans. Readers never see half of it: the merged files go into a new
-generation directory and the partition's ``date=D`` symlink is flipped to it in one
-rename (:mod:`collector.storage.partitions`). Old generations are deleted a grace
-period after the flip.
+The daemon commits one file per dataset, market and date at every flush (every 30 s:
+thousands a day). Compaction rewrites a partition as at most a few files,
+de-duplicated on the dataset's key and sorted by its sort keys, with row groups sized
+for scans, in one Delta commit that removes exactly the files it read and adds the new
+ones (:func:`collector.storage.delta.commit`). Readers see the partition before or
+after, never a mix: that is the commit's atomicity, not code of ours.
 
-``kill -9`` at any point leaves the archive complete and without duplicates: until
-the flip nothing visible has changed, after it the new generation is complete. The
-next pass deletes what the killed one left (an unfinished generation, a temporary
-link, expired old generations).
+* A closed partition (its UTC date ended over :data:`CLOSED_AFTER_S` ago) is compacted
+  once, at the strongest encodings (:mod:`collector.storage.parquet_format`).
+* Today's partitions are compacted through the day, so that a query on today's data
+  opens few files: once a partition has :data:`OPEN_FLUSH_FILES` flush files, they are
+  merged into one file; once it has :data:`OPEN_MERGED_FILES` such files, the whole
+  partition is rewritten. At most about ``OPEN_FLUSH_FILES + OPEN_MERGED_FILES`` files
+  are live at any time, and the day's rows are rewritten a few times, not at every pass.
+
+Safe next to writers (the daemon, a backfill, other shards): a file committed meanwhile
+is not among the removed ones and stays. Two compactions of the same files conflict in
+the Delta log; the later commit fails, changes nothing, and is reported. ``kill -9`` at
+any point leaves the table as it was or as compacted: the files written by a killed
+pass were never committed and :func:`collector.storage.delta.vacuum` deletes them.
+
+After the partitions, each table is vacuumed (files replaced more than
+``retention_hours`` ago, and uncommitted ones) and checkpointed, and log entries past
+the log retention are deleted, so the ``_delta_log`` folder stays small.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
 import logging
 import math
-import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from collector import datasets
 from collector.errors import StorageError
-from collector.storage import layout, parquet_format, partitions
+from collector.storage import delta, layout, parquet_format
 from collector.storage.writer import dedupe_on_key
 
 log = logging.getLogger(__name__)
@@ -55,18 +69,19 @@ FILE_ROWS = 32 * ROW_GROUP_ROWS
 #: How long a partition's date must have been over before it counts as closed: late
 #: flushes and the last klines of the day land within this time.
 CLOSED_AFTER_S = 3600.0
-#: How long replaced files stay on disk after the flip, for readers holding a resolved
-#: path into the old generation.
-GRACE_S = 600.0
+#: An open partition's flush files are merged into one once there are this many.
+OPEN_FLUSH_FILES = 30
+#: An open partition is rewritten whole once it has this many merged files.
+OPEN_MERGED_FILES = 8
 #: Files read at once while merging (pyarrow releases the GIL while decoding).
 READ_THREADS = 4
 
-LOCK_NAME = ".compact.lock"
 DAEMON_LOCK_NAME = ".collector.lock"
 
-# part-<stamp>-<random>-c<NN>.parquet: the files of one compaction share stamp and random.
+# part-<stamp>-<random>-c<NN>.parquet: the files of one full compaction share stamp and
+# random; -m<NN> marks an open partition's merged flush files.
 _COMPACTED = re.compile(
-    r"^part-(?P<stamp>\d{8}T\d{9})-(?P<set>[0-9a-f]{8})-c(?P<seq>\d{2})\.parquet$"
+    r"^part-(?P<stamp>\d{8}T\d{9})-(?P<set>[0-9a-f]{8})-(?P<kind>[cm])(?P<seq>\d{2})\.parquet$"
 )
 _STAMP = re.compile(r"^part-(?P<stamp>\d{8}T\d{9})-")
 
@@ -132,9 +147,9 @@ class GroupReport:
 class CompactionReport:
     groups: dict[tuple[str, str], GroupReport] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    #: Another compaction held the archive's lock: nothing was done.
+    #: Kept for callers of the earlier format; Delta's conflict checks replace the lock.
     locked: bool = False
-    #: Retired, unfinished or temporary generation entries deleted.
+    #: Files deleted by vacuum (replaced ones past the retention, uncommitted ones).
     removed: int = 0
 
     def group(self, dataset: str, market: str) -> GroupReport:
@@ -154,38 +169,22 @@ class CompactionReport:
 
     def summary(self) -> str:
         """One line: partitions compacted, files before and after, duplicates, failures."""
-        if self.locked:
-            return "skipped: another compaction is running on this archive"
         duplicates = sum(g.duplicates_removed for g in self.groups.values())
         text = (
             f"{self.partitions} partition(s) compacted, files {self.files_before} -> "
-            f"{self.files_after}, {duplicates} duplicate row(s) removed"
+            f"{self.files_after}, {duplicates} duplicate row(s) removed, "
+            f"{self.removed} old file(s) vacuumed"
         )
         if self.errors:
             text += f", {len(self.errors)} partition(s) failed"
         return text
 
 
-# -- locks ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def archive_lock(data_dir: str | Path) -> Iterator[bool]:
-    """The archive's compaction lock (``<data_dir>/.compact.lock``), not waited for:
-    yields False when another compaction holds it."""
-    root = Path(data_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    with partitions.flock(root / LOCK_NAME, exclusive=True, blocking=False) as acquired:
-        yield acquired
-
-
 def daemon_running(data_dir: str | Path) -> bool:
     """Whether a collector daemon holds ``<data_dir>/.collector.lock`` (exclusively)."""
-    path = Path(data_dir) / DAEMON_LOCK_NAME
-    if not path.exists():
-        return False
-    with partitions.flock(path, exclusive=False, blocking=False) as acquired:
-        return not acquired
+    from collector.storage import lock
+
+    return lock.daemon_pid(data_dir) is not None
 
 
 # -- the archive ----------------------------------------------------------------------------
@@ -195,109 +194,102 @@ def compact_archive(
     data_dir: str | Path,
     *,
     closed_before_ms: int | None = None,
-    grace_s: float = GRACE_S,
+    open_partitions: bool = True,
+    retention_hours: float = delta.RETENTION_HOURS,
     clock_ms: Callable[[], int] = _wall_ms,
     should_stop: Callable[[], bool] = lambda: False,
     row_group_rows: int = ROW_GROUP_ROWS,
     file_rows: int = FILE_ROWS,
+    open_flush_files: int = OPEN_FLUSH_FILES,
+    open_merged_files: int = OPEN_MERGED_FILES,
 ) -> CompactionReport:
     """Compact every partition whose UTC date ended at or before ``closed_before_ms``
-    (every partition when None), and delete expired and abandoned generations.
+    (every partition, whole, when None), merge open partitions' flush files as the
+    module describes (with ``open_partitions``), then vacuum and checkpoint each table.
 
-    Safe next to writers (the daemon, a backfill): a file flushed meanwhile is carried
-    into the new generation. Only one compaction runs per archive: when another holds
-    ``<data_dir>/.compact.lock`` this returns at once with ``locked`` set. A failing
-    partition is recorded in ``errors`` and the others go on. ``should_stop`` is asked
-    between partitions.
+    Safe next to writers and other compactions (see the module). A failing partition
+    is recorded in ``errors`` and the others go on. ``should_stop`` is asked between
+    partitions.
     """
     report = CompactionReport()
-    root = Path(data_dir).resolve()
-    with archive_lock(root) as acquired:
-        if not acquired:
-            report.locked = True
-            log.info("another compaction holds %s; skipped", root / LOCK_NAME)
-            return report
-        for name in datasets.DATASETS:
-            for market in datasets.MARKETS:
-                if should_stop():
-                    return report
-                _compact_market(
-                    root,
-                    name,
-                    market,
-                    report,
-                    closed_before_ms=closed_before_ms,
-                    grace_s=grace_s,
-                    clock_ms=clock_ms,
-                    should_stop=should_stop,
-                    row_group_rows=row_group_rows,
-                    file_rows=file_rows,
+    root = _root(data_dir)
+    for name in datasets.DATASETS:
+        table = delta.open_table(root, name)
+        if table is None:
+            continue
+        by_partition: dict[layout.Partition, list[delta.DataFile]] = {}
+        for file in delta.files(table, name):
+            by_partition.setdefault(file.partition, []).append(file)
+        for partition, found in sorted(by_partition.items()):
+            if should_stop():
+                return report
+            closed = closed_before_ms is None or _day_end_ms(partition.date) <= closed_before_ms
+            if closed:
+                chosen = None if not _already_compact(found) else []
+            elif open_partitions:
+                chosen = _open_choice(found, open_flush_files, open_merged_files)
+            else:
+                continue
+            try:
+                if chosen == []:
+                    result = _unchanged(partition, found)
+                else:
+                    inputs = found if chosen is None else chosen
+                    full = chosen is None or len(chosen) == len(found)
+                    result = _rewrite(
+                        root,
+                        table,
+                        partition,
+                        inputs,
+                        total=len(found),
+                        final=closed and full,
+                        clock_ms=clock_ms,
+                        row_group_rows=row_group_rows,
+                        file_rows=file_rows,
+                    )
+            except (OSError, pa.ArrowException, DeltaError, StorageError) as exc:
+                report.errors.append(f"{partition.path}: {exc}")
+                log.error(
+                    "compaction of %s failed: %s (the partition is unchanged)", partition.path, exc
                 )
+                continue
+            report.group(name, partition.market).add(result)
+        report.removed += housekeeping(root, name, retention_hours, report)
     return report
 
 
-def _compact_market(
-    root: Path,
-    dataset: str,
-    market: str,
-    report: CompactionReport,
-    *,
-    closed_before_ms: int | None,
-    grace_s: float,
-    clock_ms: Callable[[], int],
-    should_stop: Callable[[], bool],
-    row_group_rows: int,
-    file_rows: int,
-) -> None:
-    directory = root / dataset / f"market={market}"
-    if not directory.is_dir():
-        return
-    # Cleaning first also restores a partition an interrupted conversion left unlinked.
-    report.removed += _remove_leftovers(root, dataset, market, grace_s, clock_ms, report)
-    for partition in partitions.list_partitions(root, dataset):
-        if partition.market != market:
-            continue
-        if closed_before_ms is not None and _day_end_ms(partition.date) > closed_before_ms:
-            continue
-        if should_stop():
-            return
-        try:
-            result = _compact(
-                root,
-                partition,
-                grace_s=grace_s,
-                clock_ms=clock_ms,
-                only_with_duplicates=False,
-                row_group_rows=row_group_rows,
-                file_rows=file_rows,
-            )
-        except (OSError, pa.ArrowException, StorageError) as exc:
-            report.errors.append(f"{partition.path}: {exc}")
-            log.error(
-                "compaction of %s failed: %s (the partition is unchanged)", partition.path, exc
-            )
-            continue
-        report.group(dataset, market).add(result)
-    # Again after the flips, so that with no grace period nothing is left over.
-    report.removed += _remove_leftovers(root, dataset, market, grace_s, clock_ms, report)
-
-
-def _remove_leftovers(
-    root: Path,
-    dataset: str,
-    market: str,
-    grace_s: float,
-    clock_ms: Callable[[], int],
-    report: CompactionReport,
+def housekeeping(
+    root: str, dataset: str, retention_hours: float, report: CompactionReport | None = None
 ) -> int:
+    """Vacuum and checkpoint one table; returns the number of files vacuumed."""
     try:
-        removed = partitions.remove_leftovers(
-            root, dataset, market, now_s=clock_ms() / 1000, grace_s=grace_s
-        )
-    except OSError as exc:
-        report.errors.append(f"{dataset}/market={market}: cleaning up: {exc}")
+        table = delta.ensure_table(root, dataset)
+        removed = delta.vacuum(table, retention_hours)
+        delta.checkpoint(table)
+    except (OSError, DeltaError, StorageError) as exc:
+        if report is not None:
+            report.errors.append(f"{dataset}: vacuum and checkpoint: {exc}")
+        log.error("vacuum of %s failed: %s (tried again at the next pass)", dataset, exc)
         return 0
     return len(removed)
+
+
+def _open_choice(
+    found: list[delta.DataFile], flush_files: int, merged_files: int
+) -> list[delta.DataFile]:
+    """The files of an open partition to merge now: none, its flush files, or all."""
+    flushes = [f for f in found if not _COMPACTED.match(Path(f.path).name)]
+    merged = len(found) - len(flushes)
+    if len(flushes) < flush_files:
+        return []
+    if merged + 1 >= merged_files:
+        return found
+    return flushes
+
+
+def _root(data_dir: str | Path) -> str:
+    text = str(data_dir)
+    return text.rstrip("/") if "://" in text else str(Path(text).resolve())
 
 
 def _day_end_ms(date: dt.date) -> int:
@@ -316,7 +308,6 @@ def compact_partition(
     data_dir: str | Path,
     partition: layout.Partition,
     *,
-    grace_s: float = GRACE_S,
     clock_ms: Callable[[], int] = _wall_ms,
     only_with_duplicates: bool = False,
     row_group_rows: int = ROW_GROUP_ROWS,
@@ -325,175 +316,144 @@ def compact_partition(
     """Compact one partition now, whether closed or not (``verify --repair`` uses this).
 
     With ``only_with_duplicates`` the partition is rewritten only when it holds rows
-    sharing a key. Raises :class:`StorageError` when another compaction is running.
+    sharing a key. Raises :class:`StorageError` when a concurrent compaction replaced
+    the same files first.
     """
-    root = Path(data_dir).resolve()
-    with archive_lock(root) as acquired:
-        if not acquired:
-            raise StorageError(
-                f"another compaction is running on {root} (it holds {root / LOCK_NAME}); "
-                "try again when it has finished",
-                dataset=partition.dataset,
-                path=str(root / partition.path),
-            )
-        result = _compact(
-            root,
-            partition,
-            grace_s=grace_s,
-            clock_ms=clock_ms,
-            only_with_duplicates=only_with_duplicates,
-            row_group_rows=row_group_rows,
-            file_rows=file_rows,
-        )
-        partitions.remove_leftovers(
-            root, partition.dataset, partition.market, now_s=clock_ms() / 1000, grace_s=grace_s
-        )
-        return result
-
-
-def _compact(
-    root: Path,
-    partition: layout.Partition,
-    *,
-    grace_s: float,
-    clock_ms: Callable[[], int],
-    only_with_duplicates: bool,
-    row_group_rows: int,
-    file_rows: int,
-) -> PartitionResult:
-    """Merge, write a new generation, flip. The caller holds the archive's lock."""
-    spec = datasets.get(partition.dataset)
-    found = partitions.current(root, partition)
-    if found is None:
+    root = _root(data_dir)
+    table = delta.open_table(root, partition.dataset)
+    found = (
+        []
+        if table is None
+        else delta.files(table, partition.dataset, market=partition.market, date=partition.date)
+    )
+    if table is None or not found:
         raise FileNotFoundError(f"no partition {partition.path}")
-    inputs = partitions.data_files(found.directory)
-    if not only_with_duplicates and _already_compact(found.directory, inputs):
-        return _unchanged(partition, [found.directory / name for name in inputs])
-    if found.number is None and found.directory.is_symlink():
-        raise StorageError(
-            f"{partition.path} is a symlink to {os.readlink(found.directory)}, not to one of "
-            "its generations: left alone (make it a plain directory to have it compacted)",
-            dataset=partition.dataset,
-        )
-    if found.number is None:
-        # A plain directory from before generations: converted once, in place.
-        with partitions.locked(root, partition, exclusive=True):
-            found = partitions.convert_plain(root, partition, flip_time_s=clock_ms() / 1000)
-            inputs = partitions.data_files(found.directory)
-    paths = [found.directory / name for name in inputs]
-    table = _read(paths, spec.schema)
-    merged = dedupe_on_key(table, spec.key)
-    if only_with_duplicates and merged.num_rows == table.num_rows:
-        return _unchanged(partition, paths)
-    merged = merged.sort_by(spec.sort_keys)
-    generation = partitions.new_generation(root, partition)
-    outputs = _write_outputs(
-        generation, partition.dataset, merged, inputs, clock_ms, row_group_rows, file_rows
+    if not only_with_duplicates and _already_compact(found):
+        return _unchanged(partition, found)
+    return _rewrite(
+        root,
+        table,
+        partition,
+        found,
+        total=len(found),
+        final=True,
+        clock_ms=clock_ms,
+        row_group_rows=row_group_rows,
+        file_rows=file_rows,
+        only_with_duplicates=only_with_duplicates,
     )
 
-    with partitions.locked(root, partition, exclusive=True):
-        now = partitions.current(root, partition)
-        if now is None or now.directory != found.directory:
-            raise StorageError(
-                f"{partition.path} changed generation while it was being compacted; "
-                "is another program compacting this archive?",
-                dataset=partition.dataset,
-            )
-        present = partitions.data_files(found.directory)
-        missing = sorted(set(inputs) - set(present))
-        if missing:
-            raise StorageError(
-                f"{partition.path}: {len(missing)} file(s) disappeared while it was being "
-                f"compacted (e.g. {missing[0]}); not switching, the partition is unchanged",
-                dataset=partition.dataset,
-            )
-        late = sorted(set(present) - set(inputs))
-        for name in late:
-            # Flushed after we read the inputs: carried over as they are (same inode).
-            os.link(found.directory / name, generation / name)
-        partitions.fsync_dir(generation)
-        partitions.flip(root, partition, generation, flip_time_s=clock_ms() / 1000)
 
-    late_bytes = sum((generation / name).stat().st_size for name in late)
+def _rewrite(
+    root: str,
+    table: DeltaTable,
+    partition: layout.Partition,
+    inputs: list[delta.DataFile],
+    *,
+    total: int,
+    final: bool,
+    clock_ms: Callable[[], int],
+    row_group_rows: int,
+    file_rows: int,
+    only_with_duplicates: bool = False,
+) -> PartitionResult:
+    """Merge ``inputs``, write the result, and commit it in place of exactly ``inputs``.
+
+    ``final`` (a whole closed partition): the strongest encodings; otherwise the
+    flushes' faster zstd level, since the files will be rewritten later today.
+    """
+    spec = datasets.get(partition.dataset)
+    fs = pafs.LocalFileSystem() if "://" not in root else pafs.FileSystem.from_uri(root)[0]
+    table_rows = read_files(root, partition, inputs)
+    merged = dedupe_on_key(table_rows, spec.key)
+    if only_with_duplicates and merged.num_rows == table_rows.num_rows:
+        return _unchanged(partition, inputs)
+    merged = merged.sort_by(spec.sort_keys)
+    whole = len(inputs) == total
+    kind = "c" if whole else "m"
+    options = parquet_format.write_options(partition.dataset, compacted=final)
+    count = max(1, math.ceil(merged.num_rows / file_rows))
+    per_file = math.ceil(merged.num_rows / count) if merged.num_rows else 0
+    names = _output_names([Path(f.path).name for f in inputs], count, kind, clock_ms)
+    adds = []
+    written: list[str] = []
+    try:
+        for index, name in enumerate(names):
+            part = merged.slice(index * per_file, per_file)
+            action = delta.write_file(
+                fs,
+                root,
+                partition,
+                part,
+                name,
+                {**options, "row_group_size": row_group_rows},
+            )
+            adds.append(action)
+            written.append(delta.file_path(root, partition.dataset, action.path))
+        delta.commit(
+            table,
+            partition.dataset,
+            adds,
+            [delta.remove_action(f) for f in inputs],
+            metadata={"jex.operation": "compact", "jex.partition": partition.path},
+        )
+    except BaseException:
+        for path in written:  # never committed: no reader can see them
+            with contextlib.suppress(OSError):
+                fs.delete_file(path)
+        raise
     return PartitionResult(
         partition,
         True,
-        files_before=len(inputs) + len(late),
-        files_after=len(outputs) + len(late),
-        rows_before=table.num_rows,
+        files_before=total,
+        files_after=total - len(inputs) + len(adds),
+        rows_before=table_rows.num_rows,
         rows_after=merged.num_rows,
-        bytes_before=sum(path.stat().st_size for path in paths) + late_bytes,
-        bytes_after=sum((generation / name).stat().st_size for name in outputs) + late_bytes,
+        bytes_before=sum(f.size for f in inputs),
+        bytes_after=sum(a.size for a in adds),
     )
 
 
-def _unchanged(partition: layout.Partition, paths: list[Path]) -> PartitionResult:
-    rows = sum(pq.read_metadata(path).num_rows for path in paths)
-    size = sum(path.stat().st_size for path in paths)
-    return PartitionResult(partition, False, len(paths), len(paths), rows, rows, size, size)
+def read_files(root: str, partition: layout.Partition, inputs: list[delta.DataFile]) -> pa.Table:
+    """The rows of ``inputs`` (files of one partition), in creation order, with the
+    dataset's columns (``market`` from the partition)."""
+    spec = datasets.get(partition.dataset)
+    schema = delta.file_schema(partition.dataset)
+    fs = pafs.LocalFileSystem() if "://" not in root else pafs.FileSystem.from_uri(root)[0]
+
+    def read_one(file: delta.DataFile) -> pa.Table:
+        return pq.read_table(
+            delta.file_path(root, partition.dataset, file.path), schema=schema, filesystem=fs
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(READ_THREADS) as pool:
+        tables = list(pool.map(read_one, inputs))
+    body = pa.concat_tables(tables) if tables else schema.empty_table()
+    market = pa.array([partition.market] * body.num_rows, pa.string())
+    return body.add_column(0, spec.schema.field("market"), market).select(spec.column_names)
 
 
-def _already_compact(directory: Path, names: list[str]) -> bool:
-    """One file, or exactly the complete output of one earlier compaction that opens."""
-    if len(names) <= 1:
+def _unchanged(partition: layout.Partition, found: list[delta.DataFile]) -> PartitionResult:
+    rows = sum(max(f.rows, 0) for f in found)
+    size = sum(f.size for f in found)
+    return PartitionResult(partition, False, len(found), len(found), rows, rows, size, size)
+
+
+def _already_compact(found: list[delta.DataFile]) -> bool:
+    """One file, or exactly the complete output of one earlier full compaction."""
+    if len(found) <= 1:
         return True
-    matches = [_COMPACTED.match(name) for name in names]
-    if not all(matches):
+    matches = [_COMPACTED.match(Path(f.path).name) for f in found]
+    if not all(m is not None and m["kind"] == "c" for m in matches):
         return False
     sets = {(m["stamp"], m["set"]) for m in matches if m}
     sequence = sorted(int(m["seq"]) for m in matches if m)
-    if len(sets) != 1 or sequence != list(range(len(names))):
-        return False
-    try:
-        for name in names:
-            pq.read_metadata(directory / name)
-    except (OSError, pa.ArrowException):
-        return False
-    return True
+    return len(sets) == 1 and sequence == list(range(len(found)))
 
 
-def _read(paths: list[Path], schema: pa.Schema) -> pa.Table:
-    """All files as one table, in file-name (creation) order, cast to ``schema``."""
-
-    def read_one(path: Path) -> pa.Table:
-        return pq.read_table(path, schema=schema)
-
-    with concurrent.futures.ThreadPoolExecutor(READ_THREADS) as pool:
-        tables = list(pool.map(read_one, paths))
-    return pa.concat_tables(tables) if tables else schema.empty_table()
-
-
-def _write_outputs(
-    generation: Path,
-    dataset: str,
-    table: pa.Table,
-    inputs: list[str],
-    clock_ms: Callable[[], int],
-    row_group_rows: int,
-    file_rows: int,
+def _output_names(
+    inputs: list[str], count: int, kind: str, clock_ms: Callable[[], int]
 ) -> list[str]:
-    """Write ``table`` as one or more files into ``generation``, each atomically."""
-    count = max(1, math.ceil(table.num_rows / file_rows))
-    per_file = math.ceil(table.num_rows / count) if table.num_rows else 0
-    names = _output_names(inputs, count, clock_ms)
-    for index, name in enumerate(names):
-        part = table.slice(index * per_file, per_file)
-        final = generation / name
-        temp = generation / layout.temp_name(name)
-        pq.write_table(
-            part,
-            temp,
-            row_group_size=row_group_rows,
-            **parquet_format.write_options(dataset),
-        )
-        # The same rule as the writer: data durable before the name, name after rename.
-        _fsync_file(temp)
-        os.rename(temp, final)
-    partitions.fsync_dir(generation)
-    return names
-
-
-def _output_names(inputs: list[str], count: int, clock_ms: Callable[[], int]) -> list[str]:
     """Names that sort where the inputs did: before any file flushed later.
 
     Readers that need arrival order among rows of the same time (the newest recent
@@ -501,7 +461,7 @@ def _output_names(inputs: list[str], count: int, clock_ms: Callable[[], int]) ->
     time stamp of the newest input, and a file flushed after it has a later one.
     """
     stamp = None
-    for name in reversed(inputs):
+    for name in sorted(inputs, reverse=True):
         if match := _STAMP.match(name):
             stamp = match["stamp"]
             break
@@ -509,14 +469,6 @@ def _output_names(inputs: list[str], count: int, clock_ms: Callable[[], int]) ->
         stamp = layout.part_name(clock_ms())[len(layout.PART_PREFIX) :].split("-")[0]
     token = secrets.token_hex(4)
     return [
-        f"{layout.PART_PREFIX}{stamp}-{token}-c{index:02d}{layout.PARQUET_SUFFIX}"
+        f"{layout.PART_PREFIX}{stamp}-{token}-{kind}{index:02d}{layout.PARQUET_SUFFIX}"
         for index in range(count)
     ]
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -30,6 +30,7 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
 import shutil
 import threading
 from collections import defaultdict
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 WAL_DIR = "_wal"
 SUFFIX = ".arrows"
+WRITER_ID_FILE = "writer-id"
 #: Seconds between fsyncs of the log: a power cut loses at most about this much.
 SYNC_EVERY_S = 1.0
 
@@ -69,6 +71,11 @@ class Replay:
 
     tables: dict[str, list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
     segments: list[int] = field(default_factory=list)
+    #: The same tables by segment, then dataset: the writer keeps only the segments a
+    #: table's application transaction says it has not committed.
+    by_segment: dict[int, dict[str, list[pa.Table]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
     cut_bytes: int = 0
 
     @property
@@ -205,10 +212,45 @@ class WriteAheadLog:
 
     # -- segments --------------------------------------------------------------------------
 
-    def rotate(self) -> None:
-        """Start a new segment: appends from now on go there (called as buffers are swapped)."""
+    def rotate(self) -> int:
+        """Start a new segment: appends from now on go there (called as buffers are swapped).
+
+        Returns the segment just closed: the buffers swapped out hold its rows and those
+        of older segments, and the flush's commits are tagged with it.
+        """
         with self._mutex:
-            self._current = self._segment() + 1
+            closed = self._segment()
+            self._current = closed + 1
+            return closed
+
+    def advance(self, floor: int) -> None:
+        """Number new segments above ``floor``: a segment number the archive already
+        records as committed must never be used again (the log may have been emptied)."""
+        with self._mutex:
+            if self._current is None:
+                self._current = max(self._on_disk(), default=0) + 1
+            self._current = max(self._current, floor + 1)
+
+    def writer_id(self) -> str:
+        """This log's writer id (made once, kept in the log's directory): the
+        application id of the writer's Delta commits."""
+        path = f"{self.directory}/{WRITER_ID_FILE}"
+        try:
+            with open(path, encoding="ascii") as file:
+                text = file.read().strip()
+            if text:
+                return text
+        except FileNotFoundError:
+            pass
+        os.makedirs(self.directory, exist_ok=True)
+        text = f"jex-collector-{secrets.token_hex(8)}"
+        temp = f"{path}.tmp"
+        with open(temp, "w", encoding="ascii") as file:
+            file.write(text + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+        return text
 
     def delete_older(self) -> None:
         """Delete the segments before the current one (their rows are all in the archive)."""
@@ -304,6 +346,7 @@ class WriteAheadLog:
                     continue
                 tables, cut = read_stream(f"{directory}/{name}", dataset)
                 replay.tables[dataset].extend(tables)
+                replay.by_segment[segment][dataset].extend(tables)
                 replay.cut_bytes += cut
         return replay
 

@@ -1,24 +1,26 @@
-"""The archive writer: buffers rows per dataset and flushes them as atomic Parquet files.
+"""The archive writer: buffers rows per dataset and flushes each as one Delta commit.
 
 Guarantees, each kept by a mechanism named where it happens:
 
-* no reader sees a partial file: a file is written under a temporary name that
-  no ``*.parquet`` glob matches, made durable, then renamed into place;
-* no row is duplicated by a flush: a batch is de-duplicated on the dataset's key,
-  and a partition that was written is never written again after a later failure;
-* nothing received is lost by a failed flush (full disk, permissions): the rows
-  of every partition not yet written go back into the buffer and the error says
-  where and why;
+* no reader sees a partial file or a partial flush: a flush writes one file per
+  partition and adds all of a dataset's files in one atomic Delta commit
+  (:mod:`collector.storage.delta`); a file is invisible until that commit;
+* no row is duplicated by a flush: a batch is de-duplicated on the dataset's key, and
+  a dataset's commit either happened whole or not at all;
+* nothing received is lost by a failed flush (full disk, permissions, a store that
+  refuses the commit): the dataset's rows go back into the buffer, the files written
+  for it are deleted, and the error says where and why;
 * nothing received is lost by ``kill -9`` (with ``wal=True``): every table is
   appended to the write-ahead log (:mod:`collector.storage.wal`) before ``add``
-  returns, and :meth:`ArchiveWriter.recover` replays it at the next start,
-  dropping the rows that had already reached the archive;
+  returns; each commit records the log segment it covers as a Delta application
+  transaction (writer id, segment), and :meth:`ArchiveWriter.recover` replays exactly
+  the segments that no commit records, without reading the archive;
 * a failed fsync stops the writer (:class:`FatalStorageError`) instead of being
   retried: after one, the kernel may have dropped the data and a retry can
   falsely succeed.
 
-All file access goes through ``pyarrow.fs`` so that an object store can replace
-the local disk without touching the jobs.
+Data files are written through ``pyarrow.fs`` and committed through ``deltalake``, so
+an object store can replace the local disk without touching the jobs.
 """
 
 from __future__ import annotations
@@ -30,21 +32,20 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from collector import datasets
 from collector.errors import FatalStorageError, StorageError
 from collector.metrics import Metrics
-from collector.storage import layout, parquet_format, partitions
+from collector.storage import delta, layout, parquet_format
 from collector.storage.wal import WAL_DIR, WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class ArchiveWriter:
                 raise ValueError("the write-ahead log needs a local data directory")
             wal = WriteAheadLog(f"{self.root}/{WAL_DIR}", fsync=fsync)
         self.wal: WriteAheadLog | None = wal or None
+        self.writer_id = self.wal.writer_id() if self.wal is not None else None
+        self._tables: dict[str, DeltaTable] = {}
         self.metrics = metrics or Metrics()
         self.metrics.watch_buffers(self.buffered_rows)
         if self.wal is not None:
@@ -149,12 +152,13 @@ class ArchiveWriter:
             if self._fatal is not None:
                 raise self._fatal
             started = time.perf_counter()
+            segment = None
             with self._lock:
                 pending, self._buffers = self._buffers, defaultdict(list)
                 if self.wal is not None:
-                    self.wal.rotate()
+                    segment = self.wal.rotate()
             try:
-                result = self._write_pending(pending)
+                result = self._write_pending(pending, segment)
             except FatalStorageError as exc:
                 self._fatal = exc
                 raise
@@ -165,179 +169,136 @@ class ArchiveWriter:
                 self.metrics.flushed(time.perf_counter() - started)
             return result
 
-    def _write_pending(self, pending: dict[str, list[pa.Table]]) -> FlushResult:
+    def _write_pending(
+        self, pending: dict[str, list[pa.Table]], segment: int | None = None
+    ) -> FlushResult:
         result = FlushResult()
         for name, tables in pending.items():
             if not tables:
                 continue
-            groups = _split_partitions(name, pa.concat_tables(tables))
-            for index, (partition, rows) in enumerate(groups):
-                try:
-                    path = self._write_partition(partition, rows)
-                except FatalStorageError:
-                    raise
-                except StorageError as exc:
-                    unwritten = [table for _, table in groups[index:]]
-                    with self._lock:
-                        self._buffers[name][:0] = unwritten
-                    result.errors.append(exc)
-                    self.metrics.flush_failed(name)
-                    log.error(
-                        "%s (rows kept in memory, will retry at the next flush)",
-                        exc,
-                        extra={"dataset": name, "market": partition.market, "error": str(exc)},
-                    )
-                    break
-                result.files.append(path)
-                result.rows[name] += rows.num_rows
-                self.metrics.written(name, partition.market, rows.num_rows)
+            rows = pa.concat_tables(tables)
+            try:
+                paths, groups = self._commit_dataset(name, rows, segment)
+            except FatalStorageError:
+                raise
+            except StorageError as exc:
+                with self._lock:
+                    self._buffers[name][:0] = [rows]
+                result.errors.append(exc)
+                self.metrics.flush_failed(name)
+                log.error(
+                    "%s (rows kept in memory, will retry at the next flush)",
+                    exc,
+                    extra={"dataset": name, "error": str(exc)},
+                )
+                continue
+            result.files += paths
+            for partition, part in groups:
+                result.rows[name] += part.num_rows
+                self.metrics.written(name, partition.market, part.num_rows)
         return result
 
-    def _write_partition(self, partition: layout.Partition, rows: pa.Table) -> str:
-        dataset = datasets.get(partition.dataset)
-        rows = dedupe_on_key(rows, dataset.key).sort_by(dataset.sort_keys)
-        logical = f"{self.root}/{partition.path}"
-        final_name = layout.part_name(self._clock_ms())
-        temp: str | None = None
+    def _commit_dataset(
+        self, name: str, rows: pa.Table, segment: int | None
+    ) -> tuple[list[str], list[tuple[layout.Partition, pa.Table]]]:
+        """Write one file per partition of ``rows`` and add them all in one Delta commit
+        (tagged with the write-ahead log's ``segment`` when there is one). On failure the
+        files written are deleted (no reader ever saw them) and StorageError is raised."""
+        spec = datasets.get(name)
+        groups = _split_partitions(name, rows)
+        options = parquet_format.write_options(name, compacted=False)
+        written: list[str] = []
+        adds = []
         try:
-            with self._partition_dir(partition) as directory:
-                final = f"{directory}/{final_name}"
-                temp = f"{directory}/{layout.temp_name(final_name)}"
-                self._write_parquet(partition.dataset, rows, temp)
-                # fsync the data before the rename: otherwise a power cut can leave the new
-                # name pointing at a file whose blocks never reached the disk.
-                self._fsync_file(temp)
-                self.fs.move(temp, final)
-                # fsync the directory after the rename so the new name itself is durable.
-                self._fsync_dir(directory)
-        except OSError as exc:
-            if temp is not None:
-                self._discard(temp)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            hint = (
-                " (the disk is full: free space or move storage.data_dir)"
-                if (getattr(exc, "errno", None) == 28 or "No space" in str(exc))
-                else ""
+            for partition, part in groups:
+                part = dedupe_on_key(part, spec.key).sort_by(spec.sort_keys)
+                action = delta.write_file(
+                    self.fs,
+                    self.root,
+                    partition,
+                    part,
+                    layout.part_name(self._clock_ms()),
+                    options,
+                    fsync=self._fsync_checked if self._local else None,
+                )
+                written.append(delta.file_path(self.root, name, action.path))
+                adds.append(action)
+            table = self._table(name)
+            delta.commit(
+                table,
+                name,
+                adds,
+                app_id=self.writer_id if segment is not None else None,
+                version=segment,
+                metadata={"jex.operation": "flush"},
             )
-            raise StorageError(
-                f"cannot write {partition.dataset} to {logical}: {reason}{hint}",
-                dataset=partition.dataset,
-                path=logical,
-            ) from exc
-        return f"{logical}/{final_name}"
+        except (OSError, pa.ArrowException, DeltaError, StorageError) as exc:
+            if isinstance(exc, FatalStorageError):
+                raise
+            for path in written:
+                self._discard(path)
+            self._tables.pop(name, None)
+            raise _storage_error(name, f"{self.root}/{name}", exc) from exc
+        return written, groups
 
-    @contextlib.contextmanager
-    def _partition_dir(self, partition: layout.Partition) -> Iterator[str]:
-        """The directory a new file of ``partition`` is renamed into, valid for the block.
-
-        On the local disk the partition is a symlink to its current generation
-        (:mod:`collector.storage.partitions`): the block holds the partition lock shared,
-        so compaction cannot swap generations between our rename and its flip, and the
-        file lands in the generation readers see. Other filesystems have plain folders.
-        """
-        if self._local:
-            with partitions.writing(self.root, partition) as generation:
-                yield str(generation)
+    def _table(self, name: str) -> DeltaTable:
+        table = self._tables.get(name)
+        if table is None:
+            table = self._tables[name] = delta.ensure_table(self.root, name)
         else:
-            directory = f"{self.root}/{partition.path}"
-            self.fs.create_dir(directory, recursive=True)
-            yield directory
+            # A commit builds on the snapshot it is given; starting from the latest saves
+            # a retry (and this writer's own earlier commit, whose application transaction
+            # it would otherwise conflict with).
+            table.update_incremental()
+        return table
 
-    def _write_parquet(self, dataset: str, rows: pa.Table, path: str) -> None:
-        # The stream is opened and closed here, not by pq.write_table: when a write fails
-        # (full disk), write_table leaves its stream to the garbage collector, and until
-        # then the deleted temporary file keeps holding the disk space we are short of.
-        sink = self.fs.open_output_stream(path)
-        try:
-            pq.write_table(rows, sink, **parquet_format.write_options(dataset, compacted=False))
-            sink.close()  # may fail too (buffered bytes, full disk): then the file is discarded
-        finally:
-            if not sink.closed:
-                with contextlib.suppress(OSError):
-                    sink.close()
-
-    def _fsync_file(self, path: str) -> None:
-        if self._local:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                self._fsync_or_stop(fd, path)
-            finally:
-                os.close(fd)
-
-    def _fsync_dir(self, path: str) -> None:
-        if self._local:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            try:
-                self._fsync_or_stop(fd, path)
-            finally:
-                os.close(fd)
-
-    def _fsync_or_stop(self, fd: int, path: str) -> None:
+    def _fsync_checked(self, fd: int) -> None:
         # No retry: after a failed fsync the kernel may have dropped the pages it could not
         # write, and a second fsync can succeed without them ever reaching the disk.
         try:
             self._fsync(fd)
         except OSError as exc:
             raise FatalStorageError(
-                f"fsync of {path} failed: {exc.strerror or exc}", path=path
+                f"fsync of a new data file under {self.root} failed: {exc.strerror or exc}",
+                path=self.root,
             ) from exc
 
     def _discard(self, path: str) -> None:
         with contextlib.suppress(OSError, FileNotFoundError):
             self.fs.delete_file(path)
 
-    def remove_orphans(self) -> list[str]:
-        """Delete temporary files left by a crash mid-write; they were never visible."""
-        removed: list[str] = []
-        if self._local:
-            # Walked partition by partition: a recursive listing follows each date=
-            # symlink and also enters the generation behind it, finding a file twice.
-            temps = [str(path) for path in partitions.current_temp_files(self.root)]
-        else:
-            selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
-            temps = [
-                info.path
-                for info in self.fs.get_file_info(selector)
-                if info.type == pafs.FileType.File and layout.is_temp_name(info.base_name)
-            ]
-        for path in temps:
-            self._discard(path)
-            removed.append(path)
-        if removed:
-            log.warning("removed %d unfinished temporary file(s) from a previous run", len(removed))
-        return removed
-
     # -- the write-ahead log ---------------------------------------------------------------
 
     def recover(self) -> Recovery:
         """Replay the write-ahead log left by an earlier process, then flush.
 
-        Call before the first ``add``. Rows are de-duplicated on the dataset key, and
-        rows the archive already holds are dropped (the crash may have come after a
-        flush wrote them but before it deleted their segment), so replaying never
-        duplicates. Rows that fail to flush stay buffered, and the log is kept.
+        Call before the first ``add``. Each dataset's table records, as an application
+        transaction, the last segment this writer committed to it: the rows of later
+        segments are restored, those of earlier ones are already in the table (the crash
+        came after the commit, before the segment was deleted). No data is read. Rows
+        that fail to flush stay buffered, and the log is kept.
         """
         recovery = Recovery()
         if self.wal is None:
             return recovery
+        committed = {
+            name: delta.committed_segment(delta.open_table(self.root, name), self.writer_id)
+            for name in datasets.DATASETS
+        }
+        # New segments are numbered above every one a table records.
+        self.wal.advance(max((v for v in committed.values() if v is not None), default=0))
         replay = self.wal.replay()
         recovery.segments = len(replay.segments)
-        for name, tables in replay.tables.items():
-            spec = datasets.get(name)
-            rows = dedupe_on_key(pa.concat_tables(tables), spec.key) if tables else None
-            if rows is None or not rows.num_rows:
-                continue
-            fresh = pa.concat_tables(
-                [
-                    self._unarchived(partition, part)
-                    for partition, part in _split_partitions(name, rows)
-                ]
-            )
-            recovery.replayed[name] = rows.num_rows
-            recovery.restored[name] = fresh.num_rows
-            if fresh.num_rows:
+        for segment in sorted(replay.by_segment):
+            for name, tables in replay.by_segment[segment].items():
+                rows = sum(t.num_rows for t in tables)
+                recovery.replayed[name] = recovery.replayed.get(name, 0) + rows
+                done = committed.get(name)
+                if done is not None and segment <= done:
+                    continue
+                recovery.restored[name] = recovery.restored.get(name, 0) + rows
                 with self._lock:
-                    self._buffers[name].insert(0, fresh)
+                    self._buffers[name].extend(tables)
         if replay.segments:
             log.info(
                 "write-ahead log: replayed %d segment(s) left by the previous run: %s row(s), "
@@ -348,54 +309,6 @@ class ArchiveWriter:
             )
         recovery.flush = self.flush()
         return recovery
-
-    def _unarchived(self, partition: layout.Partition, rows: pa.Table) -> pa.Table:
-        """The rows of one partition that its files do not hold yet.
-
-        Compared on the key, or on every column for rows whose key has a null (recent
-        trades without an id); only archived rows within the replayed time range are read.
-        """
-        spec = datasets.get(partition.dataset)
-        directory = f"{self.root}/{partition.path}"
-        selector = pafs.FileSelector(directory, allow_not_found=True)
-        files = [
-            info.path
-            for info in self.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File and info.base_name.endswith(layout.PARQUET_SUFFIX)
-        ]
-        if not files:
-            return rows
-        times = rows.column(spec.time_column)
-        earliest, latest = pc.min(times), pc.max(times)
-        time = pads.field(spec.time_column)
-        try:
-            archived = pads.dataset(
-                files, schema=spec.schema, format="parquet", filesystem=self.fs
-            ).to_table(filter=(time >= earliest) & (time <= latest))
-        except (OSError, pa.ArrowException) as exc:
-            raise StorageError(
-                f"cannot read {directory} to check the write-ahead log's rows against it: "
-                f"{exc}; move the damaged file out of the archive and start again",
-                dataset=partition.dataset,
-                path=directory,
-            ) from exc
-        if not archived.num_rows:
-            return rows
-        indexed = rows.append_column("__row", pa.array(range(rows.num_rows), pa.int64()))
-        on_key = " AND ".join(f"a.{k} = r.{k}" for k in spec.key)
-        on_all = " AND ".join(f"a.{c} IS NOT DISTINCT FROM r.{c}" for c in spec.column_names)
-        complete = " AND ".join(f"r.{k} IS NOT NULL" for k in spec.key)
-        with duckdb.connect() as connection:
-            connection.register("replayed", indexed)
-            connection.register("archived", archived)
-            # Column names come from the dataset registry, never from data.
-            keep = connection.execute(
-                f"SELECT __row FROM replayed r WHERE CASE WHEN {complete} "  # noqa: S608
-                f"THEN NOT EXISTS (SELECT 1 FROM archived a WHERE {on_key}) "
-                f"ELSE NOT EXISTS (SELECT 1 FROM archived a WHERE {on_all}) END "
-                "ORDER BY __row"
-            ).fetchall()
-        return rows.take(pa.array([row for (row,) in keep], pa.int64()))
 
     def sync(self) -> None:
         """fsync the write-ahead log's recent appends (about every second; see wal.py)."""
@@ -411,6 +324,18 @@ class ArchiveWriter:
         """Close the write-ahead log's files (segments stay for the next start if needed)."""
         if self.wal is not None:
             self.wal.close()
+
+
+def _storage_error(dataset: str, where: str, exc: BaseException) -> StorageError:
+    """A failed write or commit as a StorageError that says where, why and what to do."""
+    if isinstance(exc, delta.ConflictError):
+        return exc
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    full = getattr(exc, "errno", None) == 28 or "No space" in str(exc)
+    hint = " (the disk is full: free space or move storage.data_dir)" if full else ""
+    return StorageError(
+        f"cannot write {dataset} to {where}: {reason}{hint}", dataset=dataset, path=where
+    )
 
 
 def _split_partitions(name: str, table: pa.Table) -> list[tuple[layout.Partition, pa.Table]]:
