@@ -1,8 +1,10 @@
-"""Storage: partition paths, atomic writes, schemas, no duplicates, nothing lost on failure."""
+"""Storage: partition paths, Delta commits, schemas, no duplicates, nothing lost on failure."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 
 from collector import datasets
 from collector.errors import StorageError
-from collector.storage import layout
+from collector.storage import compaction, delta, layout
 from collector.storage.writer import ArchiveWriter
 
 DAY_MS = 86_400_000
@@ -38,8 +40,9 @@ def trades(rows: list[tuple[str, str, int | None, int]]) -> pa.Table:
 
 
 def read_all(root: Path, dataset: str) -> pa.Table:
-    files = sorted(root.glob(f"{dataset}/market=*/date=*/*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
+    """The table's current rows, as a Delta reader sees them."""
+    table = delta.open_table(root, dataset)
+    return table.to_pyarrow_table() if table is not None else pa.table({})
 
 
 @given(
@@ -67,15 +70,6 @@ def test_date_of_ms_is_the_utc_date(ms: int) -> None:
     assert layout.date_of_ms(ms) == expected
 
 
-def test_temporary_names_are_invisible_to_parquet_globs() -> None:
-    name = layout.part_name(T0)
-    temp = layout.temp_name(name)
-    assert name.endswith(".parquet")
-    assert not temp.endswith(".parquet")
-    assert layout.is_temp_name(temp)
-    assert not layout.is_temp_name(name)
-
-
 def test_flush_writes_hive_partitions_by_market_and_event_date(tmp_path: Path) -> None:
     writer = ArchiveWriter(tmp_path)
     writer.add(
@@ -98,8 +92,13 @@ def test_flush_writes_hive_partitions_by_market_and_event_date(tmp_path: Path) -
         "trades/market=spot/date=2025-11-25",
     ]
     spot_day = pq.read_table(next((tmp_path / "trades/market=spot/date=2025-11-24").glob("*")))
-    assert spot_day.schema.equals(datasets.get("trades").schema)
+    # The partition values live in the Delta log and the path, not inside the file.
+    assert spot_day.schema.equals(delta.file_schema("trades"))
     assert spot_day["trade_id"].to_pylist() == [1, 2]  # sorted by symbol, then time
+    # One flush, one commit for the dataset, however many partitions it touched.
+    table = delta.open_table(tmp_path, "trades")
+    assert table is not None and table.version() == 1  # 0 created the table
+    assert read_all(tmp_path, "trades").num_rows == 4
     meta = pq.ParquetFile(
         next((tmp_path / "trades/market=spot/date=2025-11-24").glob("*"))
     ).metadata
@@ -148,35 +147,41 @@ def test_add_rejects_a_table_with_another_schema(tmp_path: Path) -> None:
         writer.add("trades", pa.table({"market": ["spot"]}))
 
 
-def test_a_failed_write_keeps_the_rows_and_leaves_no_file(tmp_path: Path) -> None:
+def test_a_failed_write_keeps_the_rows_and_commits_nothing(tmp_path: Path) -> None:
     writer = ArchiveWriter(tmp_path)
     writer.add("trades", trades([("spot", "BTC", 1, T0), ("spot", "BTC", 2, T0 + DAY_MS)]))
     # Make the second day's partition directory unwritable by putting a file where it goes.
     (tmp_path / "trades/market=spot").mkdir(parents=True)
     (tmp_path / "trades/market=spot/date=2025-11-25").write_text("not a directory")
     result = writer.flush()
-    assert len(result.files) == 1 and len(result.errors) == 1
-    assert "date=2025-11-25" in str(result.errors[0])
-    # The written day is not buffered again; the failed one is, in full.
-    assert writer.buffered_rows() == {"trades": 1}
+    assert result.files == [] and len(result.errors) == 1
+    assert "trades" in str(result.errors[0])
+    # A dataset's flush is one commit: nothing of it is visible, all of it stays buffered,
+    # and the file written for the first day is deleted again.
+    assert writer.buffered_rows() == {"trades": 2}
+    assert read_all(tmp_path, "trades").num_rows == 0
+    assert not list((tmp_path / "trades/market=spot").glob("date=2025-11-24/*.parquet"))
     (tmp_path / "trades/market=spot/date=2025-11-25").unlink()
     second = writer.flush()
     assert second.errors == []
     table = read_all(tmp_path, "trades")
     assert sorted(table["trade_id"].to_pylist()) == [1, 2]
-    assert not [p for p in tmp_path.rglob("*") if layout.is_temp_name(p.name)]
 
 
-def test_orphaned_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
-    directory = tmp_path / "depth/market=spot/date=2026-01-01"
-    directory.mkdir(parents=True)
-    orphan = directory / layout.temp_name(layout.part_name(T0))
-    orphan.write_bytes(b"half a parquet file")
-    keep = directory / layout.part_name(T0)
-    keep.write_bytes(b"x")
-    removed = ArchiveWriter(tmp_path).remove_orphans()
-    assert removed == [str(orphan)]
-    assert keep.exists() and not orphan.exists()
+def test_a_file_never_committed_is_invisible_and_vacuumed(tmp_path: Path) -> None:
+    writer = ArchiveWriter(tmp_path)
+    writer.add("trades", trades([("spot", "BTC", 1, T0)]))
+    writer.flush()
+    # What a crash between writing a file and committing it leaves behind.
+    directory = tmp_path / "trades/market=spot/date=2025-11-24"
+    orphan = directory / layout.part_name(T0)
+    pq.write_table(pq.read_table(next(directory.glob("*.parquet"))), orphan)
+    hour_ago = time.time() - 3600
+    os.utime(orphan, (hour_ago, hour_ago))
+    assert read_all(tmp_path, "trades").num_rows == 1
+    compaction.housekeeping(str(tmp_path), "trades", retention_hours=0)
+    assert not orphan.exists()
+    assert read_all(tmp_path, "trades").num_rows == 1
 
 
 def test_every_dataset_schema_has_its_key_and_time_columns() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from collector import datasets
 from collector.errors import FatalStorageError, StorageError
-from collector.storage import layout
+from collector.storage import delta, layout
 from collector.storage.wal import WAL_DIR, WriteAheadLog
 from collector.storage.writer import ArchiveWriter
 from tests.disk_faults import Disk
@@ -39,7 +39,7 @@ def depth(market: str, symbol: str, received_ms: int, levels: int = 2) -> pa.Tab
 
 def segments(root: Path) -> list[str]:
     wal = root / WAL_DIR
-    return sorted(p.name for p in wal.iterdir()) if wal.exists() else []
+    return sorted(p.name for p in wal.iterdir() if p.name.isdigit()) if wal.exists() else []
 
 
 def keys(table: pa.Table, *columns: str) -> list[tuple[object, ...]]:
@@ -101,7 +101,7 @@ def test_a_crash_after_the_flush_but_before_the_log_was_deleted_duplicates_nothi
     assert read_all(tmp_path, "depth").num_rows == 4
 
 
-def test_a_crash_halfway_through_a_flush_replays_only_the_partitions_not_written(
+def test_a_crash_after_a_failed_flush_replays_the_whole_uncommitted_dataset(
     tmp_path: Path,
 ) -> None:
     writer = ArchiveWriter(tmp_path, wal=True)
@@ -111,14 +111,15 @@ def test_a_crash_halfway_through_a_flush_replays_only_the_partitions_not_written
     blocker.parent.mkdir(parents=True)
     blocker.write_text("not a directory")
     result = writer.flush()
-    assert len(result.files) == 1 and len(result.errors) == 1
+    # A dataset's flush is one commit: the first day was not committed either.
+    assert result.files == [] and len(result.errors) == 1
     assert segments(tmp_path) != []  # a failed flush keeps the log: it holds the kept rows
     crash(writer)
     blocker.unlink()
 
     recovery = ArchiveWriter(tmp_path, wal=True).recover()
 
-    assert recovery.restored == {"trades": 1}
+    assert recovery.restored == {"trades": 2}
     assert keys(read_all(tmp_path, "trades"), "trade_id") == [(1,), (2,)]
 
 
@@ -271,15 +272,52 @@ def test_replay_refuses_a_log_of_an_incompatible_schema(tmp_path: Path) -> None:
         ArchiveWriter(tmp_path, wal=True).recover()
 
 
-def test_replayed_rows_that_overlap_the_archive_restore_only_the_missing_ones(
-    tmp_path: Path,
-) -> None:
-    writer = ArchiveWriter(tmp_path)
-    writer.add("trades", trades([("spot", "BTC", i, T0 + i) for i in range(1, 6)]))
-    writer.flush()
-    logged = ArchiveWriter(tmp_path, wal=True)
-    logged.add("trades", trades([("spot", "BTC", i, T0 + i) for i in range(4, 9)]))
-    crash(logged)
+def test_recovery_trusts_each_tables_application_transaction(tmp_path: Path) -> None:
+    # Segment 1 reaches both tables; segment 2 reaches depth only (trades failed to commit).
+    writer = ArchiveWriter(tmp_path, wal=True)
+    writer.add("trades", trades([("spot", "BTC", 1, T0)]))
+    writer.add("depth", depth("spot", "BTC", T0))
+    assert writer.flush().errors == []
+    writer.add("trades", trades([("spot", "BTC", 2, T0 + 1)]))
+    writer.add("depth", depth("spot", "BTC", T0 + 1))
+    blocker = tmp_path / "trades/market=spot/date=2025-11-24"
+    shutil.move(str(blocker), str(tmp_path / "moved"))
+    blocker.write_text("not a directory")
+    result = writer.flush()
+    assert [e.dataset for e in result.errors] == ["trades"]
+    crash(writer)
+    blocker.unlink()
+    shutil.move(str(tmp_path / "moved"), str(blocker))
+    trades_table = delta.open_table(tmp_path, "trades")
+    depth_table = delta.open_table(tmp_path, "depth")
+    assert trades_table is not None and depth_table is not None
+    writer_id = (tmp_path / WAL_DIR / "writer-id").read_text().strip()
+    assert delta.committed_segment(trades_table, writer_id) == 1
+    assert delta.committed_segment(depth_table, writer_id) == 2
+
     recovery = ArchiveWriter(tmp_path, wal=True).recover()
-    assert recovery.restored == {"trades": 3}
-    assert keys(read_all(tmp_path, "trades"), "trade_id") == [(i,) for i in range(1, 9)]
+
+    # Only the uncommitted trade comes back; depth's segment 2 is already in its table.
+    assert recovery.restored == {"trades": 1, "depth": 0}
+    assert keys(read_all(tmp_path, "trades"), "trade_id") == [(1,), (2,)]
+    assert read_all(tmp_path, "depth").num_rows == 8
+
+
+def test_segment_numbers_never_go_back_below_a_committed_one(tmp_path: Path) -> None:
+    # The log is emptied after every successful flush; a new run must not number its
+    # segments from 1 again, or its rows would look committed already.
+    writer = ArchiveWriter(tmp_path, wal=True)
+    for i in range(3):
+        writer.add("trades", trades([("spot", "BTC", i, T0 + i)]))
+        assert writer.flush().errors == []
+    writer.close()
+    assert segments(tmp_path) == []
+    second = ArchiveWriter(tmp_path, wal=True)
+    second.recover()
+    second.add("trades", trades([("spot", "BTC", 10, T0 + 10)]))
+    crash(second)
+
+    recovery = ArchiveWriter(tmp_path, wal=True).recover()
+
+    assert recovery.restored == {"trades": 1}
+    assert keys(read_all(tmp_path, "trades"), "trade_id") == [(0,), (1,), (2,), (10,)]

@@ -249,20 +249,27 @@ def write_file(
     path = file_path(root, dataset, relative)
     body = rows.drop_columns(["market"]).cast(file_schema(dataset))
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    sink = fs.open_output_stream(path)
     try:
-        pq.write_table(body, sink, **options)
-        sink.close()  # may fail too (buffered bytes, full disk)
-    finally:
-        if not sink.closed:
-            with contextlib.suppress(OSError):
-                sink.close()
-    if fsync is not None:
-        fd = os.open(path, os.O_RDONLY)
+        sink = fs.open_output_stream(path)
         try:
-            fsync(fd)
+            pq.write_table(body, sink, **options)
+            sink.close()  # may fail too (buffered bytes, full disk)
         finally:
-            os.close(fd)
+            # Closed here, not left to the garbage collector: until then a deleted
+            # half-written file keeps holding the disk space we are short of.
+            if not sink.closed:
+                with contextlib.suppress(OSError):
+                    sink.close()
+        if fsync is not None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                fsync(fd)
+            finally:
+                os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.delete_file(path)  # never committed, so never seen; only the space is freed
+        raise
     size = fs.get_file_info(path).size
     return AddAction(
         relative, int(size or 0), partition_values(partition), _wall_ms(), True, stats_json(body)
@@ -383,11 +390,13 @@ def committed_segment(table: DeltaTable | None, app_id: str) -> int | None:
 
 def vacuum(table: DeltaTable, retention_hours: float = RETENTION_HOURS) -> list[str]:
     """Delete files no version within the retention needs: replaced by a compaction,
-    or never committed (a crash between writing a file and committing it)."""
+    or never committed (a crash between writing a file and committing it; ``full``
+    mode lists the table's folders to find those, not only the log's removals)."""
     return table.vacuum(
         retention_hours=max(0, math.ceil(retention_hours)),
         dry_run=False,
         enforce_retention_duration=False,
+        full=True,
         post_commithook_properties=PostCommitHookProperties(create_checkpoint=False),
     )
 

@@ -294,6 +294,7 @@ class ArchiveWriter:
                 rows = sum(t.num_rows for t in tables)
                 recovery.replayed[name] = recovery.replayed.get(name, 0) + rows
                 done = committed.get(name)
+                recovery.restored.setdefault(name, 0)
                 if done is not None and segment <= done:
                     continue
                 recovery.restored[name] = recovery.restored.get(name, 0) + rows
