@@ -267,7 +267,7 @@ def run(data_dir: Path, flushes: int) -> None:
     print(f"peak RSS after the baseline: {peak_rss_mb():.0f} MB")
 
     started = time.perf_counter()
-    report = compaction.compact_archive(data_dir, grace_s=0)
+    report = compaction.compact_archive(data_dir, retention_hours=0)
     compact_s = time.perf_counter() - started
     print(
         f"compaction: {compact_s:.2f} s = {compact_s / read_before_s:.1f} x the baseline read; "

@@ -220,9 +220,16 @@ def compact_archive(
         by_partition: dict[layout.Partition, list[delta.DataFile]] = {}
         for file in delta.files(table, name):
             by_partition.setdefault(file.partition, []).append(file)
+        stale = False  # whether this process committed since the table was read
         for partition, found in sorted(by_partition.items()):
             if should_stop():
                 return report
+            if stale:
+                # A commit builds on the snapshot it read: after our own commit, read the
+                # table again, or the next commit would conflict with the previous one.
+                table.update_incremental()
+                found = delta.files(table, name, market=partition.market, date=partition.date)
+                stale = False
             closed = closed_before_ms is None or _day_end_ms(partition.date) <= closed_before_ms
             if closed:
                 chosen = None if not _already_compact(found) else []
@@ -248,14 +255,20 @@ def compact_archive(
                         file_rows=file_rows,
                     )
             except (OSError, pa.ArrowException, DeltaError, StorageError) as exc:
-                report.errors.append(f"{partition.path}: {exc}")
+                stale = True
+                report.errors.append(f"{partition.path}: {_first_line(exc)}")
                 log.error(
                     "compaction of %s failed: %s (the partition is unchanged)", partition.path, exc
                 )
                 continue
+            stale = stale or result.compacted
             report.group(name, partition.market).add(result)
         report.removed += housekeeping(root, name, retention_hours, report)
     return report
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def housekeeping(
