@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import logging
 import os
 import random
@@ -34,7 +33,7 @@ from collector import catalog, config, datasets
 from collector.daemon import Daemon
 from collector.errors import FatalStorageError
 from collector.sim import SimExchange, SimServer
-from collector.storage import layout
+from collector.storage import delta
 from collector.storage.wal import WAL_DIR, read_stream
 from tests.disk_faults import Disk
 
@@ -107,12 +106,11 @@ def audit(data_dir: Path, truth: SimExchange, logged: Counter[tuple[str, str]] |
     """Check the archive; ``logged`` is rows per (snapshot dataset, market) the jobs reported."""
     result = Audit()
     for name in datasets.DATASETS:
-        # What the views read: the dataset's glob, dot-files included (DuckDB's glob
-        # matches them too).
-        for path in glob.glob(layout.dataset_glob(str(data_dir), name), include_hidden=True):
+        # What every Delta reader reads: the files of the table's current version.
+        table = delta.open_table(data_dir, name)
+        for file in delta.files(table, name) if table is not None else []:
+            path = delta.file_path(data_dir, name, file.path)
             result.files += 1
-            if path.endswith(layout.TEMP_SUFFIX) or layout.is_temp_name(Path(path).name):
-                result.temporary.append(path)
             try:
                 pq.ParquetFile(path).read()
             except Exception:
