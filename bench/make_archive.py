@@ -61,7 +61,7 @@ from common import DEFAULT_ARCHIVE
 
 from collector import datasets
 from collector.sim.market import DAY, HOUR, MINUTE, Instrument, SimExchange
-from collector.storage import compaction, parquet_format
+from collector.storage import compaction, delta, parquet_format
 from collector.storage.writer import ArchiveWriter
 
 #: The archive's first day: fixed, so that every run makes the same archive.
@@ -275,11 +275,28 @@ def write_csv(out: Path, dataset: str, market: str, symbol: str, day: dt.date, d
 # -- the ideal file -------------------------------------------------------------------------
 
 
+def delta_dataset(data_dir: Path, name: str) -> pads.Dataset:
+    """The table's current files as a pyarrow dataset with the dataset's columns (market
+    from the partition path) and its types (times in ms)."""
+    table = delta.open_table(data_dir, name)
+    assert table is not None, f"no {name} table in {data_dir}"
+    files = [delta.file_path(data_dir, name, f.path) for f in delta.files(table, name)]
+    partitioning = pads.partitioning(
+        pa.schema([("market", pa.string()), ("date", pa.date32())]), flavor="hive"
+    )
+    return pads.dataset(
+        files,
+        format="parquet",
+        schema=datasets.get(name).schema,
+        partitioning=partitioning,
+        partition_base_dir=str(data_dir / name),
+    )
+
+
 def write_ideal(data_dir: Path, path: Path) -> int:
     """Every trade in one file, sorted by market, symbol, time, with a ``date`` column."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    files = sorted(str(p) for p in (data_dir / "trades").glob("market=*/date=*/*.parquet"))
-    dataset = pads.dataset(files, format="parquet", schema=datasets.get("trades").schema)
+    dataset = delta_dataset(data_dir, "trades")
     schema = datasets.get("trades").schema.append(pa.field("date", pa.date32(), nullable=False))
     keys = dataset.to_table(columns=["market", "symbol"]).group_by(["market", "symbol"])
     pairs = sorted(keys.aggregate([]).to_pylist(), key=lambda r: (r["market"], r["symbol"]))
@@ -343,7 +360,11 @@ def build(
         timing["write_s"] += time.perf_counter() - started
         started = time.perf_counter()
         report = compaction.compact_archive(
-            data_dir, closed_before_ms=day_ms(day) + DAY, grace_s=0, clock_ms=lambda: clock["ms"]
+            data_dir,
+            closed_before_ms=day_ms(day) + DAY,
+            open_partitions=False,
+            retention_hours=0,
+            clock_ms=lambda: clock["ms"],
         )
         if report.errors:
             raise RuntimeError(f"compaction failed: {report.errors[0]}")
