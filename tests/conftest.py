@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run the long variants of the soak and kill loops (minutes instead of seconds)",
     )
+
+
+_exit_status: int | None = None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the process with pytest's own status once everything is reported.
+
+    A process that used deltalake and pyarrow can abort in the interpreter's teardown
+    ("terminate called without an active exception", SIGABRT: a race between their
+    thread pools at exit; delta-rs issue 2184, arrow issue 34314), after every test has
+    passed. The CLI ends the same way (``collector.cli``); this is the same for pytest.
+    """
+    if _exit_status is not None and "deltalake" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(_exit_status)
 
 
 @pytest.fixture(scope="session")

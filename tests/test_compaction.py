@@ -309,11 +309,13 @@ def depth_rows(n: int, *, received_at: int, market: str = "spot") -> pa.Table:
 # -- kill -9 --------------------------------------------------------------------------------
 
 KILLABLE = """
-import sys
+import os, sys
 from collector.storage import compaction
 print("ready", flush=True)
 report = compaction.compact_archive(sys.argv[1], retention_hours=0)
 assert not report.errors, report.errors
+sys.stdout.flush()
+os._exit(0)  # as the CLI does: no teardown race between pyarrow's and delta-rs's threads
 """
 
 
