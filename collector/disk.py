@@ -16,8 +16,11 @@ Bytes: each dataset's files cost a fixed amount each (footer, page headers: the 
 one-row file) plus an amount per row, measured by ``bench/disk.py`` (:data:`BYTES`), for
 the flush files (zstd 3; one per dataset, market and day at every flush that has rows)
 and for compacted files (zstd 9/19; one per dataset, market and day). An open day is
-held as flush files until it is compacted (an hour after it ends); closed days as
-compacted files, so the archive grows by the compacted bytes a day.
+held at the flush encodings (its flush files, which compaction merges into a few files
+through the day, keeping the replaced ones for the tables' retention hour) until it is
+compacted an hour after it ends; closed days as compacted files, so the archive grows by
+the compacted bytes a day. The tables' Delta logs (a commit of about a kilobyte per
+dataset and flush, kept two days, see :mod:`collector.storage.delta`) are not counted.
 
 Pure except :func:`fetch_trade_counts` (asks the exchange) and :func:`free_space`.
 """

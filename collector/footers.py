@@ -1,11 +1,13 @@
-"""Row counts, time ranges and sizes of the archive, from Parquet footers only.
+"""Row counts, time ranges and sizes of the archive, from the Delta log's file statistics.
 
-What ``jex-collector status`` shows per dataset and market is read from each file's
-footer (the row count and the row groups' min/max statistics of the dataset's time
-column), never from the data, so it costs one small read per file whatever the
-archive's size. Partitions are read through their current generation (the
-``date=D`` link resolved once, see :mod:`collector.storage.partitions`): retired
-generations, unfinished ones and temporary files are never counted.
+What ``jex-collector status`` shows per dataset and market comes from each table's
+log (:func:`collector.storage.delta.files`): every file of the table's latest version
+with its size, row count and the min/max of the dataset's time column, as the writer
+and compaction recorded them in the file's add action. No data file is opened, so
+today's figures cost the same with 50 flush files as with 50,000. Files the log does
+not name (written but never committed, or replaced and awaiting vacuum) are not
+counted. Only a file committed without statistics (not one the collector wrote) has
+its Parquet footer read.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from collector import datasets
-from collector.storage import partitions
+from collector.storage import delta, layout
 
 log = logging.getLogger(__name__)
 
@@ -63,35 +65,44 @@ class GroupSummary:
 
 
 def summarize(data_dir: str | Path, today: dt.date) -> dict[tuple[str, str], GroupSummary]:
-    """Every dataset and market with at least one partition, keyed (dataset, market);
+    """Every dataset and market with at least one file, keyed (dataset, market);
     ``rows_today`` counts the partition of the UTC date ``today``.
 
-    About 50 µs per file: a year of compacted days (28 files a day) takes half a
-    second, the day of flushes not compacted yet (up to 54,000 files by midnight with
-    the shipped schedule) a few seconds. The reads are not threaded: they hold the
-    GIL, and threads made them slower.
+    One read of each table's log (its last checkpoint and the commits after it).
     """
-    root = Path(data_dir)
+    root = str(Path(data_dir).resolve())
     groups: dict[tuple[str, str], GroupSummary] = {}
-    for name in datasets.DATASETS:
-        if not (root / name).is_dir():
-            continue
-        for partition in partitions.list_partitions(root, name):
-            found = partitions.current(root, partition)
-            if found is None:
-                continue  # removed since it was listed
-            key = (name, partition.market)
-            group = groups.setdefault(key, GroupSummary(name, partition.market))
-            group.partitions += 1
-            for path, size in _data_files(found.directory):
-                summary = read_footer(name, path, size)
-                if summary is None:
-                    group.files += 1
-                    group.bytes += size
-                    group.unreadable += 1
-                else:
-                    group.add(summary, partition.date == today)
+    for name, table in delta.tables(root):
+        seen: set[layout.Partition] = set()
+        for file in delta.files(table, name):
+            partition = file.partition
+            group = groups.setdefault(
+                (name, partition.market), GroupSummary(name, partition.market)
+            )
+            if partition not in seen:
+                seen.add(partition)
+                group.partitions += 1
+            summary = _from_log(file)
+            if summary is None:
+                path = Path(delta.file_path(root, name, file.path))
+                summary = read_footer(name, path, file.size)
+            if summary is None:
+                group.files += 1
+                group.bytes += file.size
+                group.unreadable += 1
+            else:
+                group.add(summary, partition.date == today)
     return groups
+
+
+def _from_log(file: delta.DataFile) -> FileSummary | None:
+    """The file's figures from its add action, or None when the log lacks them (rows,
+    or a time range for a file that has rows)."""
+    if file.rows < 0:
+        return None
+    if file.rows > 0 and (file.min_time_ms is None or file.max_time_ms is None):
+        return None
+    return FileSummary(file.rows, file.min_time_ms, file.max_time_ms, file.size)
 
 
 def read_footer(dataset: str, path: Path, size: int) -> FileSummary | None:
@@ -122,7 +133,7 @@ def read_footer(dataset: str, path: Path, size: int) -> FileSummary | None:
             last = _max(last, high)
         return FileSummary(metadata.num_rows, first, last, size)
     except (OSError, ValueError) as exc:
-        # Gone (a generation deleted after its grace period) or not Parquet: left out.
+        # Gone (vacuumed after a compaction replaced it) or not Parquet: left out.
         log.warning("status: cannot read the footer of %s: %s", path, exc)
         return None
 
@@ -131,14 +142,6 @@ def _read_times(path: Path, column: str, rows: int, size: int) -> FileSummary:
     times = pq.read_table(path, columns=[column])[column]
     bounds = pc.min_max(times)
     return FileSummary(rows, _ms(bounds["min"].as_py()), _ms(bounds["max"].as_py()), size)
-
-
-def _data_files(directory: Path) -> list[tuple[Path, int]]:
-    """(path, bytes) of each finished data file; none when the directory is gone."""
-    try:
-        return partitions.data_file_sizes(directory)
-    except FileNotFoundError:
-        return []
 
 
 def _ms(value: object) -> int | None:

@@ -29,12 +29,17 @@ bool (``is_buyer_maker``, nullable)     pandas ``boolean`` (null: ``<NA>``)
 timestamp[ms, UTC]                      ``datetime64[ms, UTC]`` (null: NaT)
 =====================================  =========================================
 
-Only what is asked is read: a partition's date is the UTC date of the time column,
-so partitions outside ``[start, end)`` are never opened; symbol, time and column
-filters are pushed down to Parquet, which skips row groups by their statistics.
-Each partition is read through its resolved generation folder (see the README's
-Compaction section), and read again if compaction deleted a file under the read, so
-a load running next to compaction returns every row exactly once.
+Only what is asked is read: the files come from the dataset's Delta table log
+(:func:`collector.storage.delta.files`), which names each file's partition and the
+range of its time column, so files of other markets, of dates outside ``[start, end)``
+or with no time inside it are never opened; symbol, time and column filters are pushed
+down to Parquet, which skips row groups by their statistics. ``market`` is not inside
+the files: each file's market comes from the log, as a guarantee of its fragment.
+
+A load reads one version of the table: a compaction committing meanwhile replaces
+files in a later version, and the files it replaced stay on disk for the table's
+retention period (:data:`collector.storage.delta.RETENTION_HOURS`), so a load returns
+every row exactly once.
 
 An empty range, or an archive without the dataset, gives an empty frame with the same
 columns and dtypes as a non-empty one; a ``data_dir`` that does not exist is an error.
@@ -45,7 +50,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TypedDict, Unpack, cast
@@ -55,20 +59,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from collector import datasets
 from collector.config import KLINE_INTERVALS
-from collector.errors import StorageError
 from collector.research import depth_wide
-from collector.storage import layout, partitions
+from collector.storage import delta, layout
 
 log = logging.getLogger(__name__)
 
 #: String columns with few distinct values: read as Arrow dictionaries, so they become
 #: pandas ``category`` without millions of Python strings.
 CATEGORY_COLUMNS = ("market", "symbol", "side", "interval")
-#: Reads started again when compaction deleted a file under one.
-READ_RETRIES = 10
 
 TimeLike = str | dt.datetime | dt.date | pd.Timestamp
 Names = str | Iterable[str]
@@ -234,50 +236,48 @@ def _load(
     condition = None
     for part in conditions:
         condition = part if condition is None else condition & part
-    for attempt in range(1, READ_RETRIES + 1):
-        try:
-            files = _files(root, spec.name, markets, start_ms, end_ms)
-            if not files:
-                return _frame(read_schema.empty_table().select(projection), spec)
-            table = _scan(files, spec, condition).to_table(
-                columns=projection, filter=condition, use_threads=True
-            )
-        except FileNotFoundError as exc:
-            # Compaction deleted a generation we had resolved (only after its grace
-            # period, or a plain folder's one-time conversion): resolve again.
-            log.info("a partition changed under a load (attempt %d): %s", attempt, exc)
-            continue
-        return _frame(table, spec)
-    raise StorageError(
-        f"{spec.name} in {root} kept changing under the load ({READ_RETRIES} attempts); "
-        "run it again",
-        dataset=spec.name,
-        path=str(root),
+    root = root.resolve()
+    files = _files(root, spec.name, markets, start_ms, end_ms)
+    if not files:
+        return _frame(read_schema.empty_table().select(projection), spec)
+    table = _scan(root, files, spec, condition).to_table(
+        columns=projection, filter=condition, use_threads=True
     )
+    return _frame(table, spec)
 
 
 def _scan(
-    files: list[str], spec: datasets.Dataset, condition: pc.Expression | None
+    root: Path, files: list[delta.DataFile], spec: datasets.Dataset, condition: pc.Expression | None
 ) -> pads.Dataset:
     """A dataset over ``files`` reading only the row groups ``condition`` may match.
 
-    An explicit schema: files written by different steps (the writer, compaction) may
-    store a string column plainly or dictionary-encoded; this unifies them. Row groups
-    are chosen by their statistics against the plain schema first: Arrow does not prune
-    row groups by a column read as a dictionary (``symbol == 'X'`` against statistics
-    kept as strings), and reading ``market``/``symbol`` as dictionaries is what makes
-    them cheap pandas categories.
+    Each file is a fragment whose partition expression is its market (the column the
+    files do not hold: the scan fills it in from there). An explicit schema: files
+    written by different steps (the writer, compaction) may store a string column
+    plainly or dictionary-encoded; this unifies them. Row groups are chosen by their
+    statistics against the plain schema first: Arrow does not prune row groups by a
+    column read as a dictionary (``symbol == 'X'`` against statistics kept as strings),
+    and reading ``market``/``symbol`` as dictionaries is what makes them cheap pandas
+    categories.
     """
     schema = _read_schema(spec)
+    filesystem = pafs.LocalFileSystem()
     file_format = pads.ParquetFileFormat(
         read_options=pads.ParquetReadOptions(
             dictionary_columns=[name for name in schema.names if name in CATEGORY_COLUMNS]
         )
     )
-    if condition is None:
-        return pads.dataset(files, schema=schema, format=file_format)
+    plain_format = pads.ParquetFileFormat()
     fragments = []
-    for fragment in pads.dataset(files, schema=spec.schema, format="parquet").get_fragments():
+    for file in files:
+        path = delta.file_path(root, spec.name, file.path)
+        market = pc.field("market") == pa.scalar(file.partition.market)
+        if condition is None:
+            fragments.append(
+                file_format.make_fragment(path, filesystem, partition_expression=market)
+            )
+            continue
+        fragment = plain_format.make_fragment(path, filesystem)
         kept = [group.id for group in fragment.subset(condition).row_groups]
         # Row groups whose statistics show every row matches: their fragment carries
         # the condition as its guarantee, so the scan does not evaluate it row by row.
@@ -285,9 +285,9 @@ def _scan(
         for certain, run in itertools.groupby(kept, key=lambda group: group not in doubtful):
             fragments.append(
                 file_format.make_fragment(
-                    fragment.path,
-                    fragment.filesystem,
-                    partition_expression=condition if certain else pc.scalar(True),
+                    path,
+                    filesystem,
+                    partition_expression=market & condition if certain else market,
                     row_groups=list(run),
                 )
             )
@@ -296,47 +296,40 @@ def _scan(
 
 def _files(
     root: Path, dataset: str, markets: list[str], start_ms: int | None, end_ms: int | None
-) -> list[str]:
-    """Data files of the partitions in range, by date, then market, then creation.
+) -> list[delta.DataFile]:
+    """Files of the table's latest version that may hold rows of ``markets`` in
+    ``[start_ms, end_ms)``, by date, then market, then creation.
 
-    Only the market folders are listed; a partition's own folder is listed only when
-    its date is in range. ``date=D`` is resolved once, so every file listed belongs to
-    one generation (kept for the grace period after a switch).
+    From the Delta log alone: a file is left out by its partition (market, date) or,
+    when the log has its time range, by that range.
     """
+    table = delta.open_table(root, dataset)
+    if table is None:
+        return []
     first = None if start_ms is None else layout.date_of_ms(start_ms)
     last = None if end_ms is None else layout.date_of_ms(end_ms - 1)
-    found: list[tuple[dt.date, int, str]] = []
-    for rank, market in enumerate(markets):
-        directory = root / dataset / f"market={market}"
-        try:
-            names = os.listdir(directory)
-        except FileNotFoundError:
+    rank = {market: index for index, market in enumerate(markets)}
+    only = markets[0] if len(markets) == 1 else None
+    found = []
+    for file in delta.files(table, dataset, market=only):
+        date = file.partition.date
+        if file.partition.market not in rank:
             continue
-        for name in names:
-            date = _partition_date(name)
-            if date is None or (first and date < first) or (last and date > last):
-                continue
-            current = partitions.current(root, layout.Partition(dataset, market, date))
-            if current is None:  # gone since the listing: a plain folder being converted
-                raise FileNotFoundError(f"partition {directory / name} vanished while listed")
-            folder = current.directory
-            if current.number is None and folder.is_symlink():
-                folder = folder.resolve()  # a link someone else made
-            try:
-                files = partitions.data_files(folder)
-            except FileNotFoundError:
-                raise FileNotFoundError(f"partition {folder} vanished while listed") from None
-            found += [(date, rank, str(folder / file)) for file in files]
-    return [path for _, _, path in sorted(found)]
+        if (first is not None and date < first) or (last is not None and date > last):
+            continue
+        if _outside(file, start_ms, end_ms):
+            continue
+        found.append(file)
+    return sorted(
+        found, key=lambda f: (f.partition.date, rank[f.partition.market], Path(f.path).name)
+    )
 
 
-def _partition_date(name: str) -> dt.date | None:
-    if not name.startswith("date="):
-        return None
-    try:
-        return dt.date.fromisoformat(name.removeprefix("date="))
-    except ValueError:
-        return None
+def _outside(file: delta.DataFile, start_ms: int | None, end_ms: int | None) -> bool:
+    """Whether the log's time range of ``file`` shows none of its rows is in range."""
+    if start_ms is not None and file.max_time_ms is not None and file.max_time_ms < start_ms:
+        return True
+    return end_ms is not None and file.min_time_ms is not None and file.min_time_ms >= end_ms
 
 
 def _read_schema(spec: datasets.Dataset) -> pa.Schema:

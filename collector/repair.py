@@ -2,11 +2,11 @@
 
 Duplicates are removed partition by partition by compaction
 (:func:`collector.storage.compaction.compact_partition`): the partition's rows are
-de-duplicated on the dataset's key (keeping the first), written as a new generation,
-and the partition is switched to it in one step, so a reader sees either the old rows
-or the de-duplicated ones, never both and never neither. A crash leaves the old rows
-(duplicates, never a loss), which the next repair removes. Files the daemon writes into
-the partition meanwhile are carried over.
+de-duplicated on the dataset's key (keeping the first), written as new files, and one
+Delta commit replaces exactly the files that were read with them, so a reader sees
+either the old rows or the de-duplicated ones, never both and never neither. A crash
+leaves the old rows (duplicates, never a loss), which the next repair removes. Files
+the daemon commits to the partition meanwhile are not among those replaced, and stay.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from collector.backfill import Backfill
 from collector.config import KLINE_INTERVALS, Settings
-from collector.storage import compaction, partitions
+from collector.storage import compaction, delta
 from collector.storage.writer import ArchiveWriter
 from collector.verify import Finding
 
@@ -33,9 +33,13 @@ class RepairReport:
 def remove_duplicates(data_dir: str | Path, dataset: str, report: RepairReport) -> None:
     """Rewrite every partition of ``dataset`` that holds duplicate keys.
 
-    Raises :class:`StorageError` when a compaction is running on the archive.
+    Raises :class:`StorageError` (:class:`collector.storage.delta.ConflictError`) when a
+    concurrent compaction replaced a partition's files first; run the repair again.
     """
-    for partition in partitions.list_partitions(Path(data_dir).resolve(), dataset):
+    table = delta.open_table(Path(data_dir).resolve(), dataset)
+    if table is None:
+        return
+    for partition in delta.list_partitions(table, dataset):
         result = compaction.compact_partition(data_dir, partition, only_with_duplicates=True)
         if not result.compacted:
             continue

@@ -4,8 +4,9 @@ Reads three things, never the exchange and never the data itself:
 
 * the daemon's state file (:mod:`collector.runstate`): whether it runs, and per job
   and market the last run, success and failure;
-* the archive's Parquet footers (:mod:`collector.footers`): per dataset and market,
-  rows today and in total, first and last event time, files and bytes;
+* each dataset's Delta log (:mod:`collector.footers`): per dataset and market, rows
+  today and in total, first and last event time, files and bytes, from the statistics
+  the log keeps for every file (no data file is opened);
 * the quarantine folder (:mod:`collector.quarantine`): payloads set aside in the
   last hour, counted from the file names (and the ``market`` field at the top of
   each file).

@@ -1,5 +1,5 @@
 """pandas loaders and research helpers: the same rows as DuckDB and the simulator, only
-the partitions and row groups asked for are read, and compaction never shows a row twice."""
+the files and row groups asked for are read, and compaction never shows a row twice."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -22,7 +23,7 @@ import collector
 from collector import catalog, datasets, loaders
 from collector.research import book_top, depth_wide, trades_to_bars, trades_with_book
 from collector.sim import SimExchange
-from collector.storage import compaction
+from collector.storage import compaction, delta, layout
 from collector.storage.writer import ArchiveWriter
 
 DAY_MS = 86_400_000
@@ -267,14 +268,49 @@ def test_partitions_outside_the_range_are_never_opened(tmp_path: Path) -> None:
         loaders.load_trades(start="2025-11-26", end="2025-11-27 00:00:00.001", data_dir=tmp_path)
 
 
-def test_a_symbol_filter_skips_the_row_groups_of_other_symbols(tmp_path: Path) -> None:
-    """Row groups of symbol B have their bytes destroyed: a load of A must never read them.
-    The partition is a plain folder, as archives from before compaction have."""
-    rows = [(symbol, n, T0 + n, float(n)) for symbol in "AB" for n in range(3000)]
+def test_files_whose_times_are_outside_the_range_are_never_opened(tmp_path: Path) -> None:
+    """Within one day's partition, the Delta log's time range of each file decides."""
+    write(tmp_path, "trades", trades_table([("A", 1, T0 + 1000, 1.0), ("A", 2, T0 + 2000, 1.0)]))
+    write(tmp_path, "trades", trades_table([("A", 3, T0 + 9000, 1.0)]))
+    first, _ = sorted((tmp_path / "trades/market=spot/date=2025-11-25").glob("*.parquet"))
+    first.write_bytes(b"not a parquet file")
+    later = loaders.load_trades(start="2025-11-25 00:00:05", data_dir=tmp_path)
+    assert list(later["trade_id"]) == [3]
+    with pytest.raises(pa.ArrowInvalid):
+        loaders.load_trades(start="2025-11-25 00:00:02", data_dir=tmp_path)
+
+
+def test_only_files_the_delta_log_names_are_read(tmp_path: Path) -> None:
+    """A file written but never committed (a crash before the commit) and the files a
+    compaction replaced (kept for readers until vacuumed) are on disk, never loaded."""
+    write(tmp_path, "trades", trades_table([("A", 1, T0, 1.0)]))
+    write(tmp_path, "trades", trades_table([("A", 2, T0 + 1, 1.0)]))
+    assert compaction.compact_archive(tmp_path).partitions == 1
     partition = tmp_path / "trades/market=spot/date=2025-11-25"
-    partition.mkdir(parents=True)
-    path = partition / "part-legacy.parquet"
-    pq.write_table(trades_table(rows), path, row_group_size=1000, compression="zstd")
+    pq.write_table(
+        trades_table([("A", 99, T0 + 2, 1.0)]).drop_columns(["market"]),
+        partition / "part-20251125T000000000-deadbeef.parquet",
+    )
+    assert len(list(partition.glob("*.parquet"))) == 4  # two replaced, one merged, one stray
+    assert list(loaders.load_trades(data_dir=tmp_path)["trade_id"]) == [1, 2]
+
+
+def test_a_symbol_filter_skips_the_row_groups_of_other_symbols(tmp_path: Path) -> None:
+    """Row groups of symbol B have their bytes destroyed: a load of A must never read them."""
+    rows = [(symbol, n, T0 + n, float(n)) for symbol in "AB" for n in range(3000)]
+    partition = layout.Partition("trades", "spot", dt.date(2025, 11, 25))
+    table = delta.ensure_table(tmp_path, "trades")
+    name = "part-20251125T000000000-0000abcd.parquet"
+    add = delta.write_file(
+        pafs.LocalFileSystem(),
+        str(tmp_path),
+        partition,
+        trades_table(rows),
+        name,
+        {"row_group_size": 1000, "compression": "zstd"},
+    )
+    delta.commit(table, "trades", [add])
+    path = tmp_path / partition.path / name
     metadata = pq.ParquetFile(path).metadata
     data = bytearray(path.read_bytes())
     for group in range(3, 6):  # the three row groups of B
@@ -287,6 +323,7 @@ def test_a_symbol_filter_skips_the_row_groups_of_other_symbols(tmp_path: Path) -
     path.write_bytes(bytes(data))
     only_a = loaders.load_trades(symbols="A", data_dir=tmp_path)
     assert len(only_a) == 3000 and set(only_a["symbol"]) == {"A"}
+    assert set(only_a["market"]) == {"spot"}
     with pytest.raises((OSError, pa.ArrowException)):
         loaders.load_trades(symbols=["B"], data_dir=tmp_path)
 
@@ -317,12 +354,12 @@ def test_errors_name_what_exists(tmp_path: Path) -> None:
 # -- compaction under a load ------------------------------------------------------------------
 
 
-def test_a_load_while_compaction_switches_the_partition_returns_every_row_once(
+def test_a_load_while_compaction_rewrites_the_partition_returns_every_row_once(
     tmp_path: Path,
 ) -> None:
-    """Compaction keeps rewriting one partition (with no grace period, so a generation
-    a load resolved can vanish under it) while loads run: each one returns at least the
-    rows written before it began, at most those written by its end, none twice."""
+    """Compaction keeps rewriting one partition while loads run: each one reads one
+    version of the table, so it returns at least the rows written before it began, at
+    most those written by its end, none twice."""
     writer = ArchiveWriter(tmp_path)
     started = written = 0
     lock = threading.Lock()
@@ -363,21 +400,21 @@ def test_a_load_while_compaction_switches_the_partition_returns_every_row_once(
 
     thread = threading.Thread(target=reader)
     thread.start()
-    flips = 0
+    rewrites = 0
     try:
         for _ in range(15):
             write_batch()
             loaded.clear()
-            flips += compaction.compact_archive(tmp_path, grace_s=0).partitions
-            # Each switch is followed by a load that completes, as real switches (once a
-            # day per partition) are; a load overlapping one switch resolves again.
+            rewrites += compaction.compact_archive(tmp_path).partitions
+            # Each rewrite is followed by a load that completes: the loads overlap the
+            # writes and rewrites, not only what is between them.
             while not (loaded.wait(0.1) or stop.is_set()):
                 pass
     finally:
         stop.set()
         thread.join()
     assert failures == []
-    assert flips == 15 and loads["done"] >= 15
+    assert rewrites == 15 and loads["done"] >= 15
     final = loaders.load_trades(data_dir=tmp_path)
     assert sorted(final["trade_id"]) == list(range(written))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ from click.testing import CliRunner
 
 from collector import config, datasets
 from collector.cli import main
-from collector.report import EmptyArchiveError, generate, make_report, page
+from collector.report import EmptyArchiveError, generate, make_report, page, series
 from collector.report.model import DAY_MS, HOUR_MS, Report, Window, default_window
+from collector.storage import compaction
 from collector.storage.writer import ArchiveWriter
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -288,6 +290,27 @@ def test_prices_funding_and_disk_are_read_from_the_archive(gap_report: Report) -
 
 def gap_report_files(report: Report) -> list[Path]:
     return list(Path(report.data_dir).glob("*/market=*/date=*/*.parquet"))
+
+
+def test_disk_use_counts_the_files_the_tables_hold_now(gap_archive: Path, tmp_path: Path) -> None:
+    """After a compaction the files it replaced stay on disk until vacuumed; the report
+    counts what the views read: the merged files."""
+    archive = tmp_path / "archive"
+    shutil.copytree(gap_archive, archive)
+    writer = ArchiveWriter(archive)  # a second file in the partition of 2026-11-20
+    late = every(at(6), at(7), 10 * S)
+    writer.add("book_ticker", rows("book_ticker", late, market="spot", symbol="ETHUSDT"))
+    assert writer.flush().errors == []
+    before = series.disk_use(archive)
+    compacted = compaction.compact_archive(archive)
+    assert not compacted.errors and compacted.partitions == 1
+    after = series.disk_use(archive)
+    groups = compacted.groups.values()
+    assert before.total_bytes == sum(g.bytes_before for g in groups)
+    assert after.total_bytes == sum(g.bytes_after for g in groups)
+    assert after.files == compacted.files_after < before.files
+    on_disk = sum(p.stat().st_size for p in archive.glob("*/market=*/date=*/*.parquet"))
+    assert after.total_bytes < on_disk <= before.total_bytes + after.total_bytes
 
 
 def test_symbols_are_chosen_by_name_or_market(gap_archive: Path) -> None:

@@ -13,12 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from deltalake.transaction import AddAction
 
 from collector import catalog, datasets, runstate, status
 from collector.cli import main
 from collector.exchange.client import Response
 from collector.jobs import JobReport
 from collector.quarantine import Quarantine
+from collector.storage import compaction, delta, layout
 from collector.storage.lock import ArchiveLock
 from tests.conftest import fast_settings
 from tests.test_runstate import FakeClock
@@ -77,7 +79,7 @@ def all_ok(symbols: int = 1) -> dict[str, list[JobReport]]:
     }
 
 
-# -- the archive, from footers ---------------------------------------------------------------
+# -- the archive, from the Delta log ---------------------------------------------------------------
 
 
 def test_json_matches_duckdb_for_every_dataset_and_market(sim_archive: Path) -> None:
@@ -130,32 +132,91 @@ def test_the_table_has_one_line_per_dataset_and_market_within_120_columns(
     assert "NOT HEALTHY" in result.output
 
 
-def test_retired_generations_temp_files_and_footers_without_statistics(
+def test_the_figures_come_from_the_delta_log_without_opening_a_file(
     sim_archive: Path, tmp_path: Path
 ) -> None:
+    """Every data file's bytes destroyed: status still shows the same rows and times
+    (from the log's statistics). A file the log does not name (written, never committed)
+    and files a compaction replaced (on disk until vacuumed) are not counted."""
     archive = tmp_path / "archive"
     shutil.copytree(sim_archive, archive, symlinks=True)
-    before = status.report(archive, now=NOW).groups[("depth", "spot")]
+    before = status.report(archive, now=NOW).groups
     partition = next((archive / "depth" / "market=spot").glob("date=*"))
-    current = partition.resolve()
-    # What readers never see: a retired generation beside it and a file being written.
-    retired = current.with_name(current.name.rsplit(".g", 1)[0] + ".g99")
-    shutil.copytree(current, retired)
-    (current / ".part-20261124T000000000-abcd.parquet.tmp").write_bytes(b"half a file")
-    after = status.report(archive, now=NOW).groups[("depth", "spot")]
-    assert (after.rows_total, after.files, after.bytes) == (
-        before.rows_total,
-        before.files,
-        before.bytes,
+    stray = partition / "part-20261124T000000000-0000abcd.parquet"
+    shutil.copyfile(next(partition.glob("*.parquet")), stray)
+    for path in archive.glob("*/market=*/date=*/*.parquet"):
+        path.write_bytes(b"\0" * path.stat().st_size)
+    after = status.report(archive, now=NOW).groups
+    assert after.keys() == before.keys()
+    for key, group in before.items():
+        assert (after[key].rows_total, after[key].first_ms, after[key].last_ms) == (
+            group.rows_total,
+            group.first_ms,
+            group.last_ms,
+        ), key
+        assert (after[key].files, after[key].bytes, after[key].unreadable) == (
+            group.files,
+            group.bytes,
+            0,
+        ), key
+
+
+def test_replaced_files_awaiting_vacuum_are_not_counted(sim_archive: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    shutil.copytree(sim_archive, archive, symlinks=True)
+    groups = status.report(archive, now=NOW).groups
+    # A group with partitions of several files: compaction replaces them.
+    (dataset, market), before = max(groups.items(), key=lambda item: item[1].files)
+    folder = archive / dataset / f"market={market}"
+    on_disk = len(list(folder.glob("date=*/*.parquet")))
+    assert before.files == on_disk > before.partitions
+    report = compaction.compact_archive(archive)  # replaced files stay until vacuumed
+    assert not report.errors
+    compacted = report.group(dataset, market)
+    after = status.report(archive, now=NOW).groups[(dataset, market)]
+    assert after.files == after.partitions == before.partitions
+    assert len(list(folder.glob("date=*/*.parquet"))) > on_disk
+    assert (before.rows_total, after.rows_total) == (compacted.rows_before, compacted.rows_after)
+    assert (after.first_ms, after.last_ms) == (before.first_ms, before.last_ms)
+
+
+def test_a_file_committed_without_statistics_has_its_footer_read(tmp_path: Path) -> None:
+    """Files the collector did not write may come without statistics in the log (rows,
+    times) or in their footer: the footer, then the time column, give them."""
+    spec = datasets.get("depth")
+    partition = layout.Partition("depth", "spot", NOW.date())
+    times = [status.epoch_ms(NOW) - 5000, status.epoch_ms(NOW) - 1000]
+    rows = pa.table(
+        {
+            "received_at": times,
+            "symbol": ["A", "A"],
+            "update_id": [1, 2],
+            "side": ["bid", "ask"],
+            "level": [0, 0],
+            "price": [1.0, 2.0],
+            "qty": [1.0, 1.0],
+        }
     )
-    # A file whose footer has no statistics: its time column is read instead.
-    first = next(current.glob("*.parquet"))
-    table = pq.read_table(first)
-    pq.write_table(table, first, write_statistics=False)
-    times = table["received_at"].cast(pa.int64())
-    again = status.report(archive, now=NOW).groups[("depth", "spot")]
-    assert again.rows_total == before.rows_total
-    assert again.first_ms is not None and again.first_ms <= min(times.to_pylist())
+    rows = rows.select(delta.file_schema("depth").names).cast(delta.file_schema("depth"))
+    assert spec.time_column == "received_at"
+    relative = f"market=spot/date={NOW.date().isoformat()}/part-20261124T115955000-0000abcd.parquet"
+    path = tmp_path / "depth" / relative
+    path.parent.mkdir(parents=True)
+    pq.write_table(rows, path, write_statistics=False)
+    table = delta.ensure_table(tmp_path, "depth")
+    add = AddAction(
+        relative,
+        path.stat().st_size,
+        delta.partition_values(partition),
+        status.epoch_ms(NOW),
+        True,
+        None,  # type: ignore[arg-type]  # no statistics, as other writers may commit
+    )
+    delta.commit(table, "depth", [add])
+    group = status.report(tmp_path, now=NOW).groups[("depth", "spot")]
+    assert (group.rows_total, group.rows_today, group.files) == (2, 2, 1)
+    assert (group.first_ms, group.last_ms) == tuple(times)
+    assert group.unreadable == 0
 
 
 # -- health -------------------------------------------------------------------------------

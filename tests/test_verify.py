@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from collector import datasets
 from collector.cli import main
+from collector.repair import RepairReport, remove_duplicates
+from collector.storage import delta
 from collector.storage.writer import ArchiveWriter
 from collector.verify import verify
 
@@ -102,6 +104,27 @@ def test_holes_and_duplicates_are_counted_and_located(tmp_path: Path) -> None:
 def test_an_empty_archive_verifies(tmp_path: Path) -> None:
     assert verify(tmp_path) == []
     assert CliRunner().invoke(main, ["verify", "--data-dir", str(tmp_path)]).exit_code == 0
+
+
+def test_removing_duplicates_rewrites_only_the_partitions_that_have_them(tmp_path: Path) -> None:
+    write(tmp_path, "trades", trades([1, 2, 3]))
+    write(tmp_path, "trades", trades([3, 4]))  # id 3 twice in the spot partition
+    write(tmp_path, "trades", trades([1, 2], symbol="ETHUSDT", market="contract"))
+    write(tmp_path, "trades", trades([3], symbol="ETHUSDT", market="contract"))
+
+    def files(market: str) -> list[str]:
+        table = delta.open_table(tmp_path, "trades")
+        assert table is not None
+        return [f.path for f in delta.files(table, "trades", market=market)]
+
+    contract = files("contract")
+    assert len(files("spot")) == len(contract) == 2
+    report = RepairReport()
+    remove_duplicates(tmp_path, "trades", report)
+    remove_duplicates(tmp_path, "depth", report)  # no table: nothing to do
+    assert (report.duplicates_removed, report.files_replaced) == ({"trades": 1}, 2)
+    assert len(files("spot")) == 1 and files("contract") == contract
+    assert all(f.ok for f in verify(tmp_path))
 
 
 def test_repair_fills_holes_from_the_exchange_and_removes_duplicates(tmp_path: Path) -> None:

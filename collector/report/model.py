@@ -173,7 +173,8 @@ class FundingChart:
 
 @dataclass
 class DiskUse:
-    """Bytes and files of the live generation of every partition, per dataset and date."""
+    """Bytes and files each dataset's table holds now (its latest version), per dataset
+    and date."""
 
     bytes_by_date: dict[str, dict[dt.date, int]]
     files: int

@@ -122,7 +122,7 @@ def _header(report: Report) -> str:
         (
             "Size on disk",
             f"{_e(_size(report.disk.total_bytes))} in {report.disk.files:,} files "
-            "(the live generation of every partition)",
+            "(the files the tables hold now)",
         ),
     ]
     rows = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in facts)
@@ -348,10 +348,11 @@ def _disk(report: Report, draw: Callable[..., bytes] | None) -> str:
             head,
             _img(picture, "bytes on disk per dataset and date"),
             '<p class="caption">Bytes on disk of each dataset per date partition (the UTC day '
-            "of the rows' event time), counting the files of the live generation only (what "
-            "the views read; replaced generations awaiting deletion, the write-ahead log and "
-            "the quarantine are not counted). Days that are over are compacted into one "
-            "file per dataset and market, so today's bar shrinks after midnight.</p>",
+            "of the rows' event time), counting the files each table holds now (what the "
+            "views read; files replaced by compaction and awaiting deletion, the Delta logs, "
+            "the write-ahead log and the quarantine are not counted). Days that are over are "
+            "compacted into one file per dataset and market, so today's bar shrinks after "
+            "midnight.</p>",
             '<table class="sizes"><tr><th>dataset</th><th class="num">in this window</th></tr>'
             f"{rows}</table>",
             "</section>",

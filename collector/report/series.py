@@ -8,7 +8,6 @@ SQL text is built from registry names only; markets, symbols and times are bound
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,7 @@ from collector.report.model import (
     Window,
     nice_step_ms,
 )
-from collector.storage import layout, partitions
-
-log = logging.getLogger(__name__)
+from collector.storage import delta
 
 
 def archive_span(connection: Any) -> tuple[int, int] | None:
@@ -176,38 +173,20 @@ def funding_chart(connection: Any, window: Window) -> FundingChart:
 
 
 def disk_use(data_dir: str | Path, window: Window | None = None) -> DiskUse:
-    """Bytes of the data files of every partition's live generation (what the views read),
-    per dataset and date; ``window`` limits the dates of ``bytes_by_date`` (the totals
-    are the whole archive's). Retired generations, the write-ahead log and the
-    quarantine are not counted."""
+    """Bytes of the data files of every table's latest version (what the views read),
+    per dataset and date, from each table's Delta log (no file is opened); ``window``
+    limits the dates of ``bytes_by_date`` (the totals are the whole archive's). Files
+    replaced by compaction and awaiting vacuum, the Delta logs, the write-ahead log and
+    the quarantine are not counted."""
     by_date: dict[str, dict[dt.date, int]] = {}
     files = 0
     total = 0
-    for name in datasets.DATASETS:
-        try:
-            found = partitions.list_partitions(data_dir, name)
-        except FileNotFoundError:
-            continue
-        for partition in found:
-            size, count = _live_bytes(data_dir, partition)
-            files += count
-            total += size
-            if window is None or window.first_date <= partition.date <= window.last_date:
+    for name, table in delta.tables(str(Path(data_dir).resolve())):
+        for file in delta.files(table, name):
+            date = file.partition.date
+            files += 1
+            total += file.size
+            if window is None or window.first_date <= date <= window.last_date:
                 dates = by_date.setdefault(name, {})
-                dates[partition.date] = dates.get(partition.date, 0) + size
+                dates[date] = dates.get(date, 0) + file.size
     return DiskUse(by_date, files, total)
-
-
-def _live_bytes(data_dir: str | Path, partition: layout.Partition) -> tuple[int, int]:
-    """Bytes and files of one partition, through its ``date=D`` link; a partition that
-    compaction switches meanwhile is read again through the new link."""
-    for _ in range(3):
-        current = partitions.current(data_dir, partition)
-        if current is None:
-            return 0, 0
-        try:
-            files = partitions.data_file_sizes(current.directory)
-            return sum(size for _, size in files), len(files)
-        except FileNotFoundError:
-            log.info("partition %s was switched while it was measured; again", partition.path)
-    return 0, 0
