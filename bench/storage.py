@@ -31,13 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import DEFAULT_ARCHIVE, machine, table, write_json
 
-from collector.storage import compaction, parquet_format
+from collector.storage import compaction, delta, parquet_format
 
 DATASETS = ("trades", "depth", "klines")
 
 
 def parquet_files(archive: Path, dataset: str) -> list[Path]:
-    return sorted((archive / "data" / dataset).glob("market=*/date=*/*.parquet"))
+    """The files readers read: a Delta table's current files, or (an archive of the
+    layout before Delta, for comparison) each partition's current folder."""
+    data_dir = archive / "data"
+    table = delta.open_table(data_dir, dataset)
+    if table is not None:
+        return sorted(
+            Path(delta.file_path(data_dir, dataset, f.path)) for f in delta.files(table, dataset)
+        )
+    return sorted((data_dir / dataset).glob("market=*/date=*/*.parquet"))
 
 
 def sizes(archive: Path, dataset: str) -> dict[str, Any]:

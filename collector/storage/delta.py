@@ -69,11 +69,11 @@ LOG_DIR = "_delta_log"
 #: its files), short enough that a day's flush files do not pile up.
 RETENTION_HOURS = 1
 #: Table properties set at creation. Checkpoints every 100 commits keep a reader's log
-#: replay short; log entries older than two days are deleted after a checkpoint (the
+#: replay short; log entries older than a day are deleted after a checkpoint (the
 #: archive never needs time travel further back than the retention above).
 TABLE_CONFIGURATION: dict[str, str | None] = {
     "delta.checkpointInterval": "100",
-    "delta.logRetentionDuration": "interval 2 days",
+    "delta.logRetentionDuration": "interval 1 days",
     "delta.deletedFileRetentionDuration": f"interval {RETENTION_HOURS} hours",
     "delta.enableExpiredLogCleanup": "true",
 }
