@@ -1,9 +1,18 @@
 """DuckDB access to the archive: one view per dataset, and reads the collector needs.
 
-``<data_dir>/archive.duckdb`` holds only views over the Parquet files (no data),
-so it is cheap to rebuild. It is rebuilt under a temporary name and renamed into
-place: a DuckDB CLI or notebook holding the old file open is never disturbed,
-and never blocks the rebuild.
+Each dataset's view reads its Delta table (:mod:`collector.storage.delta`) through
+DuckDB's ``delta`` extension (``delta_scan``): a query sees one version of the table,
+so a compaction or a flush committed while it runs is either wholly in it or not at
+all, and the files it reads stay on disk until :func:`collector.storage.delta.vacuum`
+deletes them (``delta.RETENTION_HOURS`` after they were replaced, longer than a query
+runs). Every connection made here loads the
+extension (:func:`load_delta`).
+
+``<data_dir>/archive.duckdb`` holds only views over the tables (no data), so it is
+cheap to rebuild. It is rebuilt under a temporary name and renamed into place: a
+DuckDB CLI or notebook holding the old file open is never disturbed, and never blocks
+the rebuild. Whoever opens it needs the extension too (``INSTALL delta; LOAD delta;``
+in the DuckDB CLI).
 
 SQL text is built only from names in :mod:`collector.datasets` and the archive's
 own directory (quoted); values go in as bound parameters.
@@ -11,7 +20,7 @@ own directory (quoted); values go in as bound parameters.
 
 from __future__ import annotations
 
-import logging
+import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,16 +30,12 @@ import duckdb
 import pyarrow as pa
 
 from collector import datasets, derived
-from collector.errors import ConfigError, StorageError
-from collector.storage import layout, partitions
-
-log = logging.getLogger(__name__)
+from collector.errors import ConfigError
+from collector.storage import delta
 
 T = TypeVar("T")
 
 DB_NAME = "archive.duckdb"
-#: Attempts at a read during which compaction keeps switching partitions.
-SWITCH_RETRIES = 10
 
 _DUCKDB_TYPES: dict[pa.DataType, str] = {
     pa.string(): "VARCHAR",
@@ -42,17 +47,73 @@ _DUCKDB_TYPES: dict[pa.DataType, str] = {
 }
 
 
+def extension_file(name: str) -> Path | None:
+    """The DuckDB extension ``name`` shipped by the pip package ``duckdb-extension-<name>``
+    for the installed DuckDB version, or None when that package (or that version's
+    binary) is not installed."""
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+        if path.is_file():
+            return path
+    return None
+
+
+def load_extension(connection: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Load the DuckDB extension ``name`` (``delta``, ``httpfs``) into ``connection``.
+
+    Tried in order: already loaded; installed in DuckDB's extension folder (``INSTALL``);
+    the binary of the pip package ``duckdb-extension-<name>`` (a dependency of ours, so
+    no download is needed). Only when neither is there, a plain ``LOAD``, which DuckDB
+    may satisfy by downloading it. A ConfigError says how to install it when all fail.
+    """
+    if not name.isidentifier() or not name.islower():
+        raise ValueError(f"not a DuckDB extension name: {name!r}")
+    state = connection.execute(
+        "SELECT loaded, installed FROM duckdb_extensions() WHERE extension_name = $name",
+        {"name": name},
+    ).fetchone()
+    if state is not None and state[0]:
+        return
+    shipped = extension_file(name)
+    targets = [name] if state is not None and state[1] else []
+    if shipped is not None:
+        targets.append(path_literal(shipped))
+    failure: duckdb.Error | None = None
+    for target in targets or [name]:
+        try:
+            connection.execute(f"LOAD {target}")
+        except duckdb.Error as exc:
+            failure = exc
+            continue
+        return
+    raise ConfigError(
+        f"DuckDB (version {duckdb.__version__}) cannot load its {name!r} extension, "
+        f"which the archive's views need: {failure}. Install it with "
+        f"`pip install duckdb-extension-{name}=={duckdb.__version__}` (a dependency of "
+        f"jex-collector), or once in DuckDB with `INSTALL {name}; LOAD {name};`",
+        source=f"duckdb extension {name}",
+    ) from failure
+
+
+def load_delta(connection: duckdb.DuckDBPyConnection) -> None:
+    """Load DuckDB's ``delta`` extension (``delta_scan``) into ``connection``."""
+    load_extension(connection, "delta")
+
+
 def sql_string(value: str) -> str:
     """A SQL string literal of text from the dataset registry (view comments)."""
     return "'" + value.replace("'", "''") + "'"
 
 
 def path_literal(path: str | Path) -> str:
-    """The one way a path (or a glob) enters SQL text: validated, then quoted.
+    """The one way a path enters SQL text: validated, then quoted.
 
-    View DDL cannot take bound parameters, so the archive's location is written into
-    the view. Only an absolute path without control characters is accepted; quotes
-    are doubled, which is all a DuckDB string literal needs (backslashes are literal).
+    View DDL cannot take bound parameters, so a table's location is written into the
+    view. Only an absolute path without control characters is accepted; quotes are
+    doubled, which is all a DuckDB string literal needs (backslashes are literal).
     """
     text = str(path)
     if not text.startswith("/"):
@@ -62,55 +123,58 @@ def path_literal(path: str | Path) -> str:
     return sql_string(text)
 
 
+def table_path(data_dir: str | Path, dataset: str) -> Path:
+    """The absolute folder of ``dataset``'s Delta table in the archive ``data_dir``."""
+    return Path(delta.table_uri(Path(data_dir).resolve(), dataset))
+
+
 def has_files(data_dir: str | Path, dataset: str) -> bool:
-    base = Path(data_dir) / dataset
-    return base.is_dir() and any(base.glob(f"market=*/date=*/*{layout.PARQUET_SUFFIX}"))
+    """Whether ``dataset``'s table exists and its current version has a data file."""
+    return delta.has_rows(Path(data_dir).resolve(), dataset)
 
 
 def source_sql(data_dir: str | Path, dataset: str) -> str:
-    """A SELECT over the dataset's files (or an empty, typed SELECT when it has none)."""
+    """A SELECT over the dataset's table (or an empty, typed SELECT when there is none)."""
     spec = datasets.get(dataset)
-    if not has_files(data_dir, dataset):
+    if not delta.is_table(Path(data_dir).resolve(), dataset):
         columns = ", ".join(
             f"CAST(NULL AS {_DUCKDB_TYPES[c.type]}) AS {c.name}" for c in spec.columns
         )
         return f"SELECT {columns}, CAST(NULL AS DATE) AS date WHERE false"
-    glob = layout.dataset_glob(str(Path(data_dir).resolve()), dataset)
     columns = ", ".join(spec.column_names)
-    # No union_by_name: it makes DuckDB open every file's footer at every query, before
-    # the market and date filters skip folders (a query for one hour of a month-old
-    # archive went 1.9x slower, bench/views.py). It is not needed: the writer refuses
-    # rows that do not have the registry's schema and compaction casts to it, so every
-    # file has the same columns. If a column is ever added to a dataset, the older files
-    # lack it and DuckDB refuses the mix: rewrite them, or bring union_by_name back.
-    return (
-        # Names come from the dataset registry; the path is checked and quoted by path_literal.
-        f"SELECT {columns}, date FROM read_parquet({path_literal(glob)}, "  # noqa: S608
-        "hive_partitioning = true, hive_types = {'market': VARCHAR, 'date': DATE})"
-    )
+    # Names come from the dataset registry; the path is checked and quoted by path_literal.
+    # The table's partition columns (market, date) come from its log, not the files.
+    location = path_literal(table_path(data_dir, dataset))
+    return f"SELECT {columns}, date FROM delta_scan({location})"  # noqa: S608
 
 
 def connect(data_dir: str | Path, *, derived_views: bool = True) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every dataset as a view (always current), and
-    the derived views of ``queries/views`` (:mod:`collector.derived`).
+    """An in-memory DuckDB connection, with the ``delta`` extension loaded, every dataset
+    as a view (each query reads its table's latest version), and the derived views of
+    ``queries/views`` (:mod:`collector.derived`).
 
-    Creating a derived view binds the dataset views it reads again (listing their files),
-    which costs as much as creating those; and a broken ``queries/views`` file (a
-    ConfigError) must not stop verify or a backfill: the collector's own reads, which
-    need none, pass ``derived_views=False``.
+    Creating a derived view binds the dataset views it reads again (reading their
+    tables' logs), which costs as much as creating those; and a broken ``queries/views``
+    file (a ConfigError) must not stop verify or a backfill: the collector's own reads,
+    which need none, pass ``derived_views=False``.
     """
     connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
-    for name in datasets.DATASETS:
-        connection.execute(f"CREATE VIEW {name} AS {source_sql(data_dir, name)}")
-    if derived_views:
-        derived.install(connection)
+    try:
+        connection.execute("SET TimeZone = 'UTC'")
+        load_delta(connection)
+        for name in datasets.DATASETS:
+            connection.execute(f"CREATE VIEW {name} AS {source_sql(data_dir, name)}")
+        if derived_views:
+            derived.install(connection)
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
 def write_views(data_dir: str | Path) -> Path:
     """(Re)write ``<data_dir>/archive.duckdb`` with one view per dataset and the derived
-    views; return its path."""
+    views; return its path. Reading it needs DuckDB's ``delta`` extension loaded."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     final = data_dir / DB_NAME
@@ -121,6 +185,9 @@ def write_views(data_dir: str | Path) -> Path:
     connection = duckdb.connect(str(temp))
     broken: ConfigError | None = None
     try:
+        # Creating a view binds it: delta_scan must be there, and times read as UTC.
+        connection.execute("SET TimeZone = 'UTC'")
+        load_delta(connection)
         for name, spec in datasets.DATASETS.items():
             connection.execute(f"CREATE OR REPLACE VIEW {name} AS {source_sql(data_dir, name)}")
             connection.execute(f"COMMENT ON VIEW {name} IS {sql_string(spec.doc)}")
@@ -164,43 +231,16 @@ def query(
 ) -> pa.Table:
     """Run ``sql`` against the views and return an Arrow table (``derived_views``: as
     for :func:`connect`)."""
-
-    def run() -> pa.Table:
-        with connect(data_dir, derived_views=derived_views) as connection:
-            return connection.sql(sql, params=params or None).to_arrow_table()
-
-    return consistently(data_dir, run)
+    with connect(data_dir, derived_views=derived_views) as connection:
+        return connection.sql(sql, params=params or None).to_arrow_table()
 
 
 def consistently(data_dir: str | Path, run: Callable[[], T]) -> T:
-    """``run()`` (reads through DuckDB) so that it sees each partition either as it was
-    before a compaction or as it is after, never a mix.
-
-    DuckDB lists a partition's files, then looks at each through the ``date=D`` link:
-    when compaction switches the link in between, a listed file can be missing (an
-    error) or be skipped (a silent hole). So the partitions' links are noted before
-    and after, and a read during which one was switched, or that found a file gone,
-    is run again; compaction switches each partition about once a day, so a second
-    run is all it takes.
-    """
-    root = Path(data_dir)
-    for attempt in range(1, SWITCH_RETRIES + 1):
-        before = partitions.switch_marks(root)
-        try:
-            result = run()
-        except duckdb.IOException as exc:
-            if "No such file or directory" not in str(exc):
-                raise
-            log.info("a partition was compacted under a query (attempt %d): %s", attempt, exc)
-            continue
-        if not partitions.switched(before, partitions.switch_marks(root)):
-            return result
-        log.info("a partition was compacted under a query (attempt %d); again", attempt)
-    raise StorageError(
-        f"the archive in {data_dir} kept being compacted under the query "
-        f"({SWITCH_RETRIES} attempts); run it again",
-        path=str(data_dir),
-    )
+    """``run()``: kept for callers written when reads had to be retried around a
+    compaction. Each query now reads one version of each table (a Delta snapshot), and
+    compaction's replaced files outlive any query, so there is nothing to retry."""
+    del data_dir
+    return run()
 
 
 def max_by_group(
@@ -224,12 +264,8 @@ def max_by_group(
         f"SELECT {keys}, {aggregate} FROM {dataset} "  # noqa: S608
         f"WHERE {column} IS NOT NULL GROUP BY {keys}"
     )
-
-    def run() -> list[Any]:
-        with connect(data_dir, derived_views=False) as connection:
-            return connection.execute(sql).fetchall()
-
-    rows = consistently(data_dir, run)
+    with connect(data_dir, derived_views=False) as connection:
+        rows = connection.execute(sql).fetchall()
     return {tuple(row[:-1]): row[-1] for row in rows}
 
 
@@ -240,26 +276,29 @@ def last_recent_trades(
 
     These came from the recent-trades endpoint; a restarted job compares its first poll
     with them so that it does not store the overlap again. Rows keep the order the
-    exchange sent them in: files sort by name in creation order, and a file's rows are
-    stably sorted by time.
+    exchange sent them in: files sort by name in creation order (compacted files carry
+    the creation time of their newest input), and a file's rows are stably sorted by
+    time. ``delta_scan`` has no row numbers, so the files of the table's current
+    version are read directly (they outlive this read: see the module).
     """
-    if not has_files(data_dir, "trades"):
+    root = Path(data_dir).resolve()
+    table = delta.open_table(root, "trades")
+    # Paths from the log, not file_uris(): those are URIs (a space becomes %20).
+    found_files = [] if table is None else delta.files(table, "trades")
+    files = [delta.file_path(root, "trades", file.path) for file in found_files]
+    if not files:
         return {}
-    glob = layout.dataset_glob(str(Path(data_dir).resolve()), "trades")
-
-    def run() -> list[Any]:
-        with connect(data_dir, derived_views=False) as connection:
-            return connection.execute(
-                "SELECT market, symbol, epoch_ms(time), price, qty FROM ("
-                "  SELECT *, row_number() OVER (PARTITION BY market, symbol"
-                "    ORDER BY time DESC, filename DESC, file_row_number DESC) AS newest"
-                "  FROM read_parquet($glob, filename = true, file_row_number = true)"
-                "  WHERE trade_id IS NULL"
-                ") WHERE newest <= $n ORDER BY market, symbol, newest DESC",
-                {"glob": glob, "n": per_symbol},
-            ).fetchall()
-
-    rows = consistently(data_dir, run)
+    with duckdb.connect() as connection:
+        rows = connection.execute(
+            "SELECT market, symbol, epoch_ms(time), price, qty FROM ("
+            "  SELECT *, row_number() OVER (PARTITION BY market, symbol"
+            "    ORDER BY time DESC, filename DESC, file_row_number DESC) AS newest"
+            "  FROM read_parquet($files, filename = true, file_row_number = true,"
+            "    hive_partitioning = true, hive_types = {'market': VARCHAR, 'date': DATE})"
+            "  WHERE trade_id IS NULL"
+            ") WHERE newest <= $n ORDER BY market, symbol, newest DESC",
+            {"files": files, "n": per_symbol},
+        ).fetchall()
     found: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     for market, symbol, time_ms, price, qty in rows:
         found.setdefault((market, symbol), []).append((time_ms, price, qty))

@@ -54,9 +54,9 @@ def install(connection: duckdb.DuckDBPyConnection, views: list[DerivedView] | No
     """Create (or replace) every derived view on ``connection``, which must already have
     the dataset views.
 
-    Creating a view binds it, which lists the dataset files it reads: an I/O error (a
-    file that compaction replaced a moment ago) is the archive's, not the SQL file's, and
-    passes through unchanged so that :func:`collector.catalog.consistently` retries it.
+    Creating a view binds it, which reads the logs of the dataset tables it selects from:
+    an I/O error there (a damaged table, a disk error) is the archive's, not the SQL
+    file's, and passes through unchanged rather than as a ConfigError naming the file.
     """
     for view in load() if views is None else views:
         try:

@@ -1,4 +1,6 @@
-"""DuckDB views: every dataset has one, empty or not, with its documented columns."""
+"""DuckDB views: every dataset has one, empty or not, with its documented columns, over
+the dataset's Delta table; ``archive.duckdb`` opens in a plain DuckDB with the ``delta``
+extension."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import pyarrow as pa
 import pytest
 
 from collector import catalog, datasets
+from collector.errors import ConfigError
+from collector.storage import compaction, delta
 from collector.storage.writer import ArchiveWriter
 
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
@@ -28,6 +32,35 @@ def fund_rows(ids: list[int], symbol: str = "BTCUSDT") -> pa.Table:
     )
 
 
+def recent_trades(market: str, prices: list[float], time_ms: int = T0) -> pa.Table:
+    """Trades without an id (the recent-trades endpoint), all at the same time: only the
+    order they were written in tells them apart."""
+    n = len(prices)
+    return pa.table(
+        {
+            "market": [market] * n,
+            "symbol": ["BTCUSDT"] * n,
+            "trade_id": pa.nulls(n, pa.int64()),
+            "time": [time_ms] * n,
+            "price": prices,
+            "qty": [1.0] * n,
+            "is_buyer_maker": pa.nulls(n, pa.bool_()),
+            "received_at": [time_ms + 5] * n,
+        },
+        schema=datasets.get("trades").schema,
+    )
+
+
+def open_archive_db(path: Path) -> duckdb.DuckDBPyConnection:
+    """``archive.duckdb`` as a user opens it: plain DuckDB, then the ``delta`` extension
+    from the pip package duckdb-extension-delta (what ``LOAD delta`` does once installed)."""
+    shipped = catalog.extension_file("delta")
+    assert shipped is not None, "duckdb-extension-delta is a dependency"
+    connection = duckdb.connect(str(path), read_only=True)
+    connection.execute(f"LOAD '{shipped}'")
+    return connection
+
+
 def test_every_dataset_has_a_view_with_its_columns_even_when_empty(tmp_path: Path) -> None:
     path = catalog.write_views(tmp_path)
     with duckdb.connect(str(path), read_only=True) as connection:
@@ -42,7 +75,7 @@ def test_views_read_the_files_with_market_and_date_columns(tmp_path: Path) -> No
     writer.add("protection_fund", fund_rows([1, 2, 3]))
     writer.flush()
     path = catalog.write_views(tmp_path)
-    with duckdb.connect(str(path), read_only=True) as connection:
+    with open_archive_db(path) as connection:
         connection.execute("SET TimeZone = 'UTC'")
         rows = connection.execute(
             "SELECT market, symbol, id, time, date FROM protection_fund ORDER BY id"
@@ -60,19 +93,19 @@ def test_views_see_files_written_after_they_were_created(tmp_path: Path) -> None
     path = catalog.write_views(tmp_path)
     writer.add("protection_fund", fund_rows([2]))
     writer.flush()
-    with duckdb.connect(str(path), read_only=True) as connection:
+    with open_archive_db(path) as connection:
         assert connection.execute("SELECT count(*) FROM protection_fund").fetchone() == (2,)
 
 
 def test_rewriting_views_does_not_disturb_an_open_reader(tmp_path: Path) -> None:
     path = catalog.write_views(tmp_path)
-    with duckdb.connect(str(path), read_only=True) as reader:
+    with open_archive_db(path) as reader:
         writer = ArchiveWriter(tmp_path)
         writer.add("protection_fund", fund_rows([1]))
         writer.flush()
         catalog.write_views(tmp_path)  # must not fail on the reader's lock
         assert reader.execute("SELECT count(*) FROM trades").fetchone() == (0,)
-    with duckdb.connect(str(path), read_only=True) as fresh:
+    with open_archive_db(path) as fresh:
         assert fresh.execute("SELECT count(*) FROM protection_fund").fetchone() == (1,)
 
 
@@ -90,12 +123,15 @@ def test_max_by_group_is_where_jobs_resume(tmp_path: Path) -> None:
         catalog.max_by_group(tmp_path, "trades", "id; DROP TABLE x", ("symbol",))
 
 
-def test_a_data_dir_with_a_quote_in_its_name_is_quoted(tmp_path: Path) -> None:
+def test_a_data_dir_with_a_quote_and_a_space_in_its_name_is_read(tmp_path: Path) -> None:
     odd = tmp_path / "it's data"
     writer = ArchiveWriter(odd)
     writer.add("protection_fund", fund_rows([1]))
+    writer.add("trades", recent_trades("spot", [1.0, 2.0]))
     writer.flush()
     assert catalog.query(odd, "SELECT count(*) AS n FROM protection_fund")["n"].to_pylist() == [1]
+    newest = catalog.last_recent_trades(odd, 1)
+    assert newest == {("spot", "BTCUSDT"): [(T0, 2.0, 1.0)]}
 
 
 def test_query_command_prints_table_csv_and_json_and_fails_clearly(tmp_path: Path) -> None:
@@ -143,3 +179,106 @@ def test_a_view_rebuild_removes_the_temporary_file_of_a_killed_rebuild(tmp_path:
     alive.write_bytes(b"being written")
     catalog.write_views(tmp_path)
     assert not dead.exists() and alive.exists()
+
+
+def test_views_over_tables_have_the_registry_types_of_the_empty_views(tmp_path: Path) -> None:
+    """A table read by delta_scan (microsecond TIMESTAMPTZ, Delta's own types) gives the
+    same columns and types as the typed empty view of a dataset without a table."""
+    with catalog.connect(tmp_path / "none") as connection:
+        expected = {
+            name: connection.execute(f"DESCRIBE {name}").fetchall() for name in datasets.DATASETS
+        }
+    for name in datasets.DATASETS:
+        delta.ensure_table(tmp_path / "tables", name)
+    with catalog.connect(tmp_path / "tables") as connection:
+        for name in datasets.DATASETS:
+            assert "delta_scan" in catalog.source_sql(tmp_path / "tables", name)
+            described = connection.execute(f"DESCRIBE {name}").fetchall()
+            assert [row[:2] for row in described] == [row[:2] for row in expected[name]], name
+            assert connection.execute(f"SELECT count(*) FROM {name}").fetchone() == (0,)
+
+
+def test_has_files_is_a_table_with_a_data_file(tmp_path: Path) -> None:
+    assert not catalog.has_files(tmp_path, "protection_fund")  # no table
+    delta.ensure_table(tmp_path, "protection_fund")
+    assert not catalog.has_files(tmp_path, "protection_fund")  # a table, no file yet
+    writer = ArchiveWriter(tmp_path)
+    writer.add("protection_fund", fund_rows([1]))
+    writer.flush()
+    assert catalog.has_files(tmp_path, "protection_fund")
+    assert not catalog.has_files(tmp_path, "trades")
+
+
+def test_views_read_the_latest_version_after_a_compaction(tmp_path: Path) -> None:
+    writer = ArchiveWriter(tmp_path)
+    for ids in ([1, 2], [3], [2, 4]):  # id 2 twice: compaction keeps one
+        writer.add("protection_fund", fund_rows(ids))
+        writer.flush()
+    sql = "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM protection_fund"
+    assert catalog.query(tmp_path, sql).to_pylist() == [{"n": 5, "ids": 4}]
+    report = compaction.compact_archive(tmp_path)
+    assert report.partitions == 1 and not report.errors
+    table = delta.open_table(tmp_path, "protection_fund")
+    assert table is not None and len(table.file_uris()) == 1
+    assert catalog.query(tmp_path, sql).to_pylist() == [{"n": 4, "ids": 4}]
+
+
+def test_last_recent_trades_keep_the_order_they_were_written_in(tmp_path: Path) -> None:
+    """Rows of the same time are told apart by file name (creation time) and row number,
+    also once compaction merged the files: its output sorts where its newest input did,
+    before a file flushed after it."""
+    stamps = iter(range(T0, T0 + 1_000_000, 1_000))
+    writer = ArchiveWriter(tmp_path, clock_ms=lambda: next(stamps))
+    for spot, contract in (([1.0, 2.0, 3.0], [10.0]), ([4.0, 5.0], [11.0, 12.0])):
+        writer.add("trades", recent_trades("spot", spot))
+        writer.add("trades", recent_trades("contract", contract))
+        writer.flush()
+
+    def newest(n: int) -> dict[tuple[str, str], list[float]]:
+        found = catalog.last_recent_trades(tmp_path, n)
+        assert {t for rows in found.values() for t, _, _ in rows} == {T0}
+        return {key: [price for _, price, _ in rows] for key, rows in found.items()}
+
+    expected = {
+        ("spot", "BTCUSDT"): [2.0, 3.0, 4.0, 5.0],
+        ("contract", "BTCUSDT"): [10.0, 11.0, 12.0],
+    }
+    assert newest(4) == expected
+    assert compaction.compact_archive(tmp_path).partitions == 2
+    table = delta.open_table(tmp_path, "trades")
+    assert table is not None and len(table.file_uris()) == 2  # one per market
+    assert newest(4) == expected
+    writer.add("trades", recent_trades("spot", [6.0]))
+    writer.flush()
+    assert newest(3)[("spot", "BTCUSDT")] == [4.0, 5.0, 6.0]
+    assert newest(1) == {("spot", "BTCUSDT"): [6.0], ("contract", "BTCUSDT"): [12.0]}
+
+
+def test_last_recent_trades_of_an_archive_without_trades_is_empty(tmp_path: Path) -> None:
+    assert catalog.last_recent_trades(tmp_path, 5) == {}
+    delta.ensure_table(tmp_path, "trades")
+    assert catalog.last_recent_trades(tmp_path, 5) == {}
+
+
+def test_a_missing_extension_says_how_to_install_it() -> None:
+    with duckdb.connect() as connection, pytest.raises(ConfigError) as caught:
+        catalog.load_extension(connection, "no_such_extension")
+    message = str(caught.value)
+    assert "pip install duckdb-extension-no_such_extension" in message
+    assert "INSTALL no_such_extension; LOAD no_such_extension;" in message
+
+
+def test_the_delta_extension_loads_from_the_pip_package_without_a_download() -> None:
+    shipped = catalog.extension_file("delta")
+    assert shipped is not None and shipped.is_file()
+    assert f"v{duckdb.__version__}" in shipped.parts
+    with duckdb.connect() as connection:
+        connection.execute("SET autoinstall_known_extensions = false")  # no network
+        catalog.load_delta(connection)
+        catalog.load_delta(connection)  # twice is fine
+        loaded = connection.execute(
+            "SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'delta'"
+        ).fetchone()
+    assert loaded == (True,)
+    with duckdb.connect() as connection, pytest.raises(ValueError, match="extension name"):
+        catalog.load_extension(connection, "delta; DROP TABLE x")

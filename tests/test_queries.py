@@ -244,6 +244,7 @@ def test_views_command_writes_the_derived_views_into_archive_duckdb(
     status, output = run_cli("views", "--data-dir", str(data_dir))
     assert status == 0, output
     with duckdb.connect(str(data_dir / catalog.DB_NAME), read_only=True) as connection:
+        catalog.load_delta(connection)  # the dataset views read Delta tables
         snapshots = connection.execute("SELECT count(*) FROM depth_top").fetchone()
         names = {
             row[0]
