@@ -8,7 +8,9 @@ import csv
 import datetime as dt
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -16,7 +18,7 @@ import click
 from pydantic import SecretStr
 
 from collector import __version__, catalog, config
-from collector.errors import CollectorError, ConfigError
+from collector.errors import CollectorError, ConfigError, LegacyArchiveError
 
 log = logging.getLogger("collector")
 
@@ -74,14 +76,72 @@ def _settings(config_path: Path, **overrides: Any) -> config.Settings:
 
 
 def _data_dir(config_path: Path, data_dir: Path | None) -> Path:
+    """The archive the command works on; an archive in the layout before Delta Lake is
+    refused with the command that converts it."""
     if data_dir is not None:
-        return data_dir
-    if not config_path.exists():
-        return Path("data")
-    return Path(_settings(config_path).storage.data_dir)
+        directory = data_dir
+    elif not config_path.exists():
+        directory = Path("data")
+    else:
+        directory = Path(_settings(config_path).storage.data_dir)
+    _refuse_legacy(directory)
+    return directory
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _refuse_legacy(directory: str | Path) -> None:
+    from collector.storage import legacy
+
+    try:
+        legacy.refuse_legacy(directory)
+    except LegacyArchiveError as exc:
+        _fail(str(exc), 2)
+
+
+class _Cli(click.Group):
+    """The command group; called as a program (the ``jex-collector`` script, ``python -m
+    collector``), it ends the process through :func:`_exit_now`. ``CliRunner`` calls
+    :meth:`main` instead, so tests keep their process."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        try:
+            self.main(*args, **kwargs)
+            code = 0
+        except SystemExit as exc:
+            code = _exit_code(exc.code)
+        except Exception:  # a bug: the traceback, as Python would print it
+            traceback.print_exc()
+            code = 1
+        _exit_now(code)
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    click.echo(str(code), err=True)  # sys.exit("message") prints it and exits 1
+    return 1
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Flush everything, then end the process without the interpreter's finalization.
+
+    deltalake (delta-rs) and pyarrow keep native thread pools that are torn down while
+    the interpreter finalizes; the two race there and the process sometimes aborts with
+    "terminate called without an active exception" (SIGABRT, exit 134) after its work
+    is done (delta-rs issue 2184, arrow issue 34314). ``os._exit`` skips finalization,
+    so what is not flushed here would be lost: standard streams and log handlers are.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (| head): the output is lost
+            code = code or 1
+    logging.shutdown()
+    os._exit(code)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="jex-collector")
 def main() -> None:
     """Archive every JEX market dataset into partitioned Parquet, queryable with DuckDB."""
@@ -129,6 +189,7 @@ def run(
     """Run the collector daemon (Ctrl-C or SIGTERM flushes and exits 0)."""
     settings = _settings(config_path, data_dir=data_dir, base_url=base_url)
     _setup_logging(log_level, log_format, settings)
+    _refuse_legacy(settings.storage.data_dir)
     if metrics_addr is not None and metrics_port is None:
         _fail("--metrics-addr needs --metrics-port", 2)
     from collector.metrics import DEFAULT_ADDR
@@ -469,6 +530,7 @@ def backfill(
 
     settings = _settings(config_path, data_dir=data_dir, base_url=base_url)
     _setup_logging(log_level, log_format, settings)
+    _refuse_legacy(settings.storage.data_dir)
     start_ms = _time_ms(start, "--start")
     end_ms = None if end is None else _time_ms(end, "--end")
     if end_ms is not None and end_ms <= start_ms:
@@ -556,43 +618,52 @@ def verify(
     "--all",
     "include_open",
     is_flag=True,
-    help="Also compact open partitions (refused while the daemon runs; without a running "
-    "daemon every partition is compacted anyway).",
+    help="Compact every partition whole, today's too, also while the daemon runs (safe: "
+    "a compaction that loses to a concurrent one changes nothing). Without it, while "
+    "the daemon runs: closed partitions whole and today's merged as the daemon does.",
+)
+@click.option(
+    "--retention",
+    "retention_hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Hours a replaced file is kept for readers still scanning an older version "
+    "before vacuum deletes it (default: the table's, "
+    "collector.storage.delta.RETENTION_HOURS).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per dataset and market.")
-def compact(config_path: Path, data_dir: Path | None, include_open: bool, as_json: bool) -> None:
-    """Merge each partition's small files into few sorted ones; readers never see it half-done."""
-    from collector.storage import compaction
+def compact(
+    config_path: Path,
+    data_dir: Path | None,
+    include_open: bool,
+    retention_hours: float | None,
+    as_json: bool,
+) -> None:
+    """Merge each partition's small files into few sorted ones, then vacuum and checkpoint
+    each table; readers never see it half-done."""
+    from collector.storage import compaction, delta
 
     directory = _data_dir(config_path, data_dir)
     if not directory.is_dir():
         _fail(f"no archive at {directory} (check --data-dir or storage.data_dir)", 1)
-    running = compaction.daemon_running(directory)
-    if running and include_open:
-        _fail(
-            f"a collector daemon is running on {directory} (it holds "
-            f"{directory / compaction.DAEMON_LOCK_NAME}): --all would compact the partitions "
-            "it is writing to. Run without --all (closed partitions only) or stop the daemon.",
-            2,
-        )
     closed_before = None
-    if running:
+    if not include_open and compaction.daemon_running(directory):
         closed_before = compaction.closed_before_ms(int(dt.datetime.now(dt.UTC).timestamp() * 1000))
         click.echo(
-            "the daemon is running: compacting closed partitions only (dates that ended "
-            f"over {compaction.CLOSED_AFTER_S / 3600:g} h ago)",
+            "the daemon is running: compacting closed partitions (dates that ended over "
+            f"{compaction.CLOSED_AFTER_S / 3600:g} h ago) whole and today's as it does "
+            "(--all: every partition whole)",
             err=True,
         )
     try:
-        report = compaction.compact_archive(directory, closed_before_ms=closed_before)
-    except OSError as exc:
-        _fail(f"compaction of {directory} failed: {exc}", 1)
-    if report.locked:
-        click.echo(
-            f"another compaction is running on {directory}; nothing done (try again later)",
-            err=True,
+        report = compaction.compact_archive(
+            directory,
+            closed_before_ms=closed_before,
+            open_partitions=True,
+            retention_hours=delta.RETENTION_HOURS if retention_hours is None else retention_hours,
         )
-        return
+    except (OSError, CollectorError) as exc:
+        _fail(f"compaction of {directory} failed: {exc}", 1)
     groups = sorted(report.groups.values(), key=lambda g: (g.dataset, g.market))
     if as_json:
         for group in groups:
@@ -602,7 +673,7 @@ def compact(config_path: Path, data_dir: Path | None, include_open: bool, as_jso
     if report.errors:
         for error in report.errors:
             click.echo(f"error: {error}", err=True)
-        _fail(f"{len(report.errors)} partition(s) could not be compacted (left unchanged)", 1)
+        _fail(f"{len(report.errors)} compaction step(s) failed (those partitions are unchanged)", 1)
 
 
 @main.command()
@@ -695,6 +766,69 @@ def status(config_path: Path, data_dir: Path | None, as_json: bool) -> None:
         for part in status_table.render(result):
             console.print(part)
     sys.exit(0 if result.healthy else 1)
+
+
+@main.command()
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The archive in the layout before Delta Lake (only read).",
+)
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the Delta tables go (created; may already hold tables, even with a "
+    "daemon collecting into them).",
+)
+@click.option(
+    "--ignore-wal",
+    is_flag=True,
+    help="Migrate although the old write-ahead log holds rows never written to Parquet "
+    "(those rows are left out).",
+)
+@click.option("--quiet", is_flag=True, help="No line per partition, only the summary.")
+def migrate(source: Path, target: Path, ignore_wal: bool, quiet: bool) -> None:
+    """Convert an archive from the layout before Delta Lake into one Delta table per
+    dataset: one commit per partition, rows de-duplicated and sorted, counts checked.
+
+    Resumable: run it again after an interruption and it skips partitions already
+    committed. The old archive is not changed; remove it once the new one serves you.
+    """
+    from collector import migrate as migration
+
+    def progress(result: migration.PartitionMigration) -> None:
+        if not quiet or result.status == "failed":
+            click.echo(result.line(), err=result.status == "failed")
+
+    try:
+        report = migration.migrate_archive(source, target, ignore_wal=ignore_wal, progress=progress)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except CollectorError as exc:
+        _fail(str(exc), 1)
+    for note in report.skipped:
+        click.echo(f"skipped: {note}", err=True)
+    if report.not_copied:
+        click.echo(
+            f"not copied from {source}: {', '.join(report.not_copied)} (the daemon makes "
+            "its state, write-ahead log, quarantine and views anew)"
+        )
+    click.echo(f"migrate {source} -> {target}: {report.summary()}")
+    if not report.errors:
+        click.echo(
+            f"next: collect into {target} (storage.data_dir or --data-dir); {source} is "
+            "unchanged, delete it when you no longer need it"
+        )
+    if report.errors:
+        _fail(
+            f"{len(report.errors)} partition(s) failed (see above); the same command "
+            "tries again those that were not committed",
+            1,
+        )
 
 
 def _print_compaction(groups: list[Any], summary: str) -> None:

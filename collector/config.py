@@ -100,8 +100,14 @@ class ExchangeSettings(_Strict):
 class StorageSettings(_Strict):
     data_dir: Path = Path("data")
     flush_every: Duration = 30.0
-    #: How often the daemon compacts closed partitions (collector/storage/compaction.py).
-    compact_every: Duration = 3600.0
+    #: How often the daemon compacts (collector/storage/compaction.py): closed partitions
+    #: whole, and today's flush files merged, so that a query on today opens few files
+    #: (at 30 s flushes, a partition gains 20 flush files between two passes).
+    compact_every: Duration = 600.0
+    #: How long a file replaced by a compaction stays on disk for readers still scanning
+    #: an older table version, before vacuum deletes it (None: the table's default,
+    #: collector.storage.delta.RETENTION_HOURS).
+    retention: Duration | None = None
 
 
 class JobSettings(_Strict):

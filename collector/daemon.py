@@ -1,6 +1,7 @@
 """The long-running collector: the only module that knows APScheduler.
 
-Start-up: take the archive's lock (one daemon per archive), replay the write-ahead
+Start-up: refuse an archive in the layout before Delta Lake (naming the ``migrate``
+command), take the archive's lock (one daemon per archive), replay the write-ahead
 log a crash left behind, remove temporary files, rebuild the DuckDB views, wait
 out a ban or pause the exchange imposed on an earlier run, measure the exchange
 clock, read the instrument lists and rate limits (retrying until the exchange
@@ -43,7 +44,7 @@ from collector.metrics import Metrics, MetricsServer
 from collector.plan import Plan, make_plan
 from collector.plan_report import format_plan, format_report
 from collector.quarantine import Quarantine
-from collector.storage import compaction, wal
+from collector.storage import compaction, delta, legacy, wal
 from collector.storage.lock import ArchiveLock
 from collector.storage.writer import ArchiveWriter
 
@@ -73,6 +74,8 @@ class Daemon:
         any free port, see :attr:`metrics_server`); None: metrics are kept, not served."""
         self.settings = settings
         self.data_dir = str(settings.storage.data_dir)
+        # Before the writer exists: it would start a write-ahead log in an old archive.
+        legacy.refuse_legacy(self.data_dir)
         self.metrics = metrics or Metrics()
         self.metrics_address = metrics_address
         self.metrics_server: MetricsServer | None = None
@@ -432,14 +435,20 @@ class Daemon:
             self._stop_fatally(exc)
 
     async def _compact(self) -> None:
-        """Compact closed partitions in a worker thread. It never races our own flushes:
-        each partition's lock keeps its generation switch out of a flush's write."""
+        """Compact in a worker thread: closed partitions whole, today's flush files merged
+        as they pile up, then vacuum and checkpoint. Our own flushes meanwhile are appends,
+        which never conflict with a compaction's commit."""
         closed_before = compaction.closed_before_ms(self.client.clock.now_ms())
+        retention_s = self.settings.storage.retention
         try:
             report = await asyncio.to_thread(
                 compaction.compact_archive,
                 self.data_dir,
                 closed_before_ms=closed_before,
+                open_partitions=True,
+                retention_hours=(
+                    delta.RETENTION_HOURS if retention_s is None else retention_s / 3600
+                ),
                 should_stop=self.stop_event.is_set,
             )
         except Exception:

@@ -4,6 +4,7 @@
 
     CollectorError                  root: anything this package raises on purpose
     ├── ConfigError                 stop: the configuration is wrong (exit status 2)
+    │   └── LegacyArchiveError      stop: the archive needs ``jex-collector migrate`` first
     ├── ExchangeError               a request to the exchange did not give usable data
     │   ├── TransientError          retry later: 5xx, timeout, connection error
     │   ├── RateLimitError          wait: 429 or 418; nothing may be sent until ``retry_at``
@@ -38,6 +39,15 @@ class ConfigError(CollectorError):
         self.key = key
         where = ": ".join(part for part in (source, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class LegacyArchiveError(ConfigError):
+    """``data_dir`` holds an archive in the layout before Delta Lake; the message names
+    the ``jex-collector migrate`` command that converts it."""
+
+    def __init__(self, message: str, *, data_dir: str) -> None:
+        self.data_dir = data_dir
+        super().__init__(message)
 
 
 class ExchangeError(CollectorError):
