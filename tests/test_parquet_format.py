@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 from collector import catalog, datasets
-from collector.storage import compaction, parquet_format
+from collector.storage import compaction, delta, parquet_format
 from collector.storage.writer import ArchiveWriter
 
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
@@ -69,16 +70,28 @@ def test_compacted_files_use_the_encodings_and_mix_with_old_files(tmp_path: Path
     for first in (1, 5_001):
         writer.add("trades", trades(first, 5_000))
         assert writer.flush().errors == []
-    report = compaction.compact_archive(tmp_path, grace_s=0)
+    report = compaction.compact_archive(tmp_path)
     assert report.errors == []
-    (compacted,) = tmp_path.glob("trades/market=spot/date=*/*.parquet")
-    column = pq.ParquetFile(compacted).metadata.row_group(0).column(2)
-    assert column.path_in_schema == "trade_id"
-    assert "DELTA_BINARY_PACKED" in column.encodings
+    table = delta.open_table(tmp_path, "trades")
+    assert table is not None
+    (file,) = delta.files(table, "trades")
+    compacted = delta.file_path(tmp_path, "trades", file.path)
+    metadata = pq.ParquetFile(compacted).metadata.row_group(0)
+    columns = {metadata.column(i).path_in_schema: metadata.column(i) for i in range(6)}
+    assert "DELTA_BINARY_PACKED" in columns["trade_id"].encodings
 
-    # A file written the old way (pyarrow's defaults) next to it, as after an upgrade.
+    # A file written the old way (pyarrow's defaults) committed next to it, as after an
+    # upgrade: readers mix the two.
     old_rows = trades(10_001, 2_000)
-    pq.write_table(old_rows, compacted.parent / "part-20251124T170000000-0123abcd.parquet")
+    added = delta.write_file(
+        pafs.LocalFileSystem(),
+        str(tmp_path),
+        file.partition,
+        old_rows,
+        "part-20251124T170000000-0123abcd.parquet",
+        {"compression": "zstd"},
+    )
+    delta.commit(table, "trades", [added])
 
     expected = pa.concat_tables([trades(1, 10_000), old_rows]).sort_by("trade_id")
     through_views = catalog.query(tmp_path, "SELECT * EXCLUDE (date) FROM trades ORDER BY trade_id")
