@@ -94,6 +94,7 @@ class Daemon:
         )
         self.ctx = jobs.JobContext(self.client, self.writer, settings, quarantine=self.quarantine)
         self.stop_event = asyncio.Event()
+        self._vacuumed_full = False  # whether a full vacuum ran since start (see _compact)
         self._fatal: FatalStorageError | None = None
         self._running: set[asyncio.Task[Any]] = set()
         self._skip_logged: dict[str, float] = {}
@@ -450,10 +451,14 @@ class Daemon:
                     delta.RETENTION_HOURS if retention_s is None else retention_s / 3600
                 ),
                 should_stop=self.stop_event.is_set,
+                # Listing every folder for never-committed files (only a crash leaves
+                # them) once per start; later passes delete what the log says was replaced.
+                full_vacuum=not self._vacuumed_full,
             )
         except Exception:
             log.exception("compaction failed unexpectedly; it runs again next round")
             return
+        self._vacuumed_full = self._vacuumed_full or not report.errors
         log.info("compaction: %s", report.summary())
 
     def _refresh_views(self) -> None:

@@ -202,6 +202,7 @@ def compact_archive(
     file_rows: int = FILE_ROWS,
     open_flush_files: int = OPEN_FLUSH_FILES,
     open_merged_files: int = OPEN_MERGED_FILES,
+    full_vacuum: bool = True,
 ) -> CompactionReport:
     """Compact every partition whose UTC date ended at or before ``closed_before_ms``
     (every partition, whole, when None), merge open partitions' flush files as the
@@ -209,7 +210,10 @@ def compact_archive(
 
     Safe next to writers and other compactions (see the module). A failing partition
     is recorded in ``errors`` and the others go on. ``should_stop`` is asked between
-    partitions.
+    partitions. ``full_vacuum=False`` deletes only files the log says were replaced; a
+    full vacuum also lists the table's folders for files never committed (left by a
+    crash between writing a file and committing it), which the daemon does once per
+    start.
     """
     report = CompactionReport()
     root = _root(data_dir)
@@ -231,6 +235,8 @@ def compact_archive(
                 found = delta.files(table, name, market=partition.market, date=partition.date)
                 stale = False
             closed = closed_before_ms is None or _day_end_ms(partition.date) <= closed_before_ms
+            # None: the whole partition; a list: those files ([] when nothing is due).
+            chosen: list[delta.DataFile] | None
             if closed:
                 chosen = None if not _already_compact(found) else []
             elif open_partitions:
@@ -263,7 +269,7 @@ def compact_archive(
                 continue
             stale = stale or result.compacted
             report.group(name, partition.market).add(result)
-        report.removed += housekeeping(root, name, retention_hours, report)
+        report.removed += housekeeping(root, name, retention_hours, report, full=full_vacuum)
     return report
 
 
@@ -272,12 +278,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def housekeeping(
-    root: str, dataset: str, retention_hours: float, report: CompactionReport | None = None
+    root: str,
+    dataset: str,
+    retention_hours: float,
+    report: CompactionReport | None = None,
+    *,
+    full: bool = True,
 ) -> int:
     """Vacuum and checkpoint one table; returns the number of files vacuumed."""
     try:
         table = delta.ensure_table(root, dataset)
-        removed = delta.vacuum(table, retention_hours)
+        removed = delta.vacuum(table, retention_hours, full=full)
         delta.checkpoint(table)
     except (OSError, DeltaError, StorageError) as exc:
         if report is not None:

@@ -388,15 +388,17 @@ def committed_segment(table: DeltaTable | None, app_id: str) -> int | None:
 # -- housekeeping -------------------------------------------------------------------------
 
 
-def vacuum(table: DeltaTable, retention_hours: float = RETENTION_HOURS) -> list[str]:
+def vacuum(
+    table: DeltaTable, retention_hours: float = RETENTION_HOURS, *, full: bool = True
+) -> list[str]:
     """Delete files no version within the retention needs: replaced by a compaction,
-    or never committed (a crash between writing a file and committing it; ``full``
-    mode lists the table's folders to find those, not only the log's removals)."""
+    and with ``full``, never committed (a crash between writing a file and committing
+    it; found by listing the table's folders, not only the log's removals)."""
     return table.vacuum(
         retention_hours=max(0, math.ceil(retention_hours)),
         dry_run=False,
         enforce_retention_duration=False,
-        full=True,
+        full=full,
         post_commithook_properties=PostCommitHookProperties(create_checkpoint=False),
     )
 

@@ -279,10 +279,11 @@ class ArchiveWriter:
         that fail to flush stay buffered, and the log is kept.
         """
         recovery = Recovery()
-        if self.wal is None:
+        if self.wal is None or self.writer_id is None:
             return recovery
+        writer_id = self.writer_id
         committed = {
-            name: delta.committed_segment(delta.open_table(self.root, name), self.writer_id)
+            name: delta.committed_segment(delta.open_table(self.root, name), writer_id)
             for name in datasets.DATASETS
         }
         # New segments are numbered above every one a table records.
