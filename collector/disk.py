@@ -20,7 +20,8 @@ held at the flush encodings (its flush files, which compaction merges into a few
 through the day, keeping the replaced ones for the tables' retention hour) until it is
 compacted an hour after it ends; closed days as compacted files, so the archive grows by
 the compacted bytes a day. The tables' Delta logs (a commit of about a kilobyte per
-dataset and flush, kept two days, see :mod:`collector.storage.delta`) are not counted.
+dataset and flush, kept for the log retention of :mod:`collector.storage.delta`) are not
+counted.
 
 Pure except :func:`fetch_trade_counts` (asks the exchange) and :func:`free_space`.
 """
