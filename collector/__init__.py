@@ -28,12 +28,16 @@ _LOADERS = (
     "load_contract_info",
 )
 _RESEARCH = ("trades_to_bars", "book_top", "trades_with_book", "depth_wide")
-_LAZY = {name: "collector.loaders" for name in _LOADERS} | {
-    name: "collector.research" for name in _RESEARCH
-}
+_LAZY = (
+    {name: "collector.loaders" for name in _LOADERS}
+    | {name: "collector.research" for name in _RESEARCH}
+    # A DuckDB connection with every dataset and derived view, time zone pinned to UTC.
+    | {"connect": "collector.catalog"}
+)
 __all__ = [  # a literal, for linters; the test suite checks it against the lazy names
     "__version__",
     "book_top",
+    "connect",
     "depth_wide",
     "load",
     "load_avg_price",

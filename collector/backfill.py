@@ -85,7 +85,7 @@ class Backfill:
         """Values of the first column of ``sql`` over the archive (empty when it has none)."""
         if not catalog.has_files(self.data_dir, dataset):
             return []
-        table = catalog.query(self.data_dir, sql, params, derived_views=False)
+        table = catalog.query(self.data_dir, sql, params, derived_views=False, only=(dataset,))
         return [int(v) for v in table.column(0).to_pylist() if v is not None]
 
     def _live_edge(self, dataset: str, column: str, market: str, symbol: str) -> int | None:
@@ -220,6 +220,7 @@ class Backfill:
             "FROM trades WHERE market = $m AND symbol = $s AND trade_id IS NOT NULL",
             {"m": market, "s": symbol, "a": start_ms},
             derived_views=False,
+            only=("trades",),
         )
         before, first = table["before"][0].as_py(), table["first"][0].as_py()
         if before is not None and first is not None and first == before + 1:

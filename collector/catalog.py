@@ -148,7 +148,12 @@ def source_sql(data_dir: str | Path, dataset: str) -> str:
     return f"SELECT {columns}, date FROM delta_scan({location})"  # noqa: S608
 
 
-def connect(data_dir: str | Path, *, derived_views: bool = True) -> duckdb.DuckDBPyConnection:
+def connect(
+    data_dir: str | Path,
+    *,
+    derived_views: bool = True,
+    only: tuple[str, ...] | None = None,
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection, with the ``delta`` extension loaded, every dataset
     as a view (each query reads its table's latest version), and the derived views of
     ``queries/views`` (:mod:`collector.derived`).
@@ -156,13 +161,15 @@ def connect(data_dir: str | Path, *, derived_views: bool = True) -> duckdb.DuckD
     Creating a derived view binds the dataset views it reads again (reading their
     tables' logs), which costs as much as creating those; and a broken ``queries/views``
     file (a ConfigError) must not stop verify or a backfill: the collector's own reads,
-    which need none, pass ``derived_views=False``.
+    which need none, pass ``derived_views=False``. ``only`` names the datasets to make
+    views of (each view reads its table's log when it is created).
     """
     connection = duckdb.connect()
     try:
         connection.execute("SET TimeZone = 'UTC'")
         load_delta(connection)
-        for name in datasets.DATASETS:
+        for name in datasets.DATASETS if only is None else only:
+            datasets.get(name)  # a registry name, never anything else, reaches the SQL
             connection.execute(f"CREATE VIEW {name} AS {source_sql(data_dir, name)}")
         if derived_views:
             derived.install(connection)
@@ -228,10 +235,11 @@ def query(
     params: dict[str, Any] | None = None,
     *,
     derived_views: bool = True,
+    only: tuple[str, ...] | None = None,
 ) -> pa.Table:
-    """Run ``sql`` against the views and return an Arrow table (``derived_views``: as
-    for :func:`connect`)."""
-    with connect(data_dir, derived_views=derived_views) as connection:
+    """Run ``sql`` against the views and return an Arrow table (``derived_views`` and
+    ``only``: as for :func:`connect`)."""
+    with connect(data_dir, derived_views=derived_views, only=only) as connection:
         return connection.sql(sql, params=params or None).to_arrow_table()
 
 
@@ -264,7 +272,7 @@ def max_by_group(
         f"SELECT {keys}, {aggregate} FROM {dataset} "  # noqa: S608
         f"WHERE {column} IS NOT NULL GROUP BY {keys}"
     )
-    with connect(data_dir, derived_views=False) as connection:
+    with connect(data_dir, derived_views=False, only=(dataset,)) as connection:
         rows = connection.execute(sql).fetchall()
     return {tuple(row[:-1]): row[-1] for row in rows}
 
