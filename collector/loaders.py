@@ -64,7 +64,7 @@ import pyarrow.fs as pafs
 from collector import datasets
 from collector.config import KLINE_INTERVALS
 from collector.research import depth_wide
-from collector.storage import delta, layout
+from collector.storage import delta, layout, legacy
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,7 @@ def _load(
         raise FileNotFoundError(
             f"no archive at {root}: the directory does not exist (check data_dir)"
         )
+    legacy.refuse_legacy(root)  # one line naming `jex-collector migrate`
     read_schema = _read_schema(spec)
     projection = [spec.time_column, *wanted]
     if start_ms is not None and end_ms is not None and start_ms >= end_ms:

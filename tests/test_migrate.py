@@ -413,3 +413,14 @@ def test_the_daemon_refuses_an_old_archive_before_writing_anything(tmp_path: Pat
     with pytest.raises(LegacyArchiveError):
         asyncio.run(Daemon(settings).run(0.1, handle_signals=False))
     assert tree_digest(old) == before
+
+
+def test_the_loaders_refuse_an_old_archive_with_the_command_that_converts_it(
+    tmp_path: Path,
+) -> None:
+    from collector import loaders
+
+    old = tmp_path / "data"
+    build_old_archive(old)
+    with pytest.raises(LegacyArchiveError, match="jex-collector migrate --from"):
+        loaders.load_trades(data_dir=old)
