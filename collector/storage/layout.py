@@ -1,6 +1,7 @@
 """Where rows live in the archive: paths from partition values and back. Pure.
 
-``<root>/<dataset>/market=<market>/date=<YYYY-MM-DD>/part-<utc stamp>-<random>.parquet``
+``<root>/<dataset>/market=<market>/date=<YYYY-MM-DD>/part-<utc stamp>-<random>.parquet``,
+the partition folders of each dataset's Delta table (:mod:`collector.storage.delta`).
 
 Only names from :mod:`collector.datasets` and validated dates reach a path;
 nothing the exchange sends (a symbol, say) is ever part of one.
@@ -17,12 +18,6 @@ from collector import datasets
 
 PART_PREFIX = "part-"
 PARQUET_SUFFIX = ".parquet"
-# A file being written is named ".part-....tmp": it does not end in ".parquet", so no
-# reader's "*.parquet" glob can pick it up (DuckDB's glob also matches dot-files, so the
-# leading dot alone would not be enough).
-TEMP_PREFIX = "."
-TEMP_SUFFIX = ".tmp"
-
 _PARTITION = re.compile(
     r"^(?P<dataset>[a-z_0-9]+)/market=(?P<market>[a-z]+)/date=(?P<date>\d{4}-\d{2}-\d{2})$"
 )
@@ -61,17 +56,3 @@ def part_name(now_ms: int) -> str:
     """A new file name: sortable by creation time, unique thanks to a random suffix."""
     stamp = dt.datetime.fromtimestamp(now_ms / 1000, tz=dt.UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
     return f"{PART_PREFIX}{stamp}-{secrets.token_hex(4)}{PARQUET_SUFFIX}"
-
-
-def temp_name(final_name: str) -> str:
-    return f"{TEMP_PREFIX}{final_name}{TEMP_SUFFIX}"
-
-
-def is_temp_name(name: str) -> bool:
-    return name.startswith(TEMP_PREFIX + PART_PREFIX) and name.endswith(TEMP_SUFFIX)
-
-
-def dataset_glob(root: str, dataset: str) -> str:
-    """Glob matching every data file of ``dataset`` (and no temporary file)."""
-    datasets.get(dataset)
-    return f"{root.rstrip('/')}/{dataset}/market=*/date=*/*{PARQUET_SUFFIX}"
