@@ -7,10 +7,10 @@ DuckDB view, the pandas loader (:mod:`collector.loaders`) and the docs
 Conventions: ``market`` and ``symbol`` are strings; times are UTC
 timezone-aware timestamps with millisecond precision; prices, quantities and
 rates are float64 parsed from the exchange's decimal strings; ids are int64.
-Files are partitioned by ``market`` and by ``date``, the UTC date of the
-dataset's ``time_column``. ``date`` exists only in the path (DuckDB's hive
-partitioning turns it into a column); ``market`` is both in the path and in
-the file so that a single file stays self-describing.
+Each dataset is a Delta table partitioned by ``market`` and by ``date``, the UTC
+date of the dataset's ``time_column`` (:mod:`collector.storage.delta`). Both are
+partition columns: their values live in the Delta log and the folder names, not
+inside the data files, so every Delta reader gets one type for each.
 """
 
 from __future__ import annotations
@@ -341,10 +341,17 @@ def markdown() -> str:
         "# Datasets",
         "",
         "Generated from `collector/datasets.py` by `jex-collector schema`; a test keeps it",
-        "current. Every dataset is a folder `data/<dataset>/market=<m>/date=<YYYY-MM-DD>/`,",
-        "a DuckDB view of the same name (with `date`, the UTC date of the time column,",
-        'added from the path) and a pandas loader: `collector.load("<dataset>")` or the',
-        "typed one (`load_trades`, `load_klines`, `load_depth`, ...; `collector/loaders.py`).",
+        "current. Every dataset is a Delta Lake table `data/<dataset>/`, partitioned by",
+        "`market` and `date` (the UTC date of the time column; folders",
+        "`market=<m>/date=<YYYY-MM-DD>/`), a DuckDB view of the same name (its columns,",
+        'then `date`) and a pandas loader: `collector.load("<dataset>")` or the typed one',
+        "(`load_trades`, `load_klines`, `load_depth`, ...; `collector/loaders.py`).",
+        "",
+        "In the table, `market` and `date` are partition columns: their values are in the",
+        "Delta log and the folder names, not inside the data files. Delta readers",
+        "(`delta_scan`, polars, deltalake) give `market`, the columns below and `date`;",
+        "they show times as Delta's microsecond timestamps holding the exchange's",
+        "millisecond values, which the views and loaders give as listed here.",
         "",
         "Times are UTC timestamps with millisecond precision; prices, quantities and rates",
         "are float64 parsed from the exchange's decimal strings (exact for up to 15",
