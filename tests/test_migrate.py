@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 from deltalake import DeltaTable
 
-from collector import config, datasets
+from collector import catalog, config, datasets
 from collector.cli import main
 from collector.daemon import Daemon
 from collector.errors import LegacyArchiveError
@@ -424,3 +426,32 @@ def test_the_loaders_refuse_an_old_archive_with_the_command_that_converts_it(
     build_old_archive(old)
     with pytest.raises(LegacyArchiveError, match="jex-collector migrate --from"):
         loaders.load_trades(data_dir=old)
+
+
+# -- an archive written by the previous release ---------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def test_an_archive_made_by_the_previous_release_migrates_row_for_row(tmp_path: Path) -> None:
+    """``fixtures/archive-0.1.0.tar.gz`` was written by jex-collector 0.1.0 itself (its
+    writer, then its compaction of the first day: symlinked generations, lock files, an
+    ``archive.duckdb`` of read_parquet views); the JSON beside it holds what that
+    release's views returned, per partition."""
+    with tarfile.open(FIXTURES / "archive-0.1.0.tar.gz") as archive:
+        archive.extractall(tmp_path, filter="tar")
+    old = tmp_path / "archive"
+    expected = json.loads((FIXTURES / "archive-0.1.0.json").read_text())["partitions"]
+    before = tree_digest(old)
+
+    result = run_cli("migrate", "--from", str(old), "--to", str(tmp_path / "new"))
+
+    assert result.returncode == 0, result.stderr
+    assert tree_digest(old) == before
+    for dataset, partitions in expected.items():
+        got = catalog.query(
+            tmp_path / "new",
+            f"SELECT market, CAST(date AS VARCHAR) AS date, count(*) AS n, sum(price) AS s "
+            f"FROM {dataset} GROUP BY ALL ORDER BY ALL",
+        ).to_pylist()
+        assert got == partitions, dataset
