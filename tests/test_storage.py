@@ -191,3 +191,15 @@ def test_every_dataset_schema_has_its_key_and_time_columns() -> None:
         assert set(dataset.key) <= set(names), dataset.name
         assert dataset.schema.field(dataset.time_column).type == datasets.TIMESTAMP
         assert len(set(names)) == len(names)
+
+
+def test_an_archive_path_with_a_percent_sign_is_refused_clearly(tmp_path: Path) -> None:
+    # deltalake decodes percent escapes in paths: "a%20b" would be read as "a b".
+    root = tmp_path / "a%20b"
+    with pytest.raises(StorageError, match="contains '%'"):
+        delta.open_table(root, "trades")
+    writer = ArchiveWriter(root)
+    writer.add("trades", trades([("spot", "BTC", 1, T0)]))
+    result = writer.flush()
+    assert "contains '%'" in str(result.errors[0])
+    assert writer.buffered_rows() == {"trades": 1}

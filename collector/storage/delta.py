@@ -110,8 +110,19 @@ def delta_schema(dataset: str) -> DeltaSchema:
 
 
 def table_uri(root: str | Path, dataset: str) -> str:
+    """Where the dataset's table is: a local path, or an object store's URI."""
     datasets.get(dataset)
-    return f"{str(root).rstrip('/')}/{dataset}"
+    location = f"{str(root).rstrip('/')}/{dataset}"
+    if "%" in location:
+        # delta-rs decodes percent escapes in paths and URLs alike (a folder "a%20b" is
+        # taken for "a b"), so such a table could be created but never found again.
+        raise StorageError(
+            f"the archive path {root} contains '%', which deltalake cannot use; "
+            "rename the folder or choose another storage.data_dir",
+            dataset=dataset,
+            path=str(root),
+        )
+    return location
 
 
 def is_table(root: str | Path, dataset: str) -> bool:
