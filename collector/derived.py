@@ -50,9 +50,14 @@ def load(directory: Path | None = None) -> list[DerivedView]:
     return _ordered(found)
 
 
-def install(connection: duckdb.DuckDBPyConnection, views: list[DerivedView] | None = None) -> None:
+def install(
+    connection: duckdb.DuckDBPyConnection,
+    views: list[DerivedView] | None = None,
+    *,
+    temporary: bool = False,
+) -> None:
     """Create (or replace) every derived view on ``connection``, which must already have
-    the dataset views.
+    the dataset views (``temporary``: as TEMP views, seen by this connection only).
 
     Creating a view binds it, which reads the logs of the dataset tables it selects from:
     an I/O error there (a damaged table, a disk error) is the archive's, not the SQL
@@ -61,7 +66,8 @@ def install(connection: duckdb.DuckDBPyConnection, views: list[DerivedView] | No
     for view in load() if views is None else views:
         try:
             # The name is checked against NAME; the SELECT is the project's own file.
-            connection.execute(f"CREATE OR REPLACE VIEW {view.name} AS\n{view.select}\n")
+            kind = "TEMP VIEW" if temporary else "VIEW"
+            connection.execute(f"CREATE OR REPLACE {kind} {view.name} AS\n{view.select}\n")
             connection.execute(f"COMMENT ON VIEW {view.name} IS {_sql_string(view.title)}")
         except duckdb.IOException:
             raise
