@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -24,7 +25,7 @@ from collector import catalog, datasets
 from collector.cli import main
 from collector.daemon import Daemon
 from collector.sim import SimServer
-from collector.storage import compaction, delta
+from collector.storage import compaction, delta, layout
 from collector.storage.writer import ArchiveWriter, dedupe_on_key
 from tests.conftest import fast_settings
 
@@ -260,6 +261,33 @@ def test_a_file_committed_while_the_partition_is_compacted_stays(tmp_path: Path)
     rows = read_visible(tmp_path, "trades")
     assert sorted(rows["trade_id"].to_pylist()) == [0, 1, 2, 3, 4, 77]
     assert len(visible_files(tmp_path)) == 2
+
+
+def test_a_flush_whose_snapshot_predates_a_compaction_still_commits(tmp_path: Path) -> None:
+    """The writer reads the table, a compaction commits (removing files), then the
+    writer commits its append on the older snapshot: deltalake refuses that once (it
+    checks an append as if it had read the table), and the commit is made again on the
+    newer version: the rows land once, nothing is reported as failed."""
+    writer = ArchiveWriter(tmp_path)
+    for k in range(5):
+        flush(writer, "trades", trades([k]))
+    stale = delta.open_table(tmp_path, "trades")  # the writer's snapshot
+    assert stale is not None
+    assert compaction.compact_archive(tmp_path).partitions == 1  # lands in between
+    partition = delta.files(stale, "trades")[0].partition
+    added = delta.write_file(
+        pafs.LocalFileSystem(),
+        str(tmp_path),
+        partition,
+        trades([77]),
+        layout.part_name(T0 + 1),
+        {"compression": "zstd"},
+    )
+
+    delta.commit(stale, "trades", [added])
+
+    rows = read_visible(tmp_path, "trades")
+    assert sorted(rows["trade_id"].to_pylist()) == [0, 1, 2, 3, 4, 77]
 
 
 def test_a_second_compaction_of_the_same_files_is_refused_and_changes_nothing(

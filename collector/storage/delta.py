@@ -79,6 +79,10 @@ TABLE_CONFIGURATION: dict[str, str | None] = {
 }
 
 
+#: Tries of a commit that only adds files (see :func:`commit`).
+APPEND_ATTEMPTS = 5
+
+
 class ConflictError(StorageError):
     """A commit lost to a concurrent one that removed files it read (another compaction)."""
 
@@ -362,31 +366,49 @@ def commit(
     """One atomic commit adding ``adds`` and removing ``removes``.
 
     With ``app_id``/``version`` the commit also records that application transaction
-    (see :func:`committed_segment`). A commit that loses to one that removed a file
-    it removes raises :class:`ConflictError`; nothing is then changed.
+    (see :func:`committed_segment`). A commit that removes files and loses to one that
+    removed them first raises :class:`ConflictError`; nothing is then changed. A commit
+    that only adds files is tried again on the newer version.
     """
     transactions = (
         [Transaction(app_id, version)] if app_id is not None and version is not None else None
     )
-    try:
-        table.create_write_transaction(
-            [*removes, *adds],
-            mode="append",
-            schema=delta_schema(dataset),
-            partition_by=PARTITION_BY,
-            commit_properties=CommitProperties(
-                custom_metadata=metadata, app_transactions=transactions
-            ),
-            post_commithook_properties=PostCommitHookProperties(
-                create_checkpoint=True, cleanup_expired_logs=True
-            ),
-        )
-    except CommitFailedError as exc:
-        raise ConflictError(
-            f"{dataset}: a concurrent commit changed the files this one replaces: {exc}",
-            dataset=dataset,
-            path=table.table_uri,
-        ) from exc
+    # A commit that only adds files depends on nothing it read, but deltalake checks it
+    # as if it had read the whole table: when a compaction's commit (which removes files)
+    # lands between this snapshot and this commit, it is refused. Committing the same
+    # files again on the newer snapshot is then exactly right. A commit that removes
+    # files is never retried: what it removes may be gone.
+    attempts = 1 if removes else APPEND_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        try:
+            table.create_write_transaction(
+                [*removes, *adds],
+                mode="append",
+                schema=delta_schema(dataset),
+                partition_by=PARTITION_BY,
+                commit_properties=CommitProperties(
+                    custom_metadata=metadata, app_transactions=transactions
+                ),
+                post_commithook_properties=PostCommitHookProperties(
+                    create_checkpoint=True, cleanup_expired_logs=True
+                ),
+            )
+            return
+        except CommitFailedError as exc:
+            if attempt < attempts:
+                log.info(
+                    "%s: a compaction committed under this append (attempt %d); again",
+                    dataset,
+                    attempt,
+                )
+                table.update_incremental()
+                continue
+            raise ConflictError(
+                f"{dataset}: a concurrent commit changed the files this one replaces: "
+                f"{str(exc).splitlines()[0]}",
+                dataset=dataset,
+                path=table.table_uri,
+            ) from exc
 
 
 def committed_segment(table: DeltaTable | None, app_id: str) -> int | None:
