@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import statistics
+import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -77,3 +81,23 @@ def machine() -> dict[str, Any]:
         "pandas": pandas.__version__,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
+
+
+def run_main(main: Callable[[], None]) -> NoReturn:
+    """Run a script's ``main`` and end the process without the interpreter's teardown,
+    as ``jex-collector`` does (``collector.cli._exit_now``): deltalake and pyarrow can
+    abort there (SIGABRT) after all the work is done and printed."""
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)

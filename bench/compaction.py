@@ -36,9 +36,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import run_main
 
 from collector import catalog, datasets
-from collector.storage import compaction
+from collector.storage import compaction, delta
 from collector.storage.writer import ArchiveWriter
 
 DAY_START_MS = int(dt.datetime(2025, 11, 24, tzinfo=dt.UTC).timestamp() * 1000)
@@ -205,20 +208,31 @@ def _add(writer: ArchiveWriter, rows: Counter[tuple[str, str]], name: str, table
     rows[(name, table["market"][0].as_py())] += table.num_rows
 
 
+def current_files(data_dir: Path) -> list[tuple[str, delta.DataFile]]:
+    """(dataset, file) of every table's current version, from the Delta log: a glob
+    would also find the files compaction replaced, until they are vacuumed."""
+    return [
+        (name, file)
+        for name, table in delta.tables(data_dir.resolve())
+        for file in delta.files(table, name)
+    ]
+
+
 def files_by_group(data_dir: Path) -> dict[tuple[str, str], tuple[int, int]]:
     """(files, bytes) per dataset and market, as readers see them."""
     found: dict[tuple[str, str], tuple[int, int]] = {}
-    for path in data_dir.glob("*/market=*/date=*/*.parquet"):
-        key = (path.parts[-4], path.parts[-3].removeprefix("market="))
+    for name, file in current_files(data_dir):
+        key = (name, file.partition.market)
         files, size = found.get(key, (0, 0))
-        found[key] = (files + 1, size + path.stat().st_size)
+        found[key] = (files + 1, size + file.size)
     return found
 
 
 def read_every_file(data_dir: Path) -> int:
     rows = 0
-    for path in sorted(data_dir.glob("*/market=*/date=*/*.parquet")):
-        rows += pq.read_table(path).num_rows
+    root = data_dir.resolve()
+    for name, file in current_files(data_dir):
+        rows += pq.read_table(delta.file_path(root, name, file.path)).num_rows
     return rows
 
 
@@ -301,4 +315,4 @@ def run(data_dir: Path, flushes: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -7,9 +7,12 @@
 
 Runs the daemon with the shipped ``schedules.yaml`` against the simulator (in-process,
 as ``jex-collector run --sim``): a warm-up run that does the first-start backfills, then
-the measured run. The files the measured run flushed (every ``storage.flush_every``)
-give, per dataset, rows, files and bytes; the same rows written once and compacted
-(``compact_archive``) give the compacted ones. Each is split into a cost per file (the
+the measured run. The files the measured run's flushes committed (every
+``storage.flush_every``; read from the Delta log's commits tagged ``jex.operation:
+flush``, with the rows and bytes the log records, so that flush files the daemon's
+compaction merged meanwhile count too) give, per dataset, rows, files and bytes; every
+row of the archive's current files written once more and compacted
+(``compact_archive``) gives the compacted ones. Each is split into a cost per file (the
 size of a one-row file written with the same options: footer, page headers) and a cost
 per row (the rest over the rows), which is the table ``collector/disk.py`` holds
 (``BYTES``): the script prints it in that form, to paste there with the date. A
@@ -48,10 +51,11 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import run_main
 from common import table as text_table
 
 from collector import config, datasets
-from collector.storage import compaction, parquet_format
+from collector.storage import compaction, delta, parquet_format
 from collector.storage.writer import ArchiveWriter
 
 RUN_FILE = "run.json"
@@ -59,25 +63,69 @@ RUN_FILE = "run.json"
 MIN_FLUSHED_ROWS = 1000
 
 
+def file_body(table: pa.Table) -> pa.Table:
+    """The columns a data file holds: ``market`` is the table's partition (in the Delta
+    log and the path), not in the file (``delta.write_file``)."""
+    return table.drop_columns(["market"]) if "market" in table.column_names else table
+
+
 def one_row_file_bytes(dataset: str, table: pa.Table, *, compacted: bool) -> int:
     """The size of a file holding one row: what every file costs whatever its rows."""
     sink = io.BytesIO()
     options = parquet_format.write_options(dataset, compacted=compacted)
-    pq.write_table(table.slice(0, 1), sink, **options)
+    pq.write_table(file_body(table.slice(0, 1)), sink, **options)
     return len(sink.getvalue())
 
 
-def parquet_files(data_dir: Path) -> set[Path]:
-    """Every data file as readers see it (through the ``date=`` links), resolved."""
-    return {
-        path.resolve()
-        for name in datasets.DATASETS
-        for path in (data_dir / name).glob("market=*/date=*/*.parquet")
-    }
+def versions(data_dir: Path) -> dict[str, int]:
+    """Each dataset table's current version (-1: no table yet)."""
+    found = {}
+    for name in datasets.DATASETS:
+        table = delta.open_table(data_dir, name)
+        found[name] = -1 if table is None else table.version()
+    return found
 
 
-def dataset_of(data_dir: Path, path: Path) -> str:
-    return path.relative_to(data_dir.resolve()).parts[0]
+def flushed_files(data_dir: Path, since: dict[str, int]) -> dict[str, list[tuple[int, int]]]:
+    """(rows, bytes) of every file the writer's flushes committed after ``since``, per
+    dataset, from the tables' commits (``_delta_log/<version>.json``): later merged
+    and removed by the daemon's compaction or not."""
+    found: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for name in datasets.DATASETS:
+        table = delta.open_table(data_dir, name)
+        if table is None:
+            continue
+        log_dir = Path(delta.table_uri(data_dir, name)) / delta.LOG_DIR
+        for version in range(since.get(name, -1) + 1, table.version() + 1):
+            lines = (log_dir / f"{version:020d}.json").read_text().splitlines()
+            actions = [json.loads(line) for line in lines if line.strip()]
+            info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+            if info.get("jex.operation") != "flush":
+                continue
+            for action in actions:
+                if "add" in action:
+                    add = action["add"]
+                    rows = json.loads(add["stats"])["numRecords"]
+                    found[name].append((int(rows), int(add["size"])))
+    return found
+
+
+def current_files(data_dir: Path) -> dict[str, list[delta.DataFile]]:
+    """Each table's current files, from its Delta log (a glob would also find replaced
+    files not vacuumed yet, and files of writes never committed)."""
+    return {name: delta.files(table, name) for name, table in delta.tables(data_dir.resolve())}
+
+
+def read_current(data_dir: Path, name: str, files: list[delta.DataFile]) -> pa.Table:
+    """The rows of ``files`` (one table's) with the dataset's columns."""
+    by_partition: dict[Any, list[delta.DataFile]] = defaultdict(list)
+    for file in files:
+        by_partition[file.partition].append(file)
+    root = str(data_dir.resolve())
+    return pa.concat_tables(
+        compaction.read_files(root, partition, found)
+        for partition, found in sorted(by_partition.items())
+    )
 
 
 # -- collecting --------------------------------------------------------------------------------
@@ -97,12 +145,11 @@ def collect(out: Path, *, minutes: float, warmup: float, seed: int) -> None:
         )
         print(f"warm-up ({warmup:.0f} s: first-start backfills) into {data_dir}", flush=True)
         asyncio.run(Daemon(settings).run(warmup, handle_signals=False))
-        before = parquet_files(data_dir)
+        before = versions(data_dir)
         print(f"measured run ({minutes:g} min)", flush=True)
         started = time.time()
         asyncio.run(Daemon(settings).run(minutes * 60, handle_signals=False))
         ended = time.time()
-    new = sorted(str(p) for p in parquet_files(data_dir) - before)
     (out / RUN_FILE).write_text(
         json.dumps(
             {
@@ -110,7 +157,7 @@ def collect(out: Path, *, minutes: float, warmup: float, seed: int) -> None:
                 "started": started,
                 "ended": ended,
                 "flush_every": settings.storage.flush_every,
-                "files": new,
+                "versions_before": before,
             },
             indent=1,
         )
@@ -124,22 +171,21 @@ def day_archive(archive: Path) -> dict[str, dict[str, Any]]:
     """Compacted bytes per row of the datasets a ``make_archive.py --days 1`` archive holds
     (trades, depth, klines): whole days in one file each, as a day of the daemon's
     compacts, where a 30-minute run's sample compresses worse."""
-    data_dir = archive / "data"
+    data_dir = (archive / "data").resolve()
     found: dict[str, dict[str, Any]] = {}
-    for name in datasets.DATASETS:
-        paths = sorted((data_dir / name).glob("market=*/date=*/*.parquet"))
-        if not paths:
+    for name, files in current_files(data_dir).items():
+        if not files:
             continue
-        rows = sum(pq.read_metadata(p).num_rows for p in paths)
-        size = sum(p.stat().st_size for p in paths)
-        sample = pq.read_table(paths[0]).slice(0, 1)
+        rows = sum(f.rows for f in files)
+        size = sum(f.size for f in files)
+        sample = pq.read_table(delta.file_path(data_dir, name, files[0].path)).slice(0, 1)
         per_file = one_row_file_bytes(name, sample, compacted=True)
         found[name] = {
-            "compacted_files": len(paths),
+            "compacted_files": len(files),
             "compacted_rows": rows,
             "compacted_bytes": size,
             "compacted_file": per_file,
-            "compacted_row": (size - len(paths) * per_file) / rows,
+            "compacted_row": (size - len(files) * per_file) / rows,
             "compacted_source": "day archive",
         }
     return found
@@ -149,15 +195,14 @@ def analyze(out: Path, day: Path | None = None) -> dict[str, Any]:
     """Flushed bytes from the measured run's files; compacted bytes from every row the
     archive holds (the warm-up's too: funding and the fund are mostly history)."""
     run = json.loads((out / RUN_FILE).read_text())
-    data_dir = out / "data"
+    data_dir = (out / "data").resolve()
     seconds = run["ended"] - run["started"]
-    flushed: dict[str, list[Path]] = defaultdict(list)
-    for path in map(Path, run["files"]):
-        flushed[dataset_of(data_dir, path)].append(path)
-    everything: dict[str, list[Path]] = defaultdict(list)
-    for path in parquet_files(data_dir):
-        everything[dataset_of(data_dir, path)].append(path)
-    tables = {name: read(paths, name) for name, paths in everything.items()}
+    flushed = flushed_files(data_dir, run["versions_before"])
+    tables = {
+        name: read_current(data_dir, name, files)
+        for name, files in current_files(data_dir).items()
+        if files
+    }
 
     # Every row once more, in two flushes (a partition of one file counts as compact and
     # is left as it is), then compacted.
@@ -172,10 +217,10 @@ def analyze(out: Path, day: Path | None = None) -> dict[str, Any]:
         if result.errors:
             raise result.errors[0]
     writer.close()
-    report = compaction.compact_archive(compacted_dir, grace_s=0)
+    report = compaction.compact_archive(compacted_dir, retention_hours=0)
     if report.errors:
         raise RuntimeError(report.errors)
-    compacted_files = parquet_files(compacted_dir)
+    compacted_files = current_files(compacted_dir)
 
     measured: dict[str, Any] = {}
     for name in datasets.DATASETS:
@@ -183,20 +228,21 @@ def analyze(out: Path, day: Path | None = None) -> dict[str, Any]:
             continue
         table = tables[name]
         files = flushed.get(name, [])
-        rows = sum(pq.read_metadata(p).num_rows for p in files)
-        flush_bytes = sum(p.stat().st_size for p in files)
+        rows = sum(count for count, _ in files)
+        flush_bytes = sum(size for _, size in files)
         flush_file = one_row_file_bytes(name, table, compacted=False)
         if rows >= MIN_FLUSHED_ROWS:
             flush_row = (flush_bytes - len(files) * flush_file) / rows
             flush_source = "flushes"
         else:  # too few rows flushed to tell: every row in one file at the flush level
             sink = io.BytesIO()
-            pq.write_table(table, sink, **parquet_format.write_options(name, compacted=False))
+            options = parquet_format.write_options(name, compacted=False)
+            pq.write_table(file_body(table), sink, **options)
             flush_row = (len(sink.getvalue()) - flush_file) / table.num_rows
             flush_source = "one file"
-        done = [p for p in compacted_files if dataset_of(compacted_dir, p) == name]
-        compacted_bytes = sum(p.stat().st_size for p in done)
-        compacted_rows = sum(pq.read_metadata(p).num_rows for p in done)
+        done = compacted_files.get(name, [])
+        compacted_bytes = sum(f.size for f in done)
+        compacted_rows = sum(f.rows for f in done)
         compacted_file = one_row_file_bytes(name, table, compacted=True)
         measured[name] = {
             "rows": rows,
@@ -216,11 +262,6 @@ def analyze(out: Path, day: Path | None = None) -> dict[str, Any]:
         for name, better in day_archive(day).items():
             measured[name].update(better)
     return {"seed": run["seed"], "seconds": seconds, "datasets": measured}
-
-
-def read(paths: list[Path], name: str) -> pa.Table:
-    columns = [c.name for c in datasets.get(name).columns]
-    return pa.concat_tables(pq.read_table(p, columns=columns) for p in sorted(paths))
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -382,4 +423,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -8,7 +8,8 @@
 
    * ``pq.read_table`` of ``ideal/trades.parquet`` (one sorted file) with the symbol as
      filter, then ``to_pandas()``: the format's limit;
-   * the same, on the archive's own files of that market (what the loader reads);
+   * the same, on the archive's own files of that market (the trades table's current
+     files, listed from its Delta log as the loader does; ``market`` from the paths);
    * ``pandas.read_csv`` of the symbol's 30 plain CSVs, concatenated, with ``time``
      made the UTC index as the loader does; and of the 30 zips (unzip included).
 
@@ -31,16 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DEFAULT_ARCHIVE, machine, table, timed, write_json
+from common import DEFAULT_ARCHIVE, machine, run_main, table, timed, write_json
 
 from collector import datasets
 from collector.loaders import load_trades
+from collector.storage import delta
 
 MARKET = "spot"
 SYMBOL = "BTCUSDT"
@@ -63,10 +66,23 @@ def read_ideal(archive: Path, market: str, symbol: str) -> pd.DataFrame:
 
 
 def read_archive_files(archive: Path, market: str, symbol: str) -> pd.DataFrame:
-    files = sorted(
-        str(p) for p in (archive / "data" / "trades").glob(f"market={market}/date=*/*.parquet")
+    """The market's current files of the trades table (from the Delta log: a glob would
+    also find replaced files not vacuumed yet), read with pyarrow, ``market`` from the
+    hive paths (the files do not hold it)."""
+    data_dir = (archive / "data").resolve()
+    table = delta.open_table(data_dir, "trades")
+    assert table is not None, f"no trades table in {data_dir}"
+    files = [
+        delta.file_path(data_dir, "trades", f.path)
+        for f in delta.files(table, "trades", market=market)
+    ]
+    dataset = pads.dataset(
+        files,
+        format="parquet",
+        schema=datasets.get("trades").schema,
+        partitioning=pads.partitioning(pa.schema([("market", pa.string())]), flavor="hive"),
+        partition_base_dir=str(data_dir / "trades"),
     )
-    dataset = pads.dataset(files, format="parquet", schema=datasets.get("trades").schema)
     return dataset.to_table(filter=pads.field("symbol") == symbol).to_pandas()
 
 
@@ -229,4 +245,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

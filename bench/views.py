@@ -3,13 +3,20 @@
     .venv/bin/python bench/make_archive.py --out /tmp/bench-archive    # once
     .venv/bin/python bench/views.py --archive /tmp/bench-archive [--repeat 7] [--json F]
 
-Each query runs in one DuckDB connection twice: ``FROM trades`` (the view of
-``collector.catalog``, over the archive's partitions) and ``FROM ideal`` (a view over
-``ideal/trades.parquet``: every trade in one file sorted by market, symbol and time,
-with a ``date`` column, written by ``make_archive.py`` with the archive's Parquet
-options: the format's limit). Only the FROM differs. After one warm-up run each, the
-two sides run alternately ``--repeat`` times; the table shows the best and median
-times and their ratio (views / one file).
+Each query runs in one DuckDB connection on three sources; only the FROM differs:
+
+* ``trades``: the view of ``collector.catalog`` (``delta_scan`` over the trades
+  table: its log read at every query, then its current files);
+* ``files``: ``read_parquet`` over the same current files, listed once from the Delta
+  log when the connection is made (market and date from the hive paths): the table's
+  files without the log, to tell what ``delta_scan`` itself costs;
+* ``ideal``: a view over ``ideal/trades.parquet`` (every trade in one file sorted by
+  market, symbol and time, with a ``date`` column, written by ``make_archive.py`` with
+  the archive's Parquet options): the format's limit, the baseline.
+
+After one warm-up run each (all three must return the same rows), the sources run in
+turn ``--repeat`` times; the table shows the best times and the ratios views / one
+file (best and median) and views / files.
 
 Queries, on spot BTCUSDT and the archive's middle day:
 
@@ -36,9 +43,12 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DEFAULT_ARCHIVE, machine, table, timed, write_json
+from common import DEFAULT_ARCHIVE, machine, run_main, table, timed, write_json
 
-from collector import catalog
+from collector import catalog, datasets
+from collector.storage import delta
+
+SIDES = {"views": "trades", "files": "table_files", "ideal": "ideal"}
 
 
 def queries(day: dt.date) -> dict[str, str]:
@@ -66,11 +76,27 @@ def queries(day: dt.date) -> dict[str, str]:
     }
 
 
+def current_files(data_dir: Path) -> list[Path]:
+    """The trades table's current files, from its Delta log (never a glob: that would
+    also find replaced files not vacuumed yet)."""
+    root = data_dir.resolve()
+    table = delta.open_table(root, "trades")
+    if table is None:
+        raise RuntimeError(f"no trades table in {data_dir}")
+    return [Path(delta.file_path(root, "trades", f.path)) for f in delta.files(table, "trades")]
+
+
 def connect(archive: Path) -> duckdb.DuckDBPyConnection:
-    connection = catalog.connect(archive / "data")
+    connection = catalog.connect(archive / "data", derived_views=False, only=("trades",))
     ideal = (archive / "ideal" / "trades.parquet").resolve()
     connection.execute(
         f"CREATE VIEW ideal AS SELECT * FROM read_parquet({catalog.path_literal(ideal)})"  # noqa: S608
+    )
+    files = ", ".join(catalog.path_literal(path) for path in current_files(archive / "data"))
+    columns = ", ".join(datasets.get("trades").column_names)
+    connection.execute(
+        f"CREATE VIEW table_files AS SELECT {columns}, date FROM read_parquet([{files}], "  # noqa: S608
+        "hive_partitioning = true, hive_types = {'market': VARCHAR, 'date': DATE})"
     )
     return connection
 
@@ -99,13 +125,14 @@ def run(archive: Path, repeat: int) -> dict[str, Any]:
     connection = connect(archive)
     results: dict[str, Any] = {}
     for name, sql in queries(middle_day(archive)).items():
-        sides = {"views": sql.format(source="trades"), "ideal": sql.format(source="ideal")}
+        sides = {side: sql.format(source=source) for side, source in SIDES.items()}
         answers = {}
         for side, text in sides.items():
             answers[side] = connection.sql(text).to_arrow_table()  # warm-up
-        if not same(answers["views"], answers["ideal"]):
-            raise RuntimeError(f"{name}: the views and the single file disagree")
-        times: dict[str, list[float]] = {"views": [], "ideal": []}
+        for side in ("files", "ideal"):
+            if not same(answers["views"], answers[side]):
+                raise RuntimeError(f"{name}: the views and the {side} source disagree")
+        times: dict[str, list[float]] = {side: [] for side in sides}
         for _ in range(repeat):
             for side, text in sides.items():
                 best, _, _ = timed(lambda text=text: connection.sql(text).to_arrow_table(), 1)
@@ -117,6 +144,7 @@ def run(archive: Path, repeat: int) -> dict[str, Any]:
             entry[f"{side}_median_s"] = ordered[len(ordered) // 2]
         entry["ratio_best"] = entry["views_best_s"] / entry["ideal_best_s"]
         entry["ratio_median"] = entry["views_median_s"] / entry["ideal_median_s"]
+        entry["views_vs_files"] = entry["views_best_s"] / entry["files_best_s"]
         results[name] = entry
     connection.close()
     return results
@@ -131,15 +159,26 @@ def main() -> None:
     results = run(args.archive, args.repeat)
     print(
         table(
-            ["query", "rows", "views best ms", "file best ms", "ratio", "median ratio"],
+            [
+                "query",
+                "rows",
+                "views ms",
+                "files ms",
+                "one file ms",
+                "ratio",
+                "median ratio",
+                "views / files",
+            ],
             [
                 [
                     name,
                     r["rows"],
                     round(r["views_best_s"] * 1000, 1),
+                    round(r["files_best_s"] * 1000, 1),
                     round(r["ideal_best_s"] * 1000, 1),
                     round(r["ratio_best"], 2),
                     round(r["ratio_median"], 2),
+                    round(r["views_vs_files"], 2),
                 ]
                 for name, r in results.items()
             ],
@@ -149,4 +188,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

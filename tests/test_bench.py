@@ -2,7 +2,8 @@
 
 Nothing here looks at a time: only that each script runs and reports the rows it was
 given (the views and loaders benchmarks also check that both sides of each comparison
-return the same rows, and fail otherwise).
+return the same rows, and fail otherwise), and that the reader race's Delta readers
+never failed or read wrong rows.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
+
+from collector.storage import delta
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +46,10 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_make_archive_writes_the_same_rows_as_parquet_and_csv(archive: Path) -> None:
     manifest = json.loads((archive / "manifest.json").read_text())
     for dataset in ("trades", "depth", "klines"):
-        files = list((archive / "data" / dataset).glob("market=*/date=*/*.parquet"))
-        parquet_rows = sum(pq.read_metadata(path).num_rows for path in files)
+        table = delta.open_table(archive / "data", dataset)
+        assert table is not None
+        files = delta.files(table, dataset)  # the current version's, from the log
+        parquet_rows = sum(file.rows for file in files)
         csv_rows = sum(
             len(path.read_text().splitlines()) - 1
             for path in (archive / "csv" / dataset).glob("*/*.csv")
@@ -57,7 +61,7 @@ def test_make_archive_writes_the_same_rows_as_parquet_and_csv(archive: Path) -> 
                 zip_rows += len(zipped.read(name).splitlines()) - 1
         assert parquet_rows == csv_rows == zip_rows == manifest["rows"][dataset] > 0
         # Compacted: one file per market and day (with 3 flushes there were 3).
-        assert len(files) == len({path.parent for path in files})
+        assert len(files) == len({file.partition for file in files})
     assert manifest["ideal_trades_rows"] == manifest["rows"]["trades"]
 
 
@@ -79,6 +83,7 @@ def test_views_and_one_file_agree(archive: Path, tmp_path: Path) -> None:
     queries = json.loads(out.read_text())["queries"]
     assert set(queries) == {"vwap_month", "day_all_symbols", "hour_with_date", "hour_without_date"}
     assert all(query["rows"] > 0 for query in queries.values())
+    assert all(query["views_vs_files"] > 0 for query in queries.values())
 
 
 def test_loaders_read_the_same_rows(archive: Path, tmp_path: Path) -> None:
@@ -93,3 +98,22 @@ def test_loaders_read_the_same_rows(archive: Path, tmp_path: Path) -> None:
     assert memory["day"]["rows"] == memory["day_baseline"]["rows"] == manifest["rows"]["trades"]
     assert memory["month"]["rows"] == symbol_rows
     assert memory["day"]["result_bytes"] > 0
+
+
+def test_reader_race_delta_readers_are_exact(tmp_path: Path) -> None:
+    out = tmp_path / "race.json"
+    run("reader_race.py", "--seconds", "3", "--vacuum-every", "5", "--json", out)
+    result = json.loads(out.read_text())
+    assert result["switches"] > 0
+    assert result["rows_at_end"] == result["distinct_at_end"] == result["rows_added"]
+    readers = result["readers"]
+    assert set(readers) == {
+        "duckdb delta_scan",
+        "catalog.query",
+        "deltalake",
+        "polars scan_delta",
+        "duckdb parquet glob",
+    }
+    for name in ("duckdb delta_scan", "catalog.query", "deltalake", "polars scan_delta"):
+        assert readers[name]["reads"] > 0, name
+        assert readers[name]["failed"] == readers[name]["wrong"] == 0, readers[name]
