@@ -19,9 +19,10 @@ and for compacted files (zstd 9/19; one per dataset, market and day). An open da
 held at the flush encodings (its flush files, which compaction merges into a few files
 through the day, keeping the replaced ones for the tables' retention hour) until it is
 compacted an hour after it ends; closed days as compacted files, so the archive grows by
-the compacted bytes a day. The tables' Delta logs (a commit of about a kilobyte per
-dataset and flush, kept for the log retention of :mod:`collector.storage.delta`) are not
-counted.
+the compacted bytes a day. The tables' Delta logs are not counted: they do not grow
+with the archive (entries are kept six hours, :mod:`collector.storage.delta`), and a day
+of the shipped schedule's commits measured 115-155 MB, so a quarter of that, at most,
+is on disk at any time (``bench/README.md``).
 
 Pure except :func:`fetch_trade_counts` (asks the exchange) and :func:`free_space`.
 """
@@ -64,26 +65,26 @@ class RowBytes:
 
 
 #: Bytes per row and per file of every dataset, flushed (zstd 3) and compacted (zstd 9/19).
-#: Measured on 2026-11-24 (pyarrow 26.0.1) with
+#: Measured on 2026-12-06 on the Delta tables (pyarrow 26.0.1, deltalake 1.6.6) with
 #:     .venv/bin/python bench/make_archive.py --days 1 --scale 1 --out /tmp/day
-#:     .venv/bin/python bench/disk.py --day-archive /tmp/day --minutes 30 --warmup 120 --seed 1
+#:     .venv/bin/python bench/disk.py --day-archive /tmp/day --minutes 30 --warmup 300 --seed 1
 #: i.e. the shipped schedules.yaml against the simulator's 13 instruments for 30 minutes
 #: (flushes every 30 s), compacted trades, depth and klines from whole simulated days.
 #: Re-measure after changing collector/storage/parquet_format.py or the flush interval's
 #: default; tests/test_disk.py checks these against a small archive within a factor of 2.
 BYTES: dict[str, RowBytes] = {
-    "trades": RowBytes(17.42, 2347, 7.76, 2347),
-    "depth": RowBytes(6.92, 2240, 4.81, 2240),
-    "klines": RowBytes(31.89, 3899, 29.41, 3899),
-    "ticker_24hr": RowBytes(77.34, 6450, 77.84, 6450),
-    "ticker_price": RowBytes(5.95, 1304, 5.60, 1304),
-    "book_ticker": RowBytes(31.83, 2189, 16.15, 2189),
-    "avg_price": RowBytes(10.66, 1575, 10.69, 1575),
-    "indices_price": RowBytes(15.45, 1926, 13.38, 1926),
-    "funding_rate": RowBytes(16.87, 1878, 17.94, 1878),
-    "protection_fund": RowBytes(5.82, 1569, 5.34, 1569),
-    "instruments": RowBytes(7.97, 4052, 9.01, 4052),
-    "contract_info": RowBytes(25.83, 3194, 23.00, 3194),
+    "trades": RowBytes(17.45, 2084, 7.76, 2084),
+    "depth": RowBytes(6.89, 1977, 4.81, 1977),
+    "klines": RowBytes(32.03, 3643, 29.41, 3643),
+    "ticker_24hr": RowBytes(73.77, 6187, 76.18, 6187),
+    "ticker_price": RowBytes(6.02, 1053, 5.50, 1053),
+    "book_ticker": RowBytes(32.42, 1938, 15.94, 1938),
+    "avg_price": RowBytes(10.42, 1312, 11.08, 1312),
+    "indices_price": RowBytes(15.26, 1671, 13.40, 1671),
+    "funding_rate": RowBytes(16.69, 1627, 17.95, 1627),
+    "protection_fund": RowBytes(5.83, 1314, 5.35, 1314),
+    "instruments": RowBytes(7.62, 3788, 8.51, 3788),
+    "contract_info": RowBytes(25.13, 2939, 23.69, 2939),
 }
 
 #: Trades per symbol and day assumed when the exchange's counts cannot be read: about the

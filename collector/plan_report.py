@@ -150,8 +150,9 @@ def format_disk(disk: DiskPlan) -> str:
         "disk per day: rows x bytes per row and per file measured by bench/disk.py; "
         f"trades: {disk.trade_source}",
         *_columns(header, rows),
-        "flush files hold the open day (zstd 3) until it is compacted, one to two hours "
-        "after it ends; the archive grows by the compacted size a day",
+        "flush MB/day is written, not held: the daemon merges today's flush files as they "
+        "pile up (replaced files are kept an hour); the archive grows by the compacted "
+        "size a day",
     ]
     days = disk.days_until_full
     if disk.free_bytes is not None:
