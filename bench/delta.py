@@ -110,7 +110,7 @@ def build(data_dir: Path, flushes: int) -> dict[str, Any]:
             if report.errors:
                 raise RuntimeError(report.errors[0])
     return {
-        "rows": dict(rows),
+        "rows": {f"{name}/{market}": count for (name, market), count in rows.items()},
         "flushes": flushes,
         "commits": commits,
         "flush_median_s": statistics.median(flush_s),
