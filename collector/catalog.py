@@ -23,9 +23,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -33,8 +32,6 @@ import pyarrow as pa
 from collector import datasets, derived
 from collector.errors import ConfigError
 from collector.storage import delta
-
-T = TypeVar("T")
 
 DB_NAME = "archive.duckdb"
 
@@ -268,14 +265,6 @@ def query(
     ``only``: as for :func:`connect`)."""
     with connect(data_dir, derived_views=derived_views, only=only) as connection:
         return connection.sql(sql, params=params or None).to_arrow_table()
-
-
-def consistently(data_dir: str | Path, run: Callable[[], T]) -> T:
-    """``run()``: kept for callers written when reads had to be retried around a
-    compaction. Each query now reads one version of each table (a Delta snapshot), and
-    compaction's replaced files outlive any query, so there is nothing to retry."""
-    del data_dir
-    return run()
 
 
 def max_by_group(

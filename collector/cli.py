@@ -437,7 +437,7 @@ def query(
             return [d[0] for d in cursor.description or []], cursor.fetchall()
 
     try:
-        columns, rows = catalog.consistently(directory, run)
+        columns, rows = run()
     except ConfigError as exc:
         _fail(str(exc), 2)
     except (duckdb.Error, CollectorError) as exc:

@@ -76,8 +76,6 @@ OPEN_MERGED_FILES = 8
 #: Files read at once while merging (pyarrow releases the GIL while decoding).
 READ_THREADS = 4
 
-DAEMON_LOCK_NAME = ".collector.lock"
-
 # part-<stamp>-<random>-c<NN>.parquet: the files of one full compaction share stamp and
 # random; -m<NN> marks an open partition's merged flush files.
 _COMPACTED = re.compile(
@@ -147,8 +145,6 @@ class GroupReport:
 class CompactionReport:
     groups: dict[tuple[str, str], GroupReport] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    #: Kept for callers of the earlier format; Delta's conflict checks replace the lock.
-    locked: bool = False
     #: Files deleted by vacuum (replaced ones past the retention, uncommitted ones).
     removed: int = 0
 
