@@ -12,7 +12,7 @@ import pytest
 
 from collector import datasets
 from collector.errors import FatalStorageError, StorageError
-from collector.storage import delta
+from collector.storage import delta, legacy
 from collector.storage.wal import WAL_DIR, WriteAheadLog
 from collector.storage.writer import ArchiveWriter
 from tests.disk_faults import Disk
@@ -321,3 +321,25 @@ def test_segment_numbers_never_go_back_below_a_committed_one(tmp_path: Path) -> 
 
     assert recovery.restored == {"trades": 1}
     assert keys(read_all(tmp_path, "trades"), "trade_id") == [(0,), (1,), (2,), (10,)]
+
+
+def test_a_failed_fsync_on_the_first_flush_leaves_a_delta_archive_that_restarts(
+    tmp_path: Path,
+) -> None:
+    # The first flush of a dataset creates its table before writing any file: a stop
+    # then (failed fsync, kill -9) must not leave data folders without a _delta_log,
+    # which the next start would take for the layout before Delta Lake and refuse.
+    disk = Disk()
+    writer = disk.writer(tmp_path)
+    writer.add("trades", trades([("spot", "BTC", 1, T0), ("spot", "BTC", 2, T0 + DAY_MS)]))
+    disk.fsync_fails = True
+    with pytest.raises(FatalStorageError):
+        writer.flush()
+    crash(writer)
+    assert not legacy.is_legacy_archive(tmp_path)
+    assert not list(tmp_path.glob("trades/*/*/*.parquet"))
+
+    recovery = ArchiveWriter(tmp_path, wal=True).recover()
+
+    assert recovery.restored == {"trades": 2}
+    assert keys(read_all(tmp_path, "trades"), "trade_id") == [(1,), (2,)]

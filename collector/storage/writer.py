@@ -210,6 +210,10 @@ class ArchiveWriter:
         written: list[str] = []
         adds = []
         try:
+            # The table first: a data folder never exists without its _delta_log, so a
+            # crash before the first commit does not leave what looks like the layout
+            # before Delta Lake (which the next start would refuse).
+            table = self._table(name)
             for partition, part in groups:
                 part = dedupe_on_key(part, spec.key).sort_by(spec.sort_keys)
                 action = delta.write_file(
@@ -223,7 +227,6 @@ class ArchiveWriter:
                 )
                 written.append(delta.file_path(self.root, name, action.path))
                 adds.append(action)
-            table = self._table(name)
             delta.commit(
                 table,
                 name,
@@ -233,11 +236,11 @@ class ArchiveWriter:
                 metadata={"jex.operation": "flush"},
             )
         except (OSError, pa.ArrowException, DeltaError, StorageError) as exc:
-            if isinstance(exc, FatalStorageError):
-                raise
-            for path in written:
+            for path in written:  # never committed: no reader saw them
                 self._discard(path)
             self._tables.pop(name, None)
+            if isinstance(exc, FatalStorageError):
+                raise
             raise _storage_error(name, f"{self.root}/{name}", exc) from exc
         return written, groups
 
