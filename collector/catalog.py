@@ -1,7 +1,8 @@
 """DuckDB access to the archive: one view per dataset, and reads the collector needs.
 
 Each dataset's view reads its Delta table (:mod:`collector.storage.delta`) through
-DuckDB's ``delta`` extension (``delta_scan``): a query sees one version of the table,
+DuckDB's ``delta`` extension (the table attached with ``ATTACH … (TYPE delta)`` in
+:func:`connect`, ``delta_scan`` in ``archive.duckdb``): a query sees one version of the table,
 so a compaction or a flush committed while it runs is either wholly in it or not at
 all, and the files it reads stay on disk until :func:`collector.storage.delta.vacuum`
 deletes them (``delta.RETENTION_HOURS`` after they were replaced, longer than a query
@@ -131,8 +132,13 @@ def has_files(data_dir: str | Path, dataset: str) -> bool:
     return delta.has_rows(Path(data_dir).resolve(), dataset)
 
 
-def source_sql(data_dir: str | Path, dataset: str) -> str:
-    """A SELECT over the dataset's table (or an empty, typed SELECT when there is none)."""
+def source_sql(data_dir: str | Path, dataset: str, *, attached: str | None = None) -> str:
+    """A SELECT over the dataset's table (or an empty, typed SELECT when there is none).
+
+    ``attached`` names the table attached in the connection's database
+    (:func:`_attach`); without it the SELECT reads ``delta_scan(path)``, which a view
+    in a database file can keep.
+    """
     spec = datasets.get(dataset)
     if not delta.is_table(Path(data_dir).resolve(), dataset):
         columns = ", ".join(
@@ -142,12 +148,15 @@ def source_sql(data_dir: str | Path, dataset: str) -> str:
     columns = ", ".join(spec.column_names)
     # Names come from the dataset registry; the path is checked and quoted by path_literal.
     # The table's partition columns (market, date) come from its log, not the files.
+    if attached is not None:
+        return f"SELECT {columns}, date FROM {attached}.{attached}"  # noqa: S608
     location = path_literal(table_path(data_dir, dataset))
     return f"SELECT {columns}, date FROM delta_scan({location})"  # noqa: S608
 
 
 _database: duckdb.DuckDBPyConnection | None = None
 _database_lock = threading.Lock()
+_attached: dict[str, str] = {}
 
 
 def _shared_database() -> duckdb.DuckDBPyConnection:
@@ -172,6 +181,29 @@ def _shared_database() -> duckdb.DuckDBPyConnection:
         return _database
 
 
+def _attach(data_dir: str | Path, dataset: str) -> str | None:
+    """The alias under which ``dataset``'s table is attached to the shared database
+    (``ATTACH … (TYPE delta)``, once per table and process), or None when the archive
+    has no such table yet.
+
+    An attached Delta table is read like ``delta_scan``: every query (or transaction)
+    sees the table's latest version, so views over it see new commits. It binds about
+    2 ms faster a query than ``delta_scan``, which resolves the table again each time
+    (``bench/views.py``).
+    """
+    if not delta.is_table(Path(data_dir).resolve(), dataset):
+        return None
+    location = str(table_path(data_dir, dataset))
+    database = _shared_database()
+    with _database_lock:
+        alias = _attached.get(location)
+        if alias is None:
+            alias = f"jex_{dataset}_{len(_attached)}"
+            database.execute(f"ATTACH {path_literal(location)} AS {alias} (TYPE delta)")
+            _attached[location] = alias
+        return alias
+
+
 def connect(
     data_dir: str | Path,
     *,
@@ -194,7 +226,10 @@ def connect(
         connection.execute("SET SESSION TimeZone = 'UTC'")
         for name in datasets.DATASETS if only is None else only:
             datasets.get(name)  # a registry name, never anything else, reaches the SQL
-            connection.execute(f"CREATE TEMP VIEW {name} AS {source_sql(data_dir, name)}")
+            attached = _attach(data_dir, name)
+            connection.execute(
+                f"CREATE TEMP VIEW {name} AS {source_sql(data_dir, name, attached=attached)}"
+            )
         if derived_views:
             derived.install(connection, temporary=True)
     except BaseException:
