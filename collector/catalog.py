@@ -26,13 +26,15 @@ import os
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import duckdb
 import pyarrow as pa
 
 from collector import datasets, derived
 from collector.errors import ConfigError
-from collector.storage import delta
+from collector.storage import delta, location
+from collector.storage.location import Archive
 
 DB_NAME = "archive.duckdb"
 
@@ -111,28 +113,32 @@ def path_literal(path: str | Path) -> str:
     """The one way a path enters SQL text: validated, then quoted.
 
     View DDL cannot take bound parameters, so a table's location is written into the
-    view. Only an absolute path without control characters is accepted; quotes are
-    doubled, which is all a DuckDB string literal needs (backslashes are literal).
+    view. Only an absolute path or an ``s3://`` URI (checked by
+    :class:`~collector.storage.location.Archive`) without control characters is
+    accepted; quotes are doubled, which is all a DuckDB string literal needs.
     """
     text = str(path)
-    if not text.startswith("/"):
-        raise ValueError(f"expected an absolute path in SQL, got {text!r}")
     if any(ord(char) < 32 or ord(char) == 127 for char in text):
         raise ValueError(f"a path with control characters cannot be used in SQL: {text!r}")
+    if location.is_remote(text):
+        Archive.of(text)  # bucket and prefix checked
+    elif not text.startswith("/"):
+        raise ValueError(f"expected an absolute path in SQL, got {text!r}")
     return sql_string(text)
 
 
-def table_path(data_dir: str | Path, dataset: str) -> Path:
-    """The absolute folder of ``dataset``'s Delta table in the archive ``data_dir``."""
-    return Path(delta.table_uri(Path(data_dir).resolve(), dataset))
+def table_path(data_dir: str | Path | Archive, dataset: str) -> str:
+    """Where ``dataset``'s Delta table is in the archive ``data_dir``: an absolute folder,
+    or an ``s3://`` URI."""
+    return Archive.of(data_dir).table_uri(dataset)
 
 
-def has_files(data_dir: str | Path, dataset: str) -> bool:
+def has_files(data_dir: str | Path | Archive, dataset: str) -> bool:
     """Whether ``dataset``'s table exists and its current version has a data file."""
-    return delta.has_rows(Path(data_dir).resolve(), dataset)
+    return delta.has_rows(Archive.of(data_dir).uri, dataset)
 
 
-def source_sql(data_dir: str | Path, dataset: str, *, attached: str | None = None) -> str:
+def source_sql(data_dir: str | Path | Archive, dataset: str, *, attached: str | None = None) -> str:
     """A SELECT over the dataset's table (or an empty, typed SELECT when there is none).
 
     ``attached`` names the table attached in the connection's database
@@ -140,7 +146,7 @@ def source_sql(data_dir: str | Path, dataset: str, *, attached: str | None = Non
     in a database file can keep.
     """
     spec = datasets.get(dataset)
-    if not delta.is_table(Path(data_dir).resolve(), dataset):
+    if not delta.is_table(Archive.of(data_dir).uri, dataset):
         columns = ", ".join(
             f"CAST(NULL AS {_DUCKDB_TYPES[c.type]}) AS {c.name}" for c in spec.columns
         )
@@ -157,6 +163,24 @@ def source_sql(data_dir: str | Path, dataset: str, *, attached: str | None = Non
 _database: duckdb.DuckDBPyConnection | None = None
 _database_lock = threading.Lock()
 _attached: dict[str, str] = {}
+#: The AWS_* settings the shared database's S3 secret was made from (use_object_store),
+#: or None before the first one: made again when the environment changes.
+_object_store: list[tuple[str, ...] | None] = [None]
+
+
+def _aws_environment() -> tuple[str, ...]:
+    return tuple(os.environ.get(name, "") for name in _AWS_VARIABLES)
+
+
+_AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
 
 
 def _shared_database() -> duckdb.DuckDBPyConnection:
@@ -181,7 +205,7 @@ def _shared_database() -> duckdb.DuckDBPyConnection:
         return _database
 
 
-def _attach(data_dir: str | Path, dataset: str) -> str | None:
+def _attach(data_dir: str | Path | Archive, dataset: str) -> str | None:
     """The alias under which ``dataset``'s table is attached to the shared database
     (``ATTACH … (TYPE delta)``, once per table and process), or None when the archive
     has no such table yet.
@@ -191,17 +215,67 @@ def _attach(data_dir: str | Path, dataset: str) -> str | None:
     2 ms faster a query than ``delta_scan``, which resolves the table again each time
     (``bench/views.py``).
     """
-    if not delta.is_table(Path(data_dir).resolve(), dataset):
+    archive = Archive.of(data_dir)
+    if not delta.is_table(archive.uri, dataset):
         return None
-    location = str(table_path(data_dir, dataset))
+    where = table_path(archive, dataset)
+    if archive.remote:
+        _shared_object_store()
     database = _shared_database()
     with _database_lock:
-        alias = _attached.get(location)
+        alias = _attached.get(where)
         if alias is None:
             alias = f"jex_{dataset}_{len(_attached)}"
-            database.execute(f"ATTACH {path_literal(location)} AS {alias} (TYPE delta)")
-            _attached[location] = alias
+            database.execute(f"ATTACH {path_literal(where)} AS {alias} (TYPE delta)")
+            _attached[where] = alias
         return alias
+
+
+def _shared_object_store() -> None:
+    database = _shared_database()
+    with _database_lock:
+        if _object_store[0] != _aws_environment():
+            use_object_store(database)
+            _object_store[0] = _aws_environment()
+
+
+def use_object_store(connection: duckdb.DuckDBPyConnection) -> None:
+    """Let ``connection``'s database read ``s3://`` tables: the ``httpfs`` extension and a
+    temporary secret (kept in memory, never in a database file, redacted in
+    ``duckdb_secrets()``) made from the standard AWS environment variables: the key and
+    secret (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``),
+    the region, and the endpoint from ``AWS_ENDPOINT_URL`` (path-style requests, TLS as
+    its scheme says). DuckDB's ``delta`` extension reads no environment variable itself,
+    and the ``credential_chain`` provider needs DuckDB's ``aws`` extension, which is not
+    on the package registry."""
+    load_extension(connection, "httpfs")
+    options = ["TYPE s3"]
+    for option, variable in (
+        ("KEY_ID", "AWS_ACCESS_KEY_ID"),
+        ("SECRET", "AWS_SECRET_ACCESS_KEY"),
+        ("SESSION_TOKEN", "AWS_SESSION_TOKEN"),
+    ):
+        value = os.environ.get(variable)
+        if value:
+            options.append(f"{option} {sql_string(value)}")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parts = urlsplit(endpoint)
+        host = parts.netloc or parts.path
+        if not host or any(ch in host for ch in "'\\ \t\n"):
+            raise ConfigError(
+                f"AWS_ENDPOINT_URL is not an http(s) URL: {endpoint!r}",
+                source="environment",
+            )
+        options += [
+            f"ENDPOINT {sql_string(host)}",
+            "URL_STYLE 'path'",
+            f"USE_SSL {'false' if parts.scheme == 'http' else 'true'}",
+        ]
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options.append(f"REGION {sql_string(region)}")
+    connection.execute(f"CREATE OR REPLACE TEMPORARY SECRET jex_s3 ({', '.join(options)})")
 
 
 def connect(
@@ -238,14 +312,22 @@ def connect(
     return connection
 
 
-def write_views(data_dir: str | Path) -> Path:
-    """(Re)write ``<data_dir>/archive.duckdb`` with one view per dataset and the derived
-    views; return its path. Reading it needs DuckDB's ``delta`` extension loaded."""
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    final = data_dir / DB_NAME
-    temp = data_dir / f".{DB_NAME}.{os.getpid()}.tmp"
-    _remove_dead_temp_files(data_dir)
+def write_views(data_dir: str | Path | Archive, target: str | Path | None = None) -> Path:
+    """(Re)write ``target`` (default ``<data_dir>/archive.duckdb``; required for an
+    archive on an object store, since a DuckDB file cannot live there) with one view per
+    dataset and the derived views; return its path. Reading it needs DuckDB's ``delta``
+    extension loaded, and for an ``s3://`` archive ``httpfs`` and an S3 secret too (no
+    credential is ever written into the file)."""
+    archive = Archive.of(data_dir)
+    if target is None:
+        if archive.remote:
+            raise ValueError(f"where to write the views of {archive.uri}: give a local file")
+        target = archive.path / DB_NAME
+    final = Path(target).resolve()
+    folder = final.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".{final.name}.{os.getpid()}.tmp"
+    _remove_dead_temp_files(folder, final.name)
     for stale in (temp, Path(f"{temp}.wal")):
         stale.unlink(missing_ok=True)
     connection = duckdb.connect(str(temp))
@@ -254,8 +336,10 @@ def write_views(data_dir: str | Path) -> Path:
         # Creating a view binds it: delta_scan must be there, and times read as UTC.
         connection.execute("SET TimeZone = 'UTC'")
         load_delta(connection)
+        if archive.remote:
+            use_object_store(connection)  # a TEMPORARY secret: not stored in the file
         for name, spec in datasets.DATASETS.items():
-            connection.execute(f"CREATE OR REPLACE VIEW {name} AS {source_sql(data_dir, name)}")
+            connection.execute(f"CREATE OR REPLACE VIEW {name} AS {source_sql(archive, name)}")
             connection.execute(f"COMMENT ON VIEW {name} IS {sql_string(spec.doc)}")
         try:
             derived.install(connection)
@@ -273,11 +357,11 @@ def write_views(data_dir: str | Path) -> Path:
     return final
 
 
-def _remove_dead_temp_files(data_dir: Path) -> None:
+def _remove_dead_temp_files(folder: Path, name: str = DB_NAME) -> None:
     """Temporary view files of processes that died mid-rebuild (kill -9): never read, but
     they would pile up. A live process's file (another CLI rebuilding now) is left alone."""
-    for path in data_dir.glob(f".{DB_NAME}.*.tmp*"):
-        pid = path.name.removeprefix(f".{DB_NAME}.").split(".", 1)[0]
+    for path in folder.glob(f".{name}.*.tmp*"):
+        pid = path.name.removeprefix(f".{name}.").split(".", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
@@ -340,14 +424,16 @@ def last_recent_trades(
     time. ``delta_scan`` has no row numbers, so the files of the table's current
     version are read directly (they outlive this read: see the module).
     """
-    root = Path(data_dir).resolve()
-    table = delta.open_table(root, "trades")
+    archive = Archive.of(data_dir)
+    table = delta.open_table(archive.uri, "trades")
     # Paths from the log, not file_uris(): those are URIs (a space becomes %20).
     found_files = [] if table is None else delta.files(table, "trades")
-    files = [delta.file_path(root, "trades", file.path) for file in found_files]
+    files = [delta.file_path(archive.uri, "trades", file.path) for file in found_files]
     if not files:
         return {}
-    with duckdb.connect() as connection:
+    if archive.remote:
+        _shared_object_store()
+    with _shared_database().cursor() as connection:
         rows = connection.execute(
             "SELECT market, symbol, epoch_ms(time), price, qty FROM ("
             "  SELECT *, row_number() OVER (PARTITION BY market, symbol"

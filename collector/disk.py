@@ -30,8 +30,8 @@ Pure except :func:`fetch_trade_counts` (asks the exchange) and :func:`free_space
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +45,8 @@ from collector.config import KLINE_INTERVALS, JobSettings, Settings
 from collector.errors import CollectorError
 from collector.exchange import endpoints, parsers
 from collector.plan import JobLoad, Plan
+from collector.storage import location
+from collector.storage.location import Archive
 
 if TYPE_CHECKING:
     from collector.exchange.client import JexClient
@@ -293,13 +295,13 @@ def estimate(
             )
         )
     estimates.sort(key=lambda e: -e.compacted_bytes_per_day)
-    data_dir = os.path.abspath(settings.storage.data_dir)
+    data_dir = str(Archive.of(settings.storage.data_dir))
     disk = DiskPlan(estimates, trades.source, data_dir, free_bytes)
     days = disk.days_until_full
     if days is not None and days < FULL_WARNING_DAYS:
         disk.notes.append(
             f"the disk at {disk.data_dir} fills in {days:.1f} days at this rate: free space, "
-            "move storage.data_dir to a larger disk, or collect less (depth limit, symbols)"
+            "move storage.uri to a larger disk, or collect less (depth limit, symbols)"
         )
     return disk
 
@@ -318,10 +320,10 @@ async def plan_disk(
     else:
         wanted: dict[str, Sequence[str]] = {m: names(trades_job, m) for m in trades_job.markets}
         trades = await trade_counts_or_assumed(client, wanted)
-    try:
-        _, free = free_space(settings.storage.data_dir)
-    except OSError:
-        free = None
+    free: int | None = None
+    if not location.is_remote(settings.storage.data_dir):  # an object store has no "free"
+        with contextlib.suppress(OSError):
+            _, free = free_space(settings.storage.data_dir)
     return estimate(
         settings,
         plan,

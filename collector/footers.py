@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from collector import datasets
 from collector.storage import delta, layout
+from collector.storage.location import Archive
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def summarize(data_dir: str | Path, today: dt.date) -> dict[tuple[str, str], Gro
 
     One read of each table's log (its last checkpoint and the commits after it).
     """
-    root = str(Path(data_dir).resolve())
+    root = Archive.of(data_dir).uri
     groups: dict[tuple[str, str], GroupSummary] = {}
     for name, table in delta.tables(root):
         seen: set[layout.Partition] = set()

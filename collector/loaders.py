@@ -59,12 +59,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 
 from collector import datasets
 from collector.config import KLINE_INTERVALS
 from collector.research import depth_wide
 from collector.storage import delta, layout, legacy
+from collector.storage.location import Archive
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +214,13 @@ def _load(
     wanted = _columns(spec, columns)
     start_ms = None if start is None else _to_ms(start, "start")
     end_ms = None if end is None else _to_ms(end, "end")
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"no archive at {root}: the directory does not exist (check data_dir)"
-        )
-    legacy.refuse_legacy(root)  # one line naming `jex-collector migrate`
+    archive = Archive.of(data_dir)
+    if not archive.remote:
+        if not archive.path.is_dir():
+            raise FileNotFoundError(
+                f"no archive at {data_dir}: the directory does not exist (check data_dir)"
+            )
+        legacy.refuse_legacy(archive.path)  # one line naming `jex-collector migrate`
     read_schema = _read_schema(spec)
     projection = [spec.time_column, *wanted]
     if start_ms is not None and end_ms is not None and start_ms >= end_ms:
@@ -237,18 +238,20 @@ def _load(
     condition = None
     for part in conditions:
         condition = part if condition is None else condition & part
-    root = root.resolve()
-    files = _files(root, spec.name, markets, start_ms, end_ms)
+    files = _files(archive.uri, spec.name, markets, start_ms, end_ms)
     if not files:
         return _frame(read_schema.empty_table().select(projection), spec)
-    table = _scan(root, files, spec, condition).to_table(
+    table = _scan(archive, files, spec, condition).to_table(
         columns=projection, filter=condition, use_threads=True
     )
     return _frame(table, spec)
 
 
 def _scan(
-    root: Path, files: list[delta.DataFile], spec: datasets.Dataset, condition: pc.Expression | None
+    archive: Archive,
+    files: list[delta.DataFile],
+    spec: datasets.Dataset,
+    condition: pc.Expression | None,
 ) -> pads.Dataset:
     """A dataset over ``files`` reading only the row groups ``condition`` may match.
 
@@ -262,7 +265,8 @@ def _scan(
     categories.
     """
     schema = _read_schema(spec)
-    filesystem = pafs.LocalFileSystem()
+    filesystem = archive.filesystem()
+    root = archive.fs_path()
     file_format = pads.ParquetFileFormat(
         read_options=pads.ParquetReadOptions(
             dictionary_columns=[name for name in schema.names if name in CATEGORY_COLUMNS]
@@ -296,7 +300,7 @@ def _scan(
 
 
 def _files(
-    root: Path, dataset: str, markets: list[str], start_ms: int | None, end_ms: int | None
+    root: str, dataset: str, markets: list[str], start_ms: int | None, end_ms: int | None
 ) -> list[delta.DataFile]:
     """Files of the table's latest version that may hold rows of ``markets`` in
     ``[start_ms, end_ms)``, by date, then market, then creation.

@@ -18,6 +18,7 @@ from pathlib import Path
 from collector.backfill import Backfill
 from collector.config import KLINE_INTERVALS, Settings
 from collector.storage import compaction, delta
+from collector.storage.location import Archive
 from collector.storage.writer import ArchiveWriter
 from collector.verify import Finding
 
@@ -36,7 +37,7 @@ def remove_duplicates(data_dir: str | Path, dataset: str, report: RepairReport) 
     Raises :class:`StorageError` (:class:`collector.storage.delta.ConflictError`) when a
     concurrent compaction replaced a partition's files first; run the repair again.
     """
-    table = delta.open_table(Path(data_dir).resolve(), dataset)
+    table = delta.open_table(Archive.of(data_dir).uri, dataset)
     if table is None:
         return
     for partition in delta.list_partitions(table, dataset):

@@ -235,7 +235,7 @@ def test_a_full_disk_stops_nothing_and_every_row_lands_once_when_space_returns(
 
     # Both the log's appends and the Parquet files met the full disk ...
     assert disk.log_enospc > 0 and disk.file_enospc > 0
-    assert "the disk is full: free space or move storage.data_dir" in caplog.text
+    assert "the disk is full: free space or move storage.uri" in caplog.text
     # ... and yet every row a job reported receiving is archived, once.
     found = audit(data_dir, sim_exchange, logged_rows(lines.lines))
     assert found.problems() == [], found.summary()

@@ -22,6 +22,7 @@ from collector.config import Settings
 from collector.errors import CollectorError
 from collector.report import coverage, page, series
 from collector.report.model import By, Report, Window, default_window, to_datetime
+from collector.storage.location import Archive
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,12 @@ def make_report(
     Raises :class:`EmptyArchiveError` when there is nothing to show and LookupError
     for a symbol without prices.
     """
-    root = Path(data_dir)
-    if not root.is_dir():
+    archive = Archive.of(data_dir)
+    root = archive.uri
+    if not archive.remote and not archive.path.is_dir():
         raise EmptyArchiveError(
-            f"no archive at {root}: pass --data-dir, or run the collector first (jex-collector run)"
+            f"no archive at {data_dir}: pass --data-dir, or run the collector first "
+            "(jex-collector run)"
         )
     started = time.perf_counter()
 
@@ -83,7 +86,7 @@ def make_report(
             every = {name: job.every for name, job in settings.jobs.items()} if settings else {}
             enabled = set(settings.enabled_jobs()) if settings else set()
             return Report(
-                data_dir=str(root.resolve()),
+                data_dir=root,
                 generated_ms=clock_ms(),
                 window=window,
                 archive_first_ms=span[0],

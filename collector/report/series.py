@@ -23,6 +23,7 @@ from collector.report.model import (
     nice_step_ms,
 )
 from collector.storage import delta
+from collector.storage.location import Archive
 
 
 def archive_span(connection: Any) -> tuple[int, int] | None:
@@ -181,7 +182,7 @@ def disk_use(data_dir: str | Path, window: Window | None = None) -> DiskUse:
     by_date: dict[str, dict[dt.date, int]] = {}
     files = 0
     total = 0
-    for name, table in delta.tables(str(Path(data_dir).resolve())):
+    for name, table in delta.tables(Archive.of(data_dir).uri):
         for file in delta.files(table, name):
             date = file.partition.date
             files += 1

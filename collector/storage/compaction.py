@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
@@ -50,6 +49,7 @@ from deltalake.exceptions import DeltaError
 from collector import datasets
 from collector.errors import StorageError
 from collector.storage import delta, layout, parquet_format
+from collector.storage.location import Archive
 from collector.storage.writer import dedupe_on_key
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,8 @@ def compact_archive(
     start.
     """
     report = CompactionReport()
-    root = _root(data_dir)
+    archive = _root(data_dir)
+    root = archive.uri
     for name in datasets.DATASETS:
         table = delta.open_table(root, name)
         if table is None:
@@ -246,7 +247,7 @@ def compact_archive(
                     inputs = found if chosen is None else chosen
                     full = chosen is None or len(chosen) == len(found)
                     result = _rewrite(
-                        root,
+                        archive,
                         table,
                         partition,
                         inputs,
@@ -307,9 +308,8 @@ def _open_choice(
     return flushes
 
 
-def _root(data_dir: str | Path) -> str:
-    text = str(data_dir)
-    return text.rstrip("/") if "://" in text else str(Path(text).resolve())
+def _root(data_dir: str | Path | Archive) -> Archive:
+    return Archive.of(data_dir)
 
 
 def _day_end_ms(date: dt.date) -> int:
@@ -339,8 +339,8 @@ def compact_partition(
     sharing a key. Raises :class:`StorageError` when a concurrent compaction replaced
     the same files first.
     """
-    root = _root(data_dir)
-    table = delta.open_table(root, partition.dataset)
+    archive = _root(data_dir)
+    table = delta.open_table(archive.uri, partition.dataset)
     found = (
         []
         if table is None
@@ -351,7 +351,7 @@ def compact_partition(
     if not only_with_duplicates and _already_compact(found):
         return _unchanged(partition, found)
     return _rewrite(
-        root,
+        archive,
         table,
         partition,
         found,
@@ -365,7 +365,7 @@ def compact_partition(
 
 
 def _rewrite(
-    root: str,
+    data_dir: str | Path | Archive,
     table: DeltaTable,
     partition: layout.Partition,
     inputs: list[delta.DataFile],
@@ -383,8 +383,10 @@ def _rewrite(
     flushes' faster zstd level, since the files will be rewritten later today.
     """
     spec = datasets.get(partition.dataset)
-    fs = pafs.LocalFileSystem() if "://" not in root else pafs.FileSystem.from_uri(root)[0]
-    table_rows = read_files(root, partition, inputs)
+    archive = Archive.of(data_dir)
+    fs = archive.filesystem()
+    root = archive.fs_path()
+    table_rows = read_files(archive, partition, inputs)
     merged = dedupe_on_key(table_rows, spec.key)
     if only_with_duplicates and merged.num_rows == table_rows.num_rows:
         return _unchanged(partition, inputs)
@@ -434,12 +436,16 @@ def _rewrite(
     )
 
 
-def read_files(root: str, partition: layout.Partition, inputs: list[delta.DataFile]) -> pa.Table:
+def read_files(
+    data_dir: str | Path | Archive, partition: layout.Partition, inputs: list[delta.DataFile]
+) -> pa.Table:
     """The rows of ``inputs`` (files of one partition), in creation order, with the
     dataset's columns (``market`` from the partition)."""
     spec = datasets.get(partition.dataset)
     schema = delta.file_schema(partition.dataset)
-    fs = pafs.LocalFileSystem() if "://" not in root else pafs.FileSystem.from_uri(root)[0]
+    archive = Archive.of(data_dir)
+    fs = archive.filesystem()
+    root = archive.fs_path()
 
     def read_one(file: delta.DataFile) -> pa.Table:
         return pq.read_table(

@@ -123,7 +123,7 @@ def table_uri(root: str | Path, dataset: str) -> str:
         # taken for "a b"), so such a table could be created but never found again.
         raise StorageError(
             f"the archive path {root} contains '%', which deltalake cannot use; "
-            "rename the folder or choose another storage.data_dir",
+            "rename the folder or choose another storage.uri",
             dataset=dataset,
             path=str(root),
         )
@@ -264,7 +264,8 @@ def write_file(
     relative = f"market={partition.market}/date={partition.date.isoformat()}/{name}"
     path = file_path(root, dataset, relative)
     body = rows.drop_columns(["market"]).cast(file_schema(dataset))
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if fs.type_name != "s3":  # an object store has no folders (pyarrow would add markers)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     try:
         sink = fs.open_output_stream(path)
         try:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from collector import datasets
 from collector.errors import LegacyArchiveError
-from collector.storage import delta, layout
+from collector.storage import delta, layout, location
 
 _DATE_ENTRY = re.compile(r"^date=\d{4}-\d{2}-\d{2}$")
 
@@ -68,6 +68,8 @@ def refuse_legacy(data_dir: str | Path) -> None:
     The daemon, ``query`` and the loaders call this first: a Delta reader would see
     none of the old files, and a Delta writer would put new tables next to them.
     """
+    if location.is_remote(data_dir):
+        return  # the layout before Delta Lake never left a local disk
     if is_legacy_archive(data_dir):
         raise LegacyArchiveError(
             f"{data_dir} holds the archive in the layout before Delta Lake; convert it "

@@ -192,7 +192,7 @@ class WriteAheadLog:
             return
         self._failing = True
         hint = (
-            " (the disk is full: free space or move storage.data_dir)"
+            " (the disk is full: free space or move storage.uri)"
             if exc.errno == errno.ENOSPC
             else ""
         )

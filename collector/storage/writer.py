@@ -46,6 +46,7 @@ from collector import datasets
 from collector.errors import FatalStorageError, StorageError
 from collector.metrics import Metrics
 from collector.storage import delta, layout, parquet_format
+from collector.storage.location import Archive
 from collector.storage.wal import WAL_DIR, WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -87,29 +88,37 @@ class ArchiveWriter:
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Archive,
         *,
         filesystem: pafs.FileSystem | None = None,
         clock_ms: Callable[[], int] = _wall_ms,
         fsync: Callable[[int], None] = os.fsync,
         wal: bool | WriteAheadLog = False,
+        state_dir: str | Path | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        self.fs = filesystem or pafs.LocalFileSystem()
+        """``root``: the archive (a local folder or ``s3://bucket/prefix``). ``wal=True``
+        keeps the write-ahead log in ``<state_dir>/_wal`` (a local folder; by default the
+        archive's, which must then be local)."""
+        self.archive = Archive.of(root)
+        self.fs = filesystem or self.archive.filesystem()
         # A Python wrapper over the local disk (tests inject faults that way) is local too.
         self._local = isinstance(self.fs, pafs.LocalFileSystem) or self.fs.type_name == "py::local"
-        self.root = str(Path(root).resolve()) if self._local else str(root).rstrip("/")
+        self.root = self.archive.uri  # what deltalake opens
+        self.fs_root = self.archive.fs_path()  # where pyarrow writes the data files
         self._clock_ms = clock_ms
         self._fsync = fsync
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._buffers: dict[str, list[pa.Table]] = defaultdict(list)
         self._fatal: FatalStorageError | None = None
-        self.fs.create_dir(self.root, recursive=True)
+        if not self.archive.remote:
+            self.fs.create_dir(self.fs_root, recursive=True)
         if wal is True:
-            if not self._local:
-                raise ValueError("the write-ahead log needs a local data directory")
-            wal = WriteAheadLog(f"{self.root}/{WAL_DIR}", fsync=fsync)
+            if state_dir is None and self.archive.remote:
+                raise ValueError("the write-ahead log of an object-store archive needs a state_dir")
+            local = Path(state_dir) if state_dir is not None else self.archive.path
+            wal = WriteAheadLog(f"{local.resolve()}/{WAL_DIR}", fsync=fsync)
         self.wal: WriteAheadLog | None = wal or None
         self.writer_id = self.wal.writer_id() if self.wal is not None else None
         self._tables: dict[str, DeltaTable] = {}
@@ -218,14 +227,14 @@ class ArchiveWriter:
                 part = dedupe_on_key(part, spec.key).sort_by(spec.sort_keys)
                 action = delta.write_file(
                     self.fs,
-                    self.root,
+                    self.fs_root,
                     partition,
                     part,
                     layout.part_name(self._clock_ms()),
                     options,
                     fsync=self._fsync_checked if self._local else None,
                 )
-                written.append(delta.file_path(self.root, name, action.path))
+                written.append(delta.file_path(self.fs_root, name, action.path))
                 adds.append(action)
             delta.commit(
                 table,
@@ -337,7 +346,7 @@ def _storage_error(dataset: str, where: str, exc: BaseException) -> StorageError
         return exc
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     full = getattr(exc, "errno", None) == 28 or "No space" in str(exc)
-    hint = " (the disk is full: free space or move storage.data_dir)" if full else ""
+    hint = " (the disk is full: free space or move storage.uri)" if full else ""
     return StorageError(
         f"cannot write {dataset} to {where}: {reason}{hint}", dataset=dataset, path=where
     )
