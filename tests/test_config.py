@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -159,3 +160,271 @@ def test_cli_exits_with_status_2_on_a_bad_config(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "jobs.depth.every" in result.stderr and str(path) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- non-finite and absurd durations -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (float("nan"), "got nan"),
+        (float("inf"), "finite"),
+        (float("-inf"), "positive"),
+        (10**400, "finite"),  # an int too large for a float
+        (-(10**400), "positive"),
+        ("1" + "0" * 400 + "s", "finite"),
+        (1e300, "at most 1000 years"),
+        ("365251d", "at most 1000 years"),
+        (1e-9, "at least 1ms"),
+        ("0.5ms", "at least 1ms"),
+    ],
+)
+def test_non_finite_and_absurd_durations_are_refused(value: object, expected: str) -> None:
+    with pytest.raises(ValueError, match="duration") as info:
+        config.parse_duration(value)
+    assert expected in str(info.value)
+    assert len(str(info.value)) < 200  # a 400-digit number is not repeated
+
+
+def test_the_bounds_of_a_duration_are_accepted() -> None:
+    assert config.parse_duration("1ms") == 0.001
+    assert config.parse_duration("365250d") == 365250 * 86400.0
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN", "1.0e+400"])
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("storage: {flush_every: %s}\njobs: {}\n", "storage.flush_every"),
+        ("exchange: {timeout: %s}\njobs: {}\n", "exchange.timeout"),
+        ("jobs:\n  depth: {every: %s}\n", "jobs.depth.every"),
+        ("jobs:\n  trades: {every: 1s, backfill: %s}\n", "jobs.trades.backfill"),
+        ("exchange: {weight_fraction: %s}\njobs: {}\n", "exchange.weight_fraction"),
+    ],
+)
+def test_yaml_nan_and_inf_are_refused_wherever_a_number_is_read(
+    tmp_path: Path, value: str, section: str, key: str
+) -> None:
+    path = write(tmp_path, section % value)
+    with pytest.raises(ConfigError) as info:
+        config.load(path, environ={})
+    assert f"{path}: {key}: " in str(info.value)
+
+
+# -- where the archive is: storage.uri (or data_dir) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "uri"),
+    [
+        ("data", "data"),
+        ("./archive/", "./archive/"),  # a local path stays as given
+        ("/srv/jex archive", "/srv/jex archive"),
+        ("s3://bucket", "s3://bucket"),
+        ("s3://my.bucket-1/", "s3://my.bucket-1"),
+        ("s3://bucket/jex/archive/", "s3://bucket/jex/archive"),
+        ("s3://bucket/Jex_2026/v=1.0+x", "s3://bucket/Jex_2026/v=1.0+x"),
+        ("S3://bucket/x", "s3://bucket/x"),
+        ("s3://" + "b" * 63 + "/x", "s3://" + "b" * 63 + "/x"),
+    ],
+)
+@pytest.mark.parametrize("key", ["uri", "data_dir"])
+def test_the_archive_is_a_local_path_or_an_s3_uri(key: str, given: str, uri: str) -> None:
+    settings = config.from_mapping(
+        {"storage": {key: given}, "jobs": {}}, source="s.yaml", environ={}
+    )
+    assert settings.storage.uri == uri
+    assert settings.storage.data_dir == uri  # the older name, for callers still using it
+    assert settings.storage.is_remote == uri.startswith("s3://")
+
+
+def test_the_default_archive_is_data() -> None:
+    settings = config.from_mapping({"jobs": {}}, source="s.yaml", environ={})
+    assert settings.storage.uri == "data" and not settings.storage.is_remote
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("gs://bucket/x", "gs:// is not supported; expected a local path (such as data) or s3://"),
+        ("http://minio:9000/bucket", "http:// is not supported"),
+        ("file:///srv/data", "file:// is not supported"),
+        ("s3:/bucket/x", "two slashes"),
+        ("", "got an empty string"),
+        ("s3://", "3 to 63 characters"),
+        ("s3://ab", "3 to 63 characters"),
+        ("s3://" + "b" * 64, "3 to 63 characters"),
+        ("s3://My-Bucket", "the bucket name 'My-Bucket' is not valid: a bucket name holds only"),
+        ("s3://my_bucket", "holds only lowercase letters"),
+        ("s3://-bucket", "starts and ends with a letter or digit"),
+        ("s3://bucket-", "starts and ends with a letter or digit"),
+        ("s3://my..bucket", "has no '..'"),
+        ("s3://192.168.1.10", "not an IP address"),
+        ("s3://xn--bucket", "reserves"),
+        ("s3://bucket-s3alias", "reserves"),
+        ("s3://bucket?versionId=3", "no query string"),
+        ("s3://bucket/x#y", "no query string or fragment"),
+        ("s3://bucket:9000/x", "not a host:port; the endpoint comes only from"),
+        ("s3://bucket//x", "no empty, '.' or '..' parts"),
+        ("s3://bucket/a/../b", "no empty, '.' or '..' parts"),
+        ("s3://bucket/a\nb", "only letters, digits and . _ = + - between its slashes"),
+        ("s3://bucket/jex archive", "only letters, digits and . _ = + -"),
+        ("s3://bucket/a@b", "only letters, digits and . _ = + -"),
+    ],
+)
+@pytest.mark.parametrize("key", ["uri", "data_dir"])
+def test_a_bad_archive_location_is_refused(key: str, given: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.from_mapping({"storage": {key: given}, "jobs": {}}, source="s.yaml", environ={})
+    assert f"s.yaml: storage.{key}: " in str(info.value)
+    assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "s3://AKIAEXAMPLE:wJalrXUtnFEMI-K7MDENG@bucket/x",
+        "s3://wJalrXUtnFEMI-K7MDENG@bucket",
+        "s3://AKIAEXAMPLE:wJalrXUtnFEMI-K7MDENG/x",
+        "s3://bucket/x?X-Amz-Credential=wJalrXUtnFEMI-K7MDENG",
+    ],
+)
+def test_credentials_in_the_uri_are_refused_and_never_repeated(given: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.from_mapping({"storage": {"uri": given}, "jobs": {}}, source="s.yaml", environ={})
+    message = str(info.value)
+    assert "storage.uri" in message and "AWS_ACCESS_KEY_ID" in message
+    assert "wJalr" not in message and "AKIA" not in message
+
+
+def test_uri_and_data_dir_together_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"storage: give uri or data_dir \(its older name\)"):
+        config.from_mapping(
+            {"storage": {"uri": "a", "data_dir": "b"}, "jobs": {}}, source="s.yaml", environ={}
+        )
+
+
+CREDENTIALS_FROM_THE_ENVIRONMENT = (
+    "endpoint and credentials are not read from files; set the environment variables "
+    "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION "
+    "(and AWS_ALLOW_HTTP=true for a plain-http test server)"
+)
+
+
+@pytest.mark.parametrize(
+    ("storage", "key"),
+    [
+        ({"aws_access_key_id": "AKIAEXAMPLE"}, "storage.aws_access_key_id"),
+        ({"aws_secret_access_key": "wJalrEXAMPLE"}, "storage.aws_secret_access_key"),
+        ({"access_key": "AKIAEXAMPLE"}, "storage.access_key"),
+        ({"secret_key": "wJalrEXAMPLE"}, "storage.secret_key"),
+        ({"endpoint": "http://minio:9000"}, "storage.endpoint"),
+        ({"region": "eu-west-1"}, "storage.region"),
+        ({"AWS_SESSION_TOKEN": "wJalrEXAMPLE"}, "storage.AWS_SESSION_TOKEN"),
+        ({"uri": "s3://bucket", "s3": {"endpoint_url": "http://x"}}, "storage.s3.endpoint_url"),
+        ({"options": [{"allow_http": True}]}, "storage.options[0].allow_http"),
+    ],
+)
+def test_credentials_in_the_file_are_refused(storage: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.from_mapping({"storage": storage, "jobs": {}}, source="s.yaml", environ={})
+    assert str(info.value) == f"s.yaml: {key}: {CREDENTIALS_FROM_THE_ENVIRONMENT}"
+
+
+def test_overrides_set_the_archive_and_the_state_folder(tmp_path: Path) -> None:
+    path = write(tmp_path, "storage: {data_dir: old, state_dir: /var/lib/jex}\njobs: {}\n")
+    for key in ("data_dir", "uri"):
+        settings = config.load(path, environ={}, overrides={key: "s3://bucket/new"})
+        assert settings.storage.uri == "s3://bucket/new"
+    settings = config.load(
+        path, environ={}, overrides={"data_dir": Path("here"), "state_dir": Path("/tmp/st")}
+    )
+    assert settings.storage.uri == "here" and settings.storage.state_dir == "/tmp/st"
+    assert config.load(path, environ={}, overrides={"data_dir": None}).storage.uri == "old"
+    with pytest.raises(ConfigError, match="command line: give data_dir or uri, not both"):
+        config.load(path, environ={}, overrides={"data_dir": "a", "uri": "b"})
+    with pytest.raises(ConfigError, match=r"storage\.uri: gs:// is not supported"):
+        config.load(path, environ={}, overrides={"uri": "gs://bucket"})
+
+
+# -- where this host's state is: storage.state_dir -----------------------------------------
+
+
+@pytest.mark.parametrize("given", ["s3://bucket/state", "S3://bucket", "s3:/x", "gs://b/x"])
+def test_state_stays_on_the_host(given: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.from_mapping(
+            {"storage": {"uri": "s3://bucket", "state_dir": given}, "jobs": {}},
+            source="s.yaml",
+            environ={},
+        )
+    assert "s.yaml: storage.state_dir: expected a local path: state stays on the host" in str(
+        info.value
+    )
+
+
+def test_an_empty_state_dir_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=r"storage\.state_dir: expected a local path, got an empty"
+    ):
+        config.from_mapping({"storage": {"state_dir": " "}, "jobs": {}}, source="s", environ={})
+
+
+def test_default_state_dir_of_a_local_archive() -> None:
+    assert config.default_state_dir("data", None) == Path("data")
+    assert config.default_state_dir("/srv/archive", "spot") == Path("/srv/archive/_local/spot")
+
+
+def test_default_state_dir_of_an_s3_archive() -> None:
+    xdg = {"XDG_STATE_HOME": "/state", "HOME": "/home/u"}
+    home = {"HOME": "/home/u"}
+    state = config.default_state_dir
+    assert state("s3://bucket/jex/archive", "spot", environ=xdg) == Path(
+        "/state/jex-collector/bucket/jex_archive/spot"
+    )
+    assert state("s3://bucket/jex", None, environ=home) == Path(
+        "/home/u/.local/state/jex-collector/bucket/jex/all"
+    )
+    # The XDG spec: a relative XDG_STATE_HOME is ignored.
+    relative = {"XDG_STATE_HOME": "state", "HOME": "/home/u"}
+    assert state("s3://bucket/jex", None, environ=relative) == state(
+        "s3://bucket/jex", None, environ=home
+    )
+    # No prefix: a short hash of the URI, the same every time, different per bucket.
+    root = state("s3://bucket", "spot", environ=xdg)
+    assert root.parent.parent == Path("/state/jex-collector/bucket")
+    assert len(root.parent.name) == 12 and root == state("s3://bucket", "spot", environ=xdg)
+    assert state("s3://other", "spot", environ=xdg).parent.name != root.parent.name
+    # a/b and a_b are different archives, so they get different folders.
+    slash, underscore = (state(f"s3://bucket/{p}", None, environ=xdg) for p in ("a/b", "a_b"))
+    assert slash.parent.name == "a_b" and underscore.parent.name.startswith("a_b-")
+    assert slash != underscore
+
+
+def test_settings_state_dir_is_the_explicit_value_or_the_default(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "storage: {uri: archive}\njobs:\n  trades: {every: 10s}\n"
+        "shards:\n  spot: {markets: [spot]}\n  rest: {markets: [option, contract]}\n",
+    )
+    assert config.load(path, environ={}).state_dir() == Path("archive")
+    spot = config.load(path, environ={}, overrides={"shard": "spot"})
+    assert spot.state_dir() == Path("archive/_local/spot")
+    # An explicit state_dir is used as given, shard or not.
+    explicit = config.load(path, environ={}, overrides={"shard": "spot", "state_dir": "st"})
+    assert explicit.state_dir() == Path("st")
+    remote = config.load(path, environ={}, overrides={"uri": "s3://bucket/x", "shard": "rest"})
+    assert remote.state_dir({"XDG_STATE_HOME": "/s"}) == Path("/s/jex-collector/bucket/x/rest")
+
+
+def test_the_commented_shards_example_in_schedules_yaml_is_valid() -> None:
+    text = (ROOT / "schedules.yaml").read_text()
+    example = text.split("\n# shards:\n", 1)[1]
+    assert all(line.startswith("#  ") for line in example.splitlines())
+    uncommented = text + "shards:\n" + "".join(line[1:] + "\n" for line in example.splitlines())
+    path = ROOT / "schedules.yaml"
+    settings = config.from_mapping(yaml.safe_load(uncommented), source=str(path), environ={})
+    assert len(settings.shards) >= 2
+    assert settings.unsharded() == []  # every job and market has a shard
+    assert settings.compacting_shard is not None
