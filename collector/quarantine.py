@@ -3,7 +3,7 @@
 A payload that is not JSON, not of the documented shape, or that has records a
 parser set aside, is written to::
 
-    <data_dir>/_quarantine/<YYYY-MM-DD>/<HHMMSSmmm>-<endpoint>-<random>.json
+    <archive>/_quarantine/<YYYY-MM-DD>/<HHMMSSmmm>-<endpoint>-<random>.json
 
 (UTC date and time of writing) as one JSON object: ``kind`` (``invalid_json``,
 ``wrong_shape``, ``rejected_records``), ``endpoint``, ``market``, ``params``,
@@ -17,8 +17,12 @@ stored, and any occurrence of the strings in ``redact`` (the key and secret) in
 what is stored is replaced by ``<redacted>``. It is bounded: at most
 ``max_files_per_hour`` files per endpoint and hour and ``max_bytes_per_day``
 bytes per UTC day (per process); what is dropped is counted and logged once per
-endpoint and hour. Writing is atomic (temporary name,
-then rename) and never fails the caller: an error is logged and the payload lost.
+endpoint and hour. Files are written through
+:class:`~collector.storage.location.Archive`, so the archive may be a local folder or an
+object store: each write is atomic (on a disk a temporary name, then a rename; on an
+object store one PUT) and never fails the caller: an error is logged and the payload
+lost. Several collectors (shards) may write into one quarantine: the random part keeps
+their names apart.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ import base64
 import datetime as dt
 import json
 import logging
-import os
 import re
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -37,6 +41,7 @@ from typing import Any
 
 from collector.exchange.client import Response, wall_clock_ms
 from collector.metrics import Metrics
+from collector.storage.location import Archive
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +51,15 @@ REDACTED = "<redacted>"
 MIN_SECRET_LENGTH = 8
 #: Rejected records stored per file (the count of all of them is stored too).
 MAX_RECORDS = 100
+#: A temporary file this old (seconds) is a crash's leftover, not another collector's
+#: write under way (a write takes milliseconds).
+ORPHAN_AGE_S = 600.0
 _TEMP_PREFIX = "."
 _TEMP_SUFFIX = ".tmp"
 
 
 class Quarantine:
-    """Writes unreadable payloads under ``<data_dir>/_quarantine``. Thread-unsafe; one per
+    """Writes unreadable payloads under ``<archive>/_quarantine``. Thread-unsafe; one per
     process, used from the event loop.
 
     Use it as the client's hook (``JexClient(quarantine=q)``: invalid JSON) and from the
@@ -60,7 +68,7 @@ class Quarantine:
 
     def __init__(
         self,
-        data_dir: str | Path,
+        data_dir: str | Path | Archive,
         *,
         redact: Iterable[str | None] = (),
         clock_ms: Callable[[], int] = wall_clock_ms,
@@ -69,7 +77,8 @@ class Quarantine:
         max_bytes_per_day: int = 256 * 1024 * 1024,
         metrics: Metrics | None = None,
     ) -> None:
-        self.root = Path(data_dir) / DIR_NAME
+        """``data_dir``: the archive, a local folder or ``s3://bucket/prefix``."""
+        self.archive = Archive.of(data_dir)
         self._secrets = sorted(
             {s for s in redact if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True
         )
@@ -103,8 +112,9 @@ class Quarantine:
         kind: str,
         error: str = "",
         rejected: list[tuple[Any, str]] | None = None,
-    ) -> Path | None:
-        """Write one quarantine file; return its path, or None if dropped or failed."""
+    ) -> str | None:
+        """Write one quarantine file; return where, relative to the archive
+        (``_quarantine/<day>/<name>.json``), or None if dropped or failed."""
         endpoint = _file_part(response.endpoint or "unknown")
         now = self._clock_ms()
         hour, day = now // 3_600_000, now // 86_400_000
@@ -116,7 +126,7 @@ class Quarantine:
             return None
         try:
             text = self._document(response, kind, error, rejected, now)
-            path = self._write(now, endpoint, text.encode("utf-8"))
+            relative = self._write(now, endpoint, text.encode("utf-8"))
         except Exception as exc:  # never fail the caller over a diagnostic file
             log.warning("could not write a quarantine file for %s: %s", endpoint, exc)
             return None
@@ -129,7 +139,7 @@ class Quarantine:
             "quarantined a %s payload from %s: %s",
             kind,
             endpoint,
-            path,
+            f"{self.archive.uri}/{relative}",
             extra={
                 "endpoint": endpoint,
                 "market": response.market,
@@ -138,15 +148,26 @@ class Quarantine:
                 "error": self._scrub_text(error) or None,
             },
         )
-        return path
+        return relative
 
-    def remove_orphans(self) -> int:
-        """Delete temporary files a crash left behind; return how many."""
+    def remove_orphans(self, *, now: float | None = None) -> int:
+        """Delete temporary files a crash left behind (at least :data:`ORPHAN_AGE_S` old,
+        by ``now``, epoch seconds, default the wall clock); return how many.
+
+        Only a local archive has any: an object store's write is one PUT.
+        """
+        if self.archive.remote:
+            return 0
+        cutoff = (time.time() if now is None else now) - ORPHAN_AGE_S
         removed = 0
-        for path in self.root.glob(f"*/{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
+        for path in (self.archive.path / DIR_NAME).glob(f"*/{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
             try:
+                if path.stat().st_mtime > cutoff:
+                    continue  # another collector's write, under way
                 path.unlink()
                 removed += 1
+            except FileNotFoundError:
+                continue
             except OSError as exc:
                 log.warning("could not remove %s: %s", path, exc)
         return removed
@@ -195,23 +216,12 @@ class Quarantine:
         text = json.dumps(self._scrub(document), ensure_ascii=False, indent=1, default=repr)
         return self._scrub_text(text)
 
-    def _write(self, now: int, endpoint: str, data: bytes) -> Path:
+    def _write(self, now: int, endpoint: str, data: bytes) -> str:
         stamp = dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC)
-        folder = self.root / stamp.strftime("%Y-%m-%d")
-        folder.mkdir(parents=True, exist_ok=True)
         name = f"{stamp.strftime('%H%M%S')}{now % 1000:03d}-{endpoint}-{secrets.token_hex(3)}.json"
-        final = folder / name
-        temp = folder / f"{_TEMP_PREFIX}{name}{_TEMP_SUFFIX}"
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, final)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return final
+        relative = f"{DIR_NAME}/{stamp.strftime('%Y-%m-%d')}/{name}"
+        self.archive.write_bytes(relative, data)
+        return relative
 
     # -- bounds ------------------------------------------------------------------------------
 

@@ -1,13 +1,19 @@
-"""The daemon's state file, ``<data_dir>/_state/daemon.json``: what it runs and how it went.
+"""Each daemon's state file, ``<archive>/_state/daemons/<name>.json``: what it runs and how it went.
 
-The daemon keeps it current so that ``jex-collector status`` (:mod:`collector.status`),
-a monitoring script or a human with ``cat`` can tell, without reading logs, whether the
-collector is alive and which jobs work. It holds:
+Every daemon keeps its own file current so that ``jex-collector status``
+(:mod:`collector.status`), a monitoring script or a human with ``cat`` can tell, without
+reading logs and from any host, whether each collector of the archive is alive and which
+jobs work. ``<name>`` is the daemon's shard, or ``all`` for a daemon that runs every job
+(:data:`UNSHARDED`); names are :data:`NAME` (lowercase letters, digits, ``_`` and ``-``,
+at most 40), so a name is always a safe file name. The file goes through
+:class:`~collector.storage.location.Archive`, so it lives beside the tables on a local
+disk or an object store alike. It holds:
 
-* the process: ``pid``, ``host``, ``version``, ``started_at``, ``heartbeat_at``
-  (rewritten at least every :data:`HEARTBEAT_EVERY_S` seconds while the daemon runs),
-  ``stopped_at`` (set on a clean shutdown, null while running or after a crash),
-  ``phase`` (``starting``: first contact with the exchange; ``collecting``;
+* the process: ``shard``, ``pid``, ``host``, ``version``, ``state_dir`` (the local folder
+  of its lock and pause file, on ``host``; null when not known), ``started_at``,
+  ``heartbeat_at`` (rewritten at least every :data:`HEARTBEAT_EVERY_S` seconds while the
+  daemon runs), ``stopped_at`` (set on a clean shutdown, null while running or after a
+  crash), ``phase`` (``starting``: first contact with the exchange; ``collecting``;
   ``stopped``), ``collecting_since`` and the exchange ``clock_offset_ms``;
 * per enabled job: ``every_s`` (the interval it runs at, after the plan stretched it,
   see :mod:`collector.plan`), ``configured_every_s`` (schedules.yaml's),
@@ -22,24 +28,33 @@ failed, the request for all of them failed, or the job raised). A partial run co
 as a success for health and records its first error as the last failure.
 
 Times are ISO 8601 in UTC with milliseconds, from the local clock. Writes are atomic
-(a temporary file renamed over the old one: a reader sees the old state or the new
-one), throttled to one per :data:`MIN_WRITE_INTERVAL_S`, and never raise into the
-daemon: a write that fails (a full disk) is logged once until one works again. The
-file is not fsynced: after a power cut it may be an older state or unreadable, which
-the reader treats as "no state". Error texts are truncated to :data:`ERROR_CHARS` and
-the API key and secret are replaced by ``<redacted>`` wherever they appear.
+(:meth:`Archive.write_bytes <collector.storage.location.Archive.write_bytes>`: a reader
+sees the old state or the new one) and never go back to an older state; at most one a
+second between the forced ones (start, collecting, stop): job results only mark the
+state changed, and the heartbeat task writes it, in a worker thread, so that a slow
+object store never holds up the event loop. A write never raises into the daemon: one
+that fails (a full disk, an unreachable store) is logged once until one works again.
+The file is not fsynced: after a power cut it may be an older state or unreadable,
+which the reader treats as "no state". Error texts are truncated to
+:data:`ERROR_CHARS` and the API key and secret are replaced by ``<redacted>`` wherever
+they appear.
+
+Releases before shards kept one file, ``_state/daemon.json`` (:data:`LEGACY_STATE_FILE`);
+:func:`load` and :func:`load_all` read it as ``all`` while there is no
+``_state/daemons/all.json``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
 import math
 import os
+import re
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -47,6 +62,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from collector import __version__
+from collector.errors import StorageError
+from collector.storage.location import Archive
 
 if TYPE_CHECKING:
     from collector.config import JobSettings
@@ -54,8 +71,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Where, under the data directory, the daemon's state is kept.
-STATE_FILE = "_state/daemon.json"
+#: Where, under the archive, the daemons' state files are kept (``<name>.json`` each).
+STATE_DIR = "_state/daemons"
+#: The one state file of releases before shards, read as the daemon ``all``.
+LEGACY_STATE_FILE = "_state/daemon.json"
+#: The name of a daemon that runs every job (no shard).
+UNSHARDED = "all"
+#: What a daemon's name may be: it is a file name under :data:`STATE_DIR`.
+NAME = re.compile(r"[a-z0-9_-]{1,40}")
+_FILE_NAME = re.compile(r"(?P<name>[a-z0-9_-]{1,40})\.json")
 #: Version of the file's layout; a reader refuses layouts it does not know.
 FORMAT = 1
 #: The heartbeat is written at least this often while the daemon runs.
@@ -69,6 +93,20 @@ MIN_SECRET_LENGTH = 8
 REDACTED = "<redacted>"
 #: The market under which the instruments job (one request for every market) is recorded.
 ALL_MARKETS = "all"
+
+
+def check_name(name: str) -> str:
+    """``name`` when it is a valid daemon name (:data:`NAME`), else a ValueError."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a collector name: 1 to 40 lowercase letters, digits, '_' or '-'"
+        )
+    return name
+
+
+def state_file(name: str = UNSHARDED) -> str:
+    """The state file of daemon ``name``, relative to the archive."""
+    return f"{STATE_DIR}/{check_name(name)}.json"
 
 
 def utc_now() -> dt.datetime:
@@ -111,8 +149,35 @@ class MarketRecord:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> MarketRecord:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        """Unknown keys are ignored; a known one of the wrong type is a ValueError (the
+        file may come from another host: nothing in it is trusted)."""
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            if spec.name not in raw:
+                continue
+            value = raw[spec.name]
+            if spec.default is None:  # the times, outcomes and error: text or null
+                values[spec.name] = _optional_str(value, spec.name)
+            elif isinstance(spec.default, float):
+                values[spec.name] = float(_number(value, spec.name, float))
+            else:
+                values[spec.name] = _number(value, spec.name, int)
+        return cls(**values)
+
+
+def _optional_str(value: object, key: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{key}: expected a string or null, got {type(value).__name__}")
+
+
+def _number(value: object, key: str, kind: type[int] | type[float]) -> int | float:
+    """``value`` when it is a number of ``kind`` (an int is a float too; a bool is not)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, float) and math.isfinite(value):
+        return value
+    raise ValueError(f"{key}: expected {kind.__name__}, got {value!r:.40}")
 
 
 @dataclass
@@ -125,7 +190,10 @@ class JobRecord:
 
 @dataclass
 class DaemonState:
-    """The state file's content (see the module docstring for each field)."""
+    """The state file's content (see the module docstring for each field).
+
+    ``from_legacy_file`` is not written: it says the state was read from the file of a
+    release before shards (:data:`LEGACY_STATE_FILE`)."""
 
     pid: int
     host: str
@@ -137,11 +205,16 @@ class DaemonState:
     phase: str = "starting"
     collecting_since: str | None = None
     clock_offset_ms: int = 0
+    shard: str = UNSHARDED
+    state_dir: str | None = None
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     format: int = FORMAT
+    from_legacy_file: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        document = asdict(self)
+        del document["from_legacy_file"]
+        return document
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> DaemonState:
@@ -150,58 +223,143 @@ class DaemonState:
             raise ValueError(f"unknown state file format {raw.get('format')!r}")
         try:
             jobs = {
-                name: JobRecord(
-                    every_s=float(job["every_s"]),
-                    configured_every_s=float(job.get("configured_every_s", job["every_s"])),
-                    running_since=job.get("running_since"),
+                str(name): JobRecord(
+                    every_s=float(_number(job["every_s"], "every_s", float)),
+                    configured_every_s=float(
+                        _number(job.get("configured_every_s", job["every_s"]), "every_s", float)
+                    ),
+                    running_since=_optional_str(job.get("running_since"), "running_since"),
                     markets={
-                        market: MarketRecord.from_dict(record)
+                        str(market): MarketRecord.from_dict(record)
                         for market, record in job.get("markets", {}).items()
                     },
                 )
                 for name, job in raw.get("jobs", {}).items()
             }
+            texts = {
+                key: _optional_str(raw.get(key), key)
+                for key in (
+                    "host",
+                    "version",
+                    "data_dir",
+                    "started_at",
+                    "heartbeat_at",
+                    "stopped_at",
+                    "phase",
+                    "collecting_since",
+                    "shard",
+                    "state_dir",
+                )
+            }
+            if texts["host"] is None:
+                raise KeyError("host")
             return cls(
-                pid=int(raw["pid"]),
-                host=str(raw["host"]),
-                version=str(raw.get("version", "")),
-                data_dir=str(raw.get("data_dir", "")),
-                started_at=raw.get("started_at"),
-                heartbeat_at=raw.get("heartbeat_at"),
-                stopped_at=raw.get("stopped_at"),
-                phase=str(raw.get("phase", "")),
-                collecting_since=raw.get("collecting_since"),
-                clock_offset_ms=int(raw.get("clock_offset_ms", 0)),
+                pid=int(_number(raw["pid"], "pid", int)),
+                host=texts["host"],
+                version=texts["version"] or "",
+                data_dir=texts["data_dir"] or "",
+                started_at=texts["started_at"],
+                heartbeat_at=texts["heartbeat_at"],
+                stopped_at=texts["stopped_at"],
+                phase=texts["phase"] or "",
+                collecting_since=texts["collecting_since"],
+                clock_offset_ms=int(_number(raw.get("clock_offset_ms", 0), "clock_offset_ms", int)),
+                shard=texts["shard"] or UNSHARDED,
+                state_dir=texts["state_dir"],
                 jobs=jobs,
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed state file: {exc!r}") from None
 
 
-def state_path(data_dir: str | Path) -> Path:
-    return Path(data_dir) / STATE_FILE
+def load(archive: str | Path | Archive, name: str = UNSHARDED) -> DaemonState | None:
+    """The state daemon ``name`` last wrote, or None when there is none (never ran, or
+    written by a version with another layout). An unreadable file is logged and taken as
+    none. For ``all``, the file of a release before shards when there is no
+    ``_state/daemons/all.json``."""
+    where = Archive.of(archive)
+    found, state = _read(where, state_file(name), name)
+    if not found and name == UNSHARDED:
+        return _read_legacy(where)
+    return state
 
 
-def load(data_dir: str | Path) -> DaemonState | None:
-    """The state the daemon last wrote, or None when there is none (never ran, or written
-    by a version with another layout). An unreadable file is logged and taken as none."""
-    path = state_path(data_dir)
+def load_all(archive: str | Path | Archive) -> dict[str, DaemonState]:
+    """Every daemon's state in the archive, by name (sorted).
+
+    Only files named ``<name>.json`` with a valid :data:`NAME` are read; others, and
+    files that cannot be read or have an unknown layout, are skipped with a warning. A
+    file's name is the daemon's name, whatever ``shard`` it holds. The file of a release
+    before shards counts as ``all`` while there is no ``all.json``. A StorageError when the
+    folder cannot be listed (an unreachable object store).
+    """
+    where = Archive.of(archive)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        names = where.list_names(STATE_DIR)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot list the collectors' states in {where.uri}/{STATE_DIR}: {exc}",
+            path=f"{where.uri}/{STATE_DIR}",
+        ) from exc
+    states: dict[str, DaemonState] = {}
+    for file_name in names:
+        match = _FILE_NAME.fullmatch(file_name)
+        if match is None:
+            log.warning(
+                "ignoring %s/%s/%r: not a collector's state file (<name>.json, the name "
+                "of 1 to 40 lowercase letters, digits, '_' or '-')",
+                where.uri,
+                STATE_DIR,
+                file_name,
+            )
+            continue
+        name = match["name"]
+        _, state = _read(where, f"{STATE_DIR}/{file_name}", name)
+        if state is not None:
+            states[name] = state
+    if f"{UNSHARDED}.json" not in names:
+        legacy = _read_legacy(where)
+        if legacy is not None:
+            states[UNSHARDED] = legacy
+    return dict(sorted(states.items()))
+
+
+def _read(archive: Archive, relative: str, name: str) -> tuple[bool, DaemonState | None]:
+    """(whether the file exists, its state or None when unreadable)."""
+    try:
+        data = archive.read_bytes(relative)
+    except OSError as exc:
+        log.warning("ignoring unreadable %s/%s: %s", archive.uri, relative, exc)
+        return True, None
+    if data is None:
+        return False, None
+    try:
+        raw = json.loads(data.decode("utf-8"))
         if not isinstance(raw, dict):
             raise ValueError("not a JSON object")
-        return DaemonState.from_dict(raw)
-    except FileNotFoundError:
+        state = DaemonState.from_dict(raw)
+    except ValueError as exc:  # JSON and UTF-8 decoding errors are ValueErrors too
+        log.warning("ignoring unreadable %s/%s: %s", archive.uri, relative, exc)
+        return True, None
+    state.shard = name
+    return True, state
+
+
+def _read_legacy(archive: Archive) -> DaemonState | None:
+    _, state = _read(archive, LEGACY_STATE_FILE, UNSHARDED)
+    if state is None:
         return None
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable %s: %s", path, exc)
-        return None
+    state.from_legacy_file = True
+    if state.state_dir is None and not archive.remote:
+        state.state_dir = archive.uri  # that release kept its lock in the archive folder
+    return state
 
 
 class RunState:
-    """Keeps ``_state/daemon.json`` current for one daemon run. Used from the event loop.
+    """Keeps ``_state/daemons/<name>.json`` current for one daemon run. Used from the
+    event loop.
 
-    Call :meth:`started` once the archive's lock is held, run :meth:`heartbeat` as a
+    Call :meth:`started` once the daemon's lock is held, run :meth:`heartbeat` as a
     task, :meth:`collecting` when jobs are scheduled, :meth:`track` around each job
     round (or :meth:`record` with its reports, :meth:`record_failure` with what it
     raised), and :meth:`stopped` at the end. No method raises (but :meth:`track`
@@ -210,15 +368,27 @@ class RunState:
 
     def __init__(
         self,
-        data_dir: str | Path,
+        archive: str | Path | Archive,
         *,
+        name: str = UNSHARDED,
         redact: Iterable[str | None] = (),
         clock: Callable[[], dt.datetime] = utc_now,
         clock_offset_ms: Callable[[], int] = lambda: 0,
         monotonic: Callable[[], float] = time.monotonic,
+        state_dir: str | Path | None = None,
     ) -> None:
-        """``clock`` stamps the times written; ``monotonic`` paces the writes."""
-        self.path = state_path(data_dir)
+        """``name``: the shard, or ``all`` (a ValueError when not a :data:`NAME`).
+        ``state_dir``: the local folder of the daemon's lock and pause file, recorded so
+        that ``status`` on this host can check the lock; by default the archive folder
+        for ``all`` on a local archive (the layout before shards), else not recorded.
+        ``clock`` stamps the times written; ``monotonic`` paces the writes."""
+        self.archive = Archive.of(archive)
+        self.name = check_name(name)
+        self.relative = state_file(name)
+        #: Where the state is written, for messages.
+        self.location = f"{self.archive.uri}/{self.relative}"
+        if state_dir is None and not self.archive.remote and name == UNSHARDED:
+            state_dir = self.archive.path
         self._secrets = sorted(
             {s for s in redact if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True
         )
@@ -229,18 +399,25 @@ class RunState:
             pid=os.getpid(),
             host=socket.gethostname(),
             version=__version__,
-            data_dir=str(Path(data_dir).resolve()),
+            data_dir=self.archive.uri,
             started_at=None,
             heartbeat_at=None,
+            shard=name,
+            state_dir=None if state_dir is None else str(Path(state_dir).resolve()),
         )
         self._last_write = -math.inf  # monotonic seconds
         self._dirty = False
+        # Writes may run in a worker thread (the heartbeat's) and in the event loop (the
+        # forced ones): one at a time, and never an older state over a newer one.
+        self._write_lock = threading.Lock()
+        self._serial = 0  # of the newest state serialized
+        self._written = 0  # of the newest state written
         self._failing = False  # a write failed: logged once until one works
 
     # -- the daemon's calls ------------------------------------------------------------------
 
     def started(self, jobs: Mapping[str, JobSettings]) -> None:
-        """The daemon holds the archive: a fresh state with every enabled job."""
+        """The daemon holds its lock: a fresh state with every enabled job."""
         self.state.started_at = iso(self._clock())
         self.state.jobs = {
             name: JobRecord(
@@ -334,8 +511,17 @@ class RunState:
         """Run as a task until cancelled: the heartbeat, and results the throttle held."""
         while True:
             await asyncio.sleep(MIN_WRITE_INTERVAL_S)
-            if self._dirty or self._monotonic() - self._last_write >= HEARTBEAT_EVERY_S:
-                self.save()
+            await self.beat()
+
+    async def beat(self) -> bool:
+        """One tick of :meth:`heartbeat`: write the state, in a worker thread, when results
+        are waiting or the heartbeat is due; True when written."""
+        if not self._dirty and self._monotonic() - self._last_write < HEARTBEAT_EVERY_S:
+            return False
+        serialized = self._serialize()
+        if serialized is None:
+            return False
+        return await asyncio.to_thread(self._write, *serialized)
 
     def stopped(self) -> None:
         self.state.phase = "stopped"
@@ -345,42 +531,55 @@ class RunState:
     # -- writing -------------------------------------------------------------------------------
 
     def save(self, *, force: bool = False) -> bool:
-        """Write the state now (or, throttled, at the next heartbeat); True when written."""
-        if not force and self._monotonic() - self._last_write < MIN_WRITE_INTERVAL_S:
+        """``force``: write the state now, in the caller's thread; True when written.
+        Otherwise mark it changed: the next :meth:`beat` writes it (False)."""
+        if not force:
             self._dirty = True
             return False
+        serialized = self._serialize()
+        return serialized is not None and self._write(*serialized)
+
+    def _serialize(self) -> tuple[int, bytes] | None:
+        """The state as the file's bytes, with a new heartbeat, and its serial number."""
         self._last_write = self._monotonic()
         self._dirty = False
         try:
             self.state.heartbeat_at = iso(self._clock())
             self.state.clock_offset_ms = int(self._clock_offset_ms())
-            text = json.dumps(self.state.to_dict(), indent=1)
-            self._write(text)
+            data = json.dumps(self.state.to_dict(), indent=1).encode("utf-8")
         except Exception as exc:  # a status file never stops the collector
-            if not self._failing:
-                self._failing = True
-                log.warning(
-                    "could not write %s (%s); the collector goes on, `jex-collector status` "
-                    "shows an old state until it can be written again",
-                    self.path,
-                    exc,
-                )
-            return False
-        if self._failing:
-            self._failing = False
-            log.info("%s is written again", self.path)
-        return True
+            with self._write_lock:
+                self._failed(exc)
+            return None
+        self._serial += 1
+        return self._serial, data
 
-    def _write(self, text: str) -> None:
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temp.write_text(text, encoding="utf-8")
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise
+    def _write(self, serial: int, data: bytes) -> bool:
+        """Write one serialized state (in the event loop or a worker thread); a state
+        older than the one written already is dropped."""
+        with self._write_lock:
+            if serial <= self._written:
+                return False
+            try:
+                self.archive.write_bytes(self.relative, data)
+            except Exception as exc:  # a status file never stops the collector
+                self._failed(exc)
+                return False
+            self._written = serial
+            if self._failing:
+                self._failing = False
+                log.info("%s is written again", self.location)
+            return True
+
+    def _failed(self, exc: Exception) -> None:
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "could not write %s (%s); the collector goes on, `jex-collector status` "
+                "shows an old state until it can be written again",
+                self.location,
+                exc,
+            )
 
     # -- helpers -------------------------------------------------------------------------------
 

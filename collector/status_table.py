@@ -1,10 +1,19 @@
 """The terminal view of ``jex-collector status`` (:mod:`collector.status`): a line about
 the daemon, one table row per dataset and market (about 115 columns), the jobs' last
-errors, the quarantine, and the verdict."""
+errors, the quarantine, and the verdict. With several daemons (shards), a line and a
+table per daemon (the rows of its jobs), then the rows with files that none of them
+fills.
+
+Every text goes through :func:`printable` on its way to the terminal: error texts come
+from the exchange, and host names, versions, job names and errors from state files that
+any host writing the archive may have written, so none of them may carry a control
+character (an escape sequence could rewrite the screen or hide a line).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from typing import Any
 
 from rich import box
@@ -12,29 +21,123 @@ from rich.table import Table
 from rich.text import Text
 
 from collector.quarantine import DIR_NAME as QUARANTINE_DIR
-from collector.status import JobStatus, Report, age_s, cut, duration, symbols_of
+from collector.status import (
+    DaemonStatus,
+    JobStatus,
+    Report,
+    age_s,
+    cut,
+    duration,
+    symbols_of,
+)
+
+#: Unicode categories never shown as they are: controls (C0, DEL, C1), format characters
+#: (bidirectional overrides, zero-width ones), line and paragraph separators, surrogates.
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def printable(text: str) -> str:
+    """``text`` with every control or format character shown as an escape (``\\x1b``,
+    ``\\u202e``), so it reaches a terminal as visible characters only."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char if unicodedata.category(char) not in _HIDDEN else _escape(char) for char in text
+    )
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _text(value: str, style: str | None = None) -> Text:
+    return Text(printable(value), style=style or "")
 
 
 def render(report: Report) -> list[Any]:
     """The report for a terminal: rich renderables to print one after the other."""
-    daemon = report.daemon
-    head = f"daemon: {daemon.message}"
+    lines: list[Any] = []
+    pause = report.pause
+    pause_line = (
+        _text(f"exchange pause: HTTP {pause['status']} until {pause['until']}") if pause else None
+    )
+    single = report.daemon
+    if single is not None:
+        lines.append(_text(_head(report, single)))
+        if pause_line is not None:
+            lines.append(pause_line)
+        lines.append(_table(report, report.rows(), shard=None))
+    else:
+        if pause_line is not None:
+            lines.append(pause_line)
+        for daemon in report.daemons:
+            lines.append(_text(_head(report, daemon)))
+            rows = report.rows(daemon.shard) if daemon.shard else []
+            if rows:
+                lines.append(_table(report, rows, shard=daemon.shard))
+        unclaimed = report.unclaimed_rows()
+        if unclaimed:
+            lines.append(_text("archived, filled by none of these daemons:"))
+            lines.append(_table(report, unclaimed, shard=""))
+    now = report.generated_at
+    failed = [j for j in report.jobs if j.record.last_error and j.record.last_failure_at]
+    if failed:
+        lines.append(_text("last errors (newest first; --json has them whole):"))
+        for job in sorted(failed, key=lambda j: j.record.last_failure_at or "", reverse=True):
+            record = job.record
+            errors = record.last_failure_errors
+            what = f"{record.last_failure_outcome or 'failed'} run"
+            error = cut(record.last_error or "")
+            lines.append(
+                _text(
+                    f"  {report.label(job)}{job.job} {job.market} "
+                    f"{duration(age_s(record.last_failure_at, now))} "
+                    f"ago ({what}, {errors} error{'s' if errors != 1 else ''}): {error}"
+                )
+            )
+    quarantine = report.quarantine
+    if quarantine.last_hour:
+        endpoints_seen = ", ".join(f"{k} {v}" for k, v in sorted(quarantine.by_endpoint.items()))
+        lines.append(
+            _text(
+                f"quarantined in the last hour: {quarantine.last_hour} ({endpoints_seen}) "
+                f"in {report.data_dir}/{QUARANTINE_DIR}"
+            )
+        )
+    if report.healthy:
+        lines.append(_text("healthy", style="green"))
+    else:
+        lines.append(_text("NOT HEALTHY:", style="bold red"))
+        lines.extend(_text(f"- {problem}") for problem in report.problems)
+    return lines
+
+
+def _head(report: Report, daemon: DaemonStatus) -> str:
+    """``daemon: running (pid 14035 on vm, up 1m19s), version 0.1.0, heartbeat 100ms ago``;
+    ``daemon spot: ...`` when lines name their daemon; for a daemon judged by its
+    heartbeat alone, ``(on host vm: judged by its heartbeat only, no lock checked)``."""
+    name = f" {daemon.shard or '?'}" if report.labelled else ""
+    head = f"daemon{name}: {daemon.message}"
     if daemon.version:
         head += f", version {daemon.version}"
     if daemon.state in ("running", "starting", "stuck"):
         head += f", heartbeat {duration(daemon.heartbeat_age_s)} ago"
-    lines: list[Any] = [Text(head)]
-    if report.pause:
-        lines.append(
-            Text(f"exchange pause: HTTP {report.pause['status']} until {report.pause['until']}")
-        )
+    if daemon.liveness == "heartbeat" and daemon.state != "stopped":
+        head += f" (on host {daemon.host}: judged by its heartbeat only, no lock checked)"
+    return head
+
+
+def _table(report: Report, rows: list[tuple[str, str]], *, shard: str | None) -> Table:
+    """One row per (dataset, market) of ``rows``; the job columns from daemon ``shard``'s
+    job (every daemon's together for None, none for ``""``)."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
     for name, justify in _COLUMNS:
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     now = report.generated_at
-    for dataset, market in report.rows():
+    for dataset, market in rows:
         group = report.groups.get((dataset, market))
-        job = report.job_for(dataset, market)
+        job = report.job_for(dataset, market, shard) if shard != "" else None
         record = job.record if job is not None else None
         cells = [
             dataset,
@@ -51,37 +154,8 @@ def render(report: Report) -> list[Any]:
             str(report.quarantine.by_group[(dataset, market)] or ""),
         ]
         style = "red" if job is not None and job.overdue else None
-        table.add_row(*(Text(cell) for cell in cells), style=style)
-    lines.append(table)
-    failed = [j for j in report.jobs if j.record.last_error and j.record.last_failure_at]
-    if failed:
-        lines.append(Text("last errors (newest first; --json has them whole):"))
-        for job in sorted(failed, key=lambda j: j.record.last_failure_at or "", reverse=True):
-            record = job.record
-            errors = record.last_failure_errors
-            what = f"{record.last_failure_outcome or 'failed'} run"
-            error = cut(record.last_error or "")
-            lines.append(
-                Text(
-                    f"  {job.job} {job.market} {duration(age_s(record.last_failure_at, now))} "
-                    f"ago ({what}, {errors} error{'s' if errors != 1 else ''}): {error}"
-                )
-            )
-    quarantine = report.quarantine
-    if quarantine.last_hour:
-        endpoints_seen = ", ".join(f"{k} {v}" for k, v in sorted(quarantine.by_endpoint.items()))
-        lines.append(
-            Text(
-                f"quarantined in the last hour: {quarantine.last_hour} ({endpoints_seen}) "
-                f"in {report.data_dir / QUARANTINE_DIR}"
-            )
-        )
-    if report.healthy:
-        lines.append(Text("healthy", style="green"))
-    else:
-        lines.append(Text("NOT HEALTHY:", style="bold red"))
-        lines.extend(Text(f"- {problem}") for problem in report.problems)
-    return lines
+        table.add_row(*(_text(cell) for cell in cells), style=style)
+    return table
 
 
 _COLUMNS = (

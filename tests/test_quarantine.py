@@ -1,18 +1,25 @@
-"""The quarantine: where unreadable payloads go, what a file holds, its bounds, no secrets."""
+"""The quarantine: where unreadable payloads go, what a file holds, its bounds, no secrets,
+on a local disk and on an object store."""
 
 from __future__ import annotations
 
 import base64
 import json
 import logging
+import os
 import re
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from collector.exchange.client import Response
-from collector.quarantine import DIR_NAME, REDACTED, Quarantine
+from collector.quarantine import DIR_NAME, ORPHAN_AGE_S, REDACTED, Quarantine
+from collector.storage.location import Archive
+from tests.test_runstate import fresh_prefix, moto_bucket
 
 NOW = 1_764_003_723_456  # 2025-11-24T17:02:03.456Z
 KEY = "sk-live-0123456789abcdef"
@@ -39,10 +46,10 @@ def files(data_dir: Path) -> list[Path]:
 
 def test_a_file_per_payload_named_by_date_time_and_endpoint(tmp_path: Path) -> None:
     quarantine = Quarantine(tmp_path, clock_ms=lambda: NOW)
-    path = quarantine.add(response(), kind="invalid_json", error="not valid JSON")
-    assert path is not None
-    relative = path.relative_to(tmp_path).as_posix()
+    relative = quarantine.add(response(), kind="invalid_json", error="not valid JSON")
+    assert relative is not None
     assert re.fullmatch(r"_quarantine/2025-11-24/170203456-ticker-24hr-[0-9a-f]{6}\.json", relative)
+    path = tmp_path / relative
     document = json.loads(path.read_text())
     assert document == {
         "kind": "invalid_json",
@@ -80,16 +87,16 @@ def test_a_body_that_is_not_utf8_is_base64_and_a_large_one_is_cut_saying_so(
 ) -> None:
     quarantine = Quarantine(tmp_path, clock_ms=lambda: NOW, max_body_bytes=10)
     binary = bytes(range(255, -1, -1))
-    path = quarantine.add(response(binary), kind="invalid_json")
-    assert path is not None
-    document = json.loads(path.read_text())
+    relative = quarantine.add(response(binary), kind="invalid_json")
+    assert relative is not None
+    document = json.loads((tmp_path / relative).read_text())
     assert document["body_encoding"] == "base64" and document["body_truncated"] is True
     assert document["body_bytes"] == 256
     assert base64.b64decode(document["body"]) == binary[:10]
     text = "\u00e9" * 20  # two bytes each: a byte cut would split one
-    path = quarantine.add(response(text.encode()), kind="invalid_json")
-    assert path is not None
-    document = json.loads(path.read_text())
+    relative = quarantine.add(response(text.encode()), kind="invalid_json")
+    assert relative is not None
+    document = json.loads((tmp_path / relative).read_text())
     assert (document["body_encoding"], document["body"]) == ("utf-8", text[:10])
 
 
@@ -114,8 +121,9 @@ def test_the_key_is_scrubbed_from_everything_stored(tmp_path: Path) -> None:
 
 def test_a_secret_too_short_to_be_a_key_is_not_scrubbed(tmp_path: Path) -> None:
     quarantine = Quarantine(tmp_path, redact=["k"], clock_ms=lambda: NOW)
-    path = quarantine.add(response(b'{"kind": "ok"}'), kind="wrong_shape")
-    assert path is not None and json.loads(path.read_text())["body"] == '{"kind": "ok"}'
+    relative = quarantine.add(response(b'{"kind": "ok"}'), kind="wrong_shape")
+    assert relative is not None
+    assert json.loads((tmp_path / relative).read_text())["body"] == '{"kind": "ok"}'
 
 
 def test_at_most_n_files_per_endpoint_and_hour_and_the_drop_is_logged_once(
@@ -153,10 +161,66 @@ def test_a_failing_write_is_logged_and_never_raised(
     assert quarantine.written == {}
 
 
-def test_temporary_files_left_by_a_crash_are_removed(tmp_path: Path) -> None:
+def test_temporary_files_left_by_a_crash_are_removed_but_not_a_write_under_way(
+    tmp_path: Path,
+) -> None:
+    """Another collector (a shard) may be writing into the same quarantine: only a
+    temporary file too old to be a write under way is a crash's leftover."""
     quarantine = Quarantine(tmp_path, clock_ms=lambda: NOW)
-    kept = quarantine.add(response(), kind="invalid_json")
-    assert kept is not None
-    (kept.parent / f".{kept.name}.tmp").write_text("{")
+    relative = quarantine.add(response(), kind="invalid_json")
+    assert relative is not None
+    kept = tmp_path / relative
+    crashed = kept.parent / f".{kept.name}.4242.0a1b2c3d.tmp"
+    crashed.write_text("{")
+    old = time.time() - ORPHAN_AGE_S - 1
+    os.utime(crashed, (old, old))
+    under_way = kept.parent / f".{kept.name}.4343.0a1b2c3d.tmp"
+    under_way.write_text("{")
     assert quarantine.remove_orphans() == 1
+    assert [p for p in files(tmp_path) if p.is_file()] == [under_way, kept]
+    assert quarantine.remove_orphans(now=time.time() + ORPHAN_AGE_S + 1) == 1
     assert [p for p in files(tmp_path) if p.is_file()] == [kept]
+
+
+# -- on an object store ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_bucket() -> Iterator[str]:
+    with moto_bucket() as bucket:
+        yield bucket
+
+
+def test_the_quarantine_on_an_object_store(
+    s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files go to the bucket (one PUT each), scrubbed and bounded as on a disk, and
+    nothing lands on the local disk."""
+    monkeypatch.chdir(tmp_path)
+    uri = fresh_prefix(s3_bucket)
+    quarantine = Quarantine(uri, redact=[KEY], clock_ms=lambda: NOW, max_files_per_hour=2)
+    echoed = response(f"bad key {KEY}".encode(), params={"echo": KEY})
+    written = [quarantine.add(echoed, kind="invalid_json", error=KEY) for _ in range(3)]
+    assert written[2] is None and quarantine.dropped == {("ticker-24hr", "invalid_json"): 1}
+    archive = Archive.of(uri)
+    names = archive.list_names(f"{DIR_NAME}/2025-11-24")
+    assert [f"{DIR_NAME}/2025-11-24/{name}" for name in names] == sorted(
+        w for w in written if w is not None
+    )
+    for name in names:
+        data = archive.read_bytes(f"{DIR_NAME}/2025-11-24/{name}")
+        assert data is not None and KEY.encode() not in data
+        document = json.loads(data)
+        assert (document["kind"], document["body"]) == ("invalid_json", f"bad key {REDACTED}")
+    assert quarantine.remove_orphans() == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_quarantine_on_an_unreachable_store_never_fails_the_caller(
+    s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    quarantine = Quarantine(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}", clock_ms=lambda: NOW)
+    with caplog.at_level(logging.WARNING):
+        assert quarantine.add(response(), kind="invalid_json") is None
+    assert "could not write a quarantine file" in caplog.text
+    assert quarantine.written == {}

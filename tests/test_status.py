@@ -1,11 +1,15 @@
-"""``jex-collector status``: what it says about a simulator-filled archive and the daemon."""
+"""``jex-collector status``: what it says about a simulator-filled archive and its
+daemons, on this host or another, on a local disk or an object store."""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import re
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +18,19 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from deltalake.transaction import AddAction
+from rich.console import Console
 
-from collector import catalog, datasets, runstate, status
+from collector import catalog, datasets, runstate, status, status_table
 from collector.cli import main
-from collector.exchange.client import Response
+from collector.exchange.client import PAUSE_FILE, Response
 from collector.jobs import JobReport
 from collector.quarantine import Quarantine
 from collector.storage import compaction, delta, layout
 from collector.storage.lock import ArchiveLock
+from collector.storage.writer import ArchiveWriter
 from tests.conftest import fast_settings
-from tests.test_runstate import FakeClock
+from tests.test_catalog import fund_rows
+from tests.test_runstate import FakeClock, fresh_prefix, legacy_document, moto_bucket
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 
@@ -304,7 +311,7 @@ def test_without_a_state_file_it_shows_the_archive_and_exits_1(
 ) -> None:
     archive = tmp_path / "archive"
     shutil.copytree(sim_archive, archive, symlinks=True)
-    runstate.state_path(archive).unlink()
+    (archive / runstate.state_file()).unlink()
     result = invoke(archive)
     document = json.loads(invoke(archive, "--json").output)
     assert result.exit_code == 1
@@ -382,8 +389,277 @@ def test_every_json_key_is_documented_in_the_readme(sim_archive: Path) -> None:
     keys = {
         *document,
         *document["daemon"],
+        *document["daemons"][0],
         *document["datasets"][0],
         *document["jobs"][0],
         *document["quarantine"],
     }
     assert sorted(k for k in keys if f"`{k}`" not in section) == []
+
+
+# -- several daemons, other hosts, the file before shards ------------------------------------
+
+
+def shard_state(
+    archive: Path | str,
+    name: str,
+    clock: FakeClock,
+    markets: tuple[str, ...],
+    *,
+    state_dir: Path | None = None,
+) -> runstate.RunState:
+    """The state a shard collecting ``markets`` writes after one round where all went well."""
+    settings = fast_settings("http://127.0.0.1:9", Path("unused"))
+    jobs = {
+        job_name: job.model_copy(update={"markets": [m for m in job.markets if m in markets]})
+        for job_name, job in settings.enabled_jobs().items()
+        if any(m in markets for m in job.markets)
+    }
+    state = runstate.RunState(archive, name=name, clock=clock, state_dir=state_dir)
+    state.started(jobs)
+    state.collecting({})
+    for job_name, job in jobs.items():
+        names = ["all"] if job_name == "instruments" else job.markets
+        state.record(job_name, [JobReport(job_name, m, symbols=1, rows=1) for m in names])
+    state.save(force=True)
+    return state
+
+
+def rendered(report: status.Report, width: int = 1000) -> str:
+    """The terminal view (lines as long as they come, unless ``width`` is given)."""
+    console = Console(file=io.StringIO(), width=width, highlight=False)
+    for part in status_table.render(report):
+        console.print(part)
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(output, str)
+    return output
+
+
+def blocks(output: str) -> dict[str, list[list[str]]]:
+    """The table rows (split cells) under each ``daemon <name>:`` line."""
+    found: dict[str, list[list[str]]] = {}
+    current: list[list[str]] | None = None
+    for line in output.splitlines():
+        if match := re.match(r"daemon (\S+): ", line):
+            current = found.setdefault(match[1], [])
+        elif current is not None and line.split()[:1] and line.split()[0] in datasets.DATASETS:
+            current.append(line.split())
+    return found
+
+
+def test_two_shards_one_stale_each_shown_with_its_jobs(tmp_path: Path) -> None:
+    shard_state(tmp_path, "spot", FakeClock(NOW - dt.timedelta(seconds=1)), ("spot",))
+    derivs = FakeClock(NOW - dt.timedelta(seconds=120))
+    shard_state(tmp_path, "derivs", derivs, ("option", "contract"))
+
+    report = status.report(tmp_path, now=NOW)
+    assert [(d.shard, d.state, d.liveness) for d in report.daemons] == [
+        ("derivs", "died", "heartbeat"),
+        ("spot", "running", "heartbeat"),
+    ]
+    assert report.daemon is None and not report.healthy
+    assert all(p.startswith("[derivs] ") for p in report.problems), report.problems
+    assert report.problems[0].startswith("[derivs] the daemon is not running (no clean shutdown")
+    assert any(
+        p.startswith("[derivs] job trades (option, contract): no success for 2m")
+        for p in report.problems
+    )
+
+    document = report.as_dict()
+    assert document["daemon"] is None
+    daemons = {d["shard"]: d for d in document["daemons"]}
+    assert (daemons["spot"]["healthy"], daemons["derivs"]["healthy"]) == (True, False)
+    assert daemons["spot"]["host"] == socket.gethostname()
+    assert daemons["derivs"]["heartbeat_age_s"] == 120.0
+    shards_of = {(j["job"], j["market"]): j["shard"] for j in document["jobs"]}
+    assert shards_of[("trades", "spot")] == "spot"
+    assert shards_of[("trades", "option")] == "derivs"
+    rows = {(r["dataset"], r["market"]): r for r in document["datasets"]}
+    assert rows[("depth", "spot")]["shards"] == ["spot"]
+    assert rows[("funding_rate", "contract")]["shards"] == ["derivs"]
+
+    output = rendered(report)
+    assert "daemon spot: running (pid" in output
+    assert (
+        f"heartbeat 1s ago (on host {socket.gethostname()}: judged by its heartbeat only" in output
+    )
+    assert "daemon derivs: not running: no heartbeat for 2m and no clean shutdown" in output
+    assert "…" not in rendered(report, width=120)  # every table fits, nothing cut
+    tables = blocks(output)
+    assert {tuple(r[:2]) for r in tables["spot"]} == {
+        (name, "spot") for name, spec in datasets.DATASETS.items() if "spot" in spec.markets
+    }
+    assert {r[1] for r in tables["derivs"]} == {"option", "contract"}
+    assert ["instruments", "option"] in [r[:2] for r in tables["derivs"]]
+    assert "NOT HEALTHY" in output and "- [derivs] the daemon is not running" in output
+
+
+def test_shards_splitting_one_job_are_shown_together_in_the_json(tmp_path: Path) -> None:
+    """Two shards poll trades in spot (different symbols): the dataset row is overdue
+    when one part is, its last success the older part's, its symbols summed."""
+    shard_state(tmp_path, "btc", FakeClock(NOW - dt.timedelta(seconds=1)), ("spot",))
+    shard_state(tmp_path, "alts", FakeClock(NOW - dt.timedelta(seconds=1)), ("spot",))
+    late = runstate.RunState(tmp_path, name="alts", clock=FakeClock(NOW - dt.timedelta(minutes=5)))
+    late.state = runstate.load(tmp_path, "alts") or late.state
+    late.state.jobs["trades"].markets["spot"].last_success_at = runstate.iso(
+        NOW - dt.timedelta(minutes=5)
+    )
+    late.save(force=True)
+    report = status.report(tmp_path, now=NOW)
+    row = next(
+        r for r in report.as_dict()["datasets"] if (r["dataset"], r["market"]) == ("trades", "spot")
+    )
+    assert row["shards"] == ["alts", "btc"]
+    assert row["symbols"] == 2
+    assert row["last_success_at"] == runstate.iso(NOW - dt.timedelta(minutes=5))
+    combined = report.job_for("trades", "spot")
+    assert combined is not None and combined.overdue
+    btc = report.job_for("trades", "spot", "btc")
+    assert btc is not None and not btc.overdue
+
+
+def test_the_lock_is_checked_for_the_daemon_of_the_state_dir_only(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    fresh = FakeClock(NOW - dt.timedelta(seconds=1))
+    shard_state(tmp_path, "spot", fresh, ("spot",), state_dir=local / "spot")
+    shard_state(tmp_path, "derivs", fresh, ("option",), state_dir=local / "derivs")
+
+    def states(**kwargs: Any) -> list[tuple[str | None, str, str | None]]:
+        report = status.report(tmp_path, now=NOW, **kwargs)
+        return [(d.shard, d.state, d.liveness) for d in report.daemons]
+
+    with ArchiveLock(local / "spot"):
+        assert states(state_dir=local / "spot") == [
+            ("derivs", "running", "heartbeat"),
+            ("spot", "running", "lock"),
+        ]
+    # Its heartbeat is fresh, but its lock is free: it is gone (kill -9 a second ago).
+    assert states(state_dir=local / "spot") == [
+        ("derivs", "running", "heartbeat"),
+        ("spot", "died", "lock"),
+    ]
+    # The archive's own lock held by a daemon without a state file: an unknown daemon.
+    with ArchiveLock(tmp_path):
+        found = states()
+    assert found[-1] == (None, "unknown", None)
+    assert found[:2] == [("derivs", "running", "heartbeat"), ("spot", "running", "heartbeat")]
+
+
+def test_a_daemon_on_another_host_is_judged_by_its_heartbeat_and_nothing_reaches_the_terminal_raw(
+    tmp_path: Path,
+) -> None:
+    shard_state(tmp_path, "spot", FakeClock(NOW - dt.timedelta(seconds=12)), ("spot",))
+    path = tmp_path / runstate.state_file("spot")
+    document = json.loads(path.read_text())
+    document["host"] = "far\x1b[2J-host\u202e"
+    document["version"] = "1.0\x1b[31m"
+    record = document["jobs"]["depth"]["markets"]["spot"]
+    record["last_error"] = "boom \x1b]0;pwned\x07 \x9b31m\u2028next"
+    record["last_failure_at"] = runstate.iso(NOW - dt.timedelta(seconds=3))
+    document["jobs"]["evil\x1b[8m"] = {"every_s": 1.0, "markets": {"spot\r": {}}}
+    path.write_text(json.dumps(document))
+
+    report = status.report(tmp_path, now=NOW)
+    (daemon,) = report.daemons
+    assert (daemon.state, daemon.liveness) == ("running", "heartbeat")
+    output = rendered(report)
+    for raw in ("\x1b", "\x07", "\x9b", "\u202e", "\u2028", "\r"):
+        assert raw not in output, repr(raw)
+    assert "heartbeat 12s ago (on host far\\x1b[2J-host\\u202e: judged by its heartbeat" in output
+    assert "boom \\x1b]0;pwned\\x07 \\x9b31m\\u2028next" in output
+    assert "- [spot] job evil\\x1b[8m (spot\\x0d): never succeeded" in output
+    assert json.loads(json.dumps(report.as_dict()))["daemon"]["host"] == "far\x1b[2J-host\u202e"
+
+
+def test_the_state_file_of_the_release_before_shards_is_the_daemon(tmp_path: Path) -> None:
+    """An archive last run by the release before shards, or by one still running it."""
+    fresh = runstate.iso(NOW - dt.timedelta(seconds=1))
+    (tmp_path / "_state").mkdir()
+    legacy = tmp_path / runstate.LEGACY_STATE_FILE
+    legacy.write_text(
+        json.dumps(
+            legacy_document(
+                host=socket.gethostname(), heartbeat_at=fresh, stopped_at=None, phase="collecting"
+            )
+        )
+    )
+    with ArchiveLock(tmp_path):
+        report = status.report(tmp_path, now=NOW)
+    assert report.daemon is not None
+    assert (report.daemon.shard, report.daemon.state, report.daemon.liveness) == (
+        "all",
+        "running",
+        "lock",
+    )
+    assert rendered(report).startswith("daemon: running (pid 4242 on ")
+    report = status.report(tmp_path, now=NOW)  # the lock is free: it died
+    assert report.daemon is not None and report.daemon.state == "died"
+
+    legacy.write_text(json.dumps(legacy_document(host=socket.gethostname())))
+    shard_state(tmp_path, "spot", FakeClock(NOW - dt.timedelta(seconds=1)), ("spot",))
+    report = status.report(tmp_path, now=NOW)
+    assert [d.shard for d in report.daemons] == ["all", "spot"]
+    assert report.problems[0].startswith("[all] the daemon is not running (it stopped at")
+    assert (
+        "_state/daemon.json was left by a release before shards: delete it" in (report.problems[0])
+    )
+
+
+# -- an archive on an object store -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_bucket() -> Iterator[str]:
+    with moto_bucket() as bucket:
+        yield bucket
+
+
+def test_status_of_an_archive_on_an_object_store(
+    s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every figure from the bucket (tables through deltalake, states and quarantine
+    through the archive); this host's state dir only for its own daemon's lock and pause;
+    nothing else on the local disk."""
+    uri = fresh_prefix(s3_bucket)
+    writer = ArchiveWriter(uri)
+    writer.add("protection_fund", fund_rows([1, 2, 3]))
+    writer.flush()
+    writer.close()
+    local = tmp_path / "state"
+    shard_state(uri, "spot", FakeClock(NOW - dt.timedelta(seconds=1)), ("spot",), state_dir=local)
+    shard_state(uri, "derivs", FakeClock(NOW - dt.timedelta(seconds=90)), ("contract",))
+    written = NOW - dt.timedelta(minutes=5)
+    quarantine = Quarantine(uri, clock_ms=lambda: status.epoch_ms(written))
+    assert quarantine.add(Response(None, 0, 200, None, "depth", "spot", body=b"{"), kind="x")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+
+    report = status.report(uri, now=NOW)
+    assert report.data_dir == uri and report.pause is None
+    group = report.groups[("protection_fund", "contract")]
+    assert (group.rows_total, group.files, group.partitions, group.unreadable) == (3, 1, 1, 0)
+    assert (group.first_ms, group.last_ms) == (
+        fund_rows([1])["time"][0].value,
+        fund_rows([3])["time"][0].value,
+    )
+    assert [(d.shard, d.state, d.liveness) for d in report.daemons] == [
+        ("derivs", "died", "heartbeat"),
+        ("spot", "running", "heartbeat"),
+    ]
+    assert report.quarantine.by_group == {("depth", "spot"): 1}
+    assert "in " + uri + "/_quarantine" in rendered(report)
+    assert list(cwd.iterdir()) == [] and not local.exists()
+
+    # On the host of daemon spot, with its state dir: its lock and pause file count.
+    (local / "_state").mkdir(parents=True)
+    until = status.epoch_ms(NOW) + 60_000
+    (local / PAUSE_FILE).write_text(json.dumps({"status": 429, "until_ms": until}))
+    with ArchiveLock(local):
+        report = status.report(uri, now=NOW, state_dir=local)
+    assert [(d.shard, d.liveness) for d in report.daemons] == [
+        ("derivs", "heartbeat"),
+        ("spot", "lock"),
+    ]
+    assert report.pause == {"status": 429, "until": status.iso_ms(until)}
+    assert list(cwd.iterdir()) == []
