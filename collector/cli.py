@@ -34,9 +34,23 @@ _config_option = click.option(
 )
 _data_dir_option = click.option(
     "--data-dir",
+    type=str,
+    default=None,
+    help="The archive: a directory, or s3://bucket/prefix (endpoint and credentials from "
+    "the AWS_* environment variables). Default: storage.uri of the config.",
+)
+_state_dir_option = click.option(
+    "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="The archive directory (default: storage.data_dir of the config).",
+    help="This host's state (write-ahead log, pause file, lock); storage.state_dir. "
+    "Default: the archive directory (a local archive), <archive>/_local/<shard> (a local "
+    "archive's shard), ~/.local/state/jex-collector/<bucket>/<prefix>/<shard> (s3://).",
+)
+_shard_option = click.option(
+    "--shard",
+    default=None,
+    help="Run only this shard's share of the schedule (the shards: section).",
 )
 _log_level_option = click.option(
     "--log-level",
@@ -75,17 +89,43 @@ def _settings(config_path: Path, **overrides: Any) -> config.Settings:
         _fail(str(exc), 2)
 
 
-def _data_dir(config_path: Path, data_dir: Path | None) -> Path:
-    """The archive the command works on; an archive in the layout before Delta Lake is
-    refused with the command that converts it."""
+def _data_dir(config_path: Path, data_dir: str | None) -> str:
+    """The archive the command works on (a local path or an ``s3://`` URI, checked); an
+    archive in the layout before Delta Lake is refused with the command that converts it."""
+    from collector.storage.location import Archive
+
     if data_dir is not None:
         directory = data_dir
     elif not config_path.exists():
-        directory = Path("data")
+        directory = "data"
     else:
-        directory = Path(_settings(config_path).storage.data_dir)
+        directory = str(_settings(config_path).storage.data_dir)
+    try:
+        Archive.of(directory)
+    except ConfigError as exc:
+        _fail(f"--data-dir: {exc}", 2)
     _refuse_legacy(directory)
     return directory
+
+
+def _require_archive(directory: str) -> None:
+    """Exit 1 naming the place when ``directory`` holds no archive."""
+    from collector.storage import delta
+    from collector.storage.location import Archive
+
+    archive = Archive.of(directory)
+    if archive.remote:
+        found = any(delta.is_table(archive.uri, name) for name in _dataset_names())
+    else:
+        found = archive.path.is_dir()
+    if not found:
+        _fail(f"no archive at {directory} (check --data-dir or storage.uri)", 1)
+
+
+def _dataset_names() -> tuple[str, ...]:
+    from collector import datasets
+
+    return tuple(datasets.DATASETS)
 
 
 def _refuse_legacy(directory: str | Path) -> None:
@@ -150,6 +190,8 @@ def main() -> None:
 @main.command()
 @_config_option
 @_data_dir_option
+@_state_dir_option
+@_shard_option
 @click.option("--base-url", default=None, help="Exchange URL (overrides exchange.base_url).")
 @click.option(
     "--sim", is_flag=True, help="Start the built-in exchange simulator and collect from it."
@@ -176,7 +218,9 @@ def main() -> None:
 @_log_format_option
 def run(
     config_path: Path,
-    data_dir: Path | None,
+    data_dir: str | None,
+    state_dir: Path | None,
+    shard: str | None,
     base_url: str | None,
     sim: bool,
     sim_seed: int,
@@ -187,7 +231,9 @@ def run(
     log_format: str,
 ) -> None:
     """Run the collector daemon (Ctrl-C or SIGTERM flushes and exits 0)."""
-    settings = _settings(config_path, data_dir=data_dir, base_url=base_url)
+    settings = _settings(
+        config_path, data_dir=data_dir, base_url=base_url, state_dir=state_dir, shard=shard
+    )
     _setup_logging(log_level, log_format, settings)
     _refuse_legacy(settings.storage.data_dir)
     if metrics_addr is not None and metrics_port is None:
@@ -229,11 +275,17 @@ def _start_sim(settings: config.Settings, seed: int) -> tuple[Any, config.Settin
 @main.command()
 @_config_option
 @_data_dir_option
+@_shard_option
 @click.option("--base-url", default=None, help="Exchange URL (overrides exchange.base_url).")
 @click.option("--sim", is_flag=True, help="Plan against the built-in simulator's instruments.")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
 def plan(
-    config_path: Path, data_dir: Path | None, base_url: str | None, sim: bool, as_json: bool
+    config_path: Path,
+    data_dir: str | None,
+    shard: str | None,
+    base_url: str | None,
+    sim: bool,
+    as_json: bool,
 ) -> None:
     """Print what the schedule costs in request weight against the exchange's limits, and
     in disk per day; say what to change when it does not fit.
@@ -244,7 +296,7 @@ def plan(
     exchange.on_over_budget says)."""
     from collector.plan_report import format_report, report_dict
 
-    settings = _settings(config_path, data_dir=data_dir, base_url=base_url)
+    settings = _settings(config_path, data_dir=data_dir, base_url=base_url, shard=shard)
     server = None
     if sim:
         server, settings = _start_sim(settings, 1)
@@ -356,14 +408,33 @@ def schema() -> None:
 @main.command()
 @_config_option
 @_data_dir_option
-def views(config_path: Path, data_dir: Path | None) -> None:
-    """Write <data_dir>/archive.duckdb: one view per dataset, and the derived views."""
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The DuckDB file to write (default: <data_dir>/archive.duckdb; for an s3:// "
+    "archive, archive.duckdb in the current directory).",
+)
+def views(config_path: Path, data_dir: str | None, out: Path | None) -> None:
+    """Write archive.duckdb: one view per dataset, and the derived views."""
+    from collector.storage.location import Archive
+
     directory = _data_dir(config_path, data_dir)
+    remote = Archive.of(directory).remote
+    if out is None and remote:
+        out = Path(catalog.DB_NAME)
     try:
-        path = catalog.write_views(directory)
+        path = catalog.write_views(directory, out)
     except ConfigError as exc:  # a queries/views file that does not install
         _fail(str(exc), 2)
     click.echo(f"wrote {path}")
+    if remote:
+        click.echo(
+            "to read it: duckdb "
+            f"{path}, then LOAD httpfs; LOAD delta; and a secret from your environment, e.g. "
+            "CREATE SECRET (TYPE s3, KEY_ID '…', SECRET '…', ENDPOINT 'host:port', "
+            "URL_STYLE 'path', USE_SSL false); no credential is stored in the file"
+        )
 
 
 @main.command()
@@ -403,7 +474,7 @@ def query(
     sql_file: Path | None,
     params: tuple[str, ...],
     config_path: Path,
-    data_dir: Path | None,
+    data_dir: str | None,
     output: str,
     max_rows: int,
 ) -> None:
@@ -514,7 +585,7 @@ def _time_ms(value: str, option: str) -> int:
 @_log_format_option
 def backfill(
     config_path: Path,
-    data_dir: Path | None,
+    data_dir: str | None,
     base_url: str | None,
     dataset: str,
     markets: tuple[str, ...],
@@ -567,7 +638,7 @@ def backfill(
 @click.option("--base-url", default=None, help="Exchange URL for --repair.")
 def verify(
     config_path: Path,
-    data_dir: Path | None,
+    data_dir: str | None,
     as_json: bool,
     show_all: bool,
     repair: bool,
@@ -634,7 +705,7 @@ def verify(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per dataset and market.")
 def compact(
     config_path: Path,
-    data_dir: Path | None,
+    data_dir: str | None,
     include_open: bool,
     retention_hours: float | None,
     as_json: bool,
@@ -644,13 +715,15 @@ def compact(
     from collector.storage import compaction, delta
 
     directory = _data_dir(config_path, data_dir)
-    if not directory.is_dir():
-        _fail(f"no archive at {directory} (check --data-dir or storage.data_dir)", 1)
+    _require_archive(directory)
     closed_before = None
-    if not include_open and compaction.daemon_running(directory):
+    from collector.storage.location import is_remote
+
+    # On an object store, daemons on other hosts may be collecting: no local lock tells.
+    if not include_open and (is_remote(directory) or compaction.daemon_running(directory)):
         closed_before = compaction.closed_before_ms(int(dt.datetime.now(dt.UTC).timestamp() * 1000))
         click.echo(
-            "the daemon is running: compacting closed partitions (dates that ended over "
+            "a daemon is or may be running: compacting closed partitions (dates that ended over "
             f"{compaction.CLOSED_AFTER_S / 3600:g} h ago) whole and today's as it does "
             "(--all: every partition whole)",
             err=True,
@@ -704,7 +777,7 @@ def compact(
 )
 def report(
     config_path: Path,
-    data_dir: Path | None,
+    data_dir: str | None,
     out: Path,
     symbols: tuple[str, ...],
     start: str | None,
@@ -743,8 +816,9 @@ def report(
 @main.command()
 @_config_option
 @_data_dir_option
+@_state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="The status as one JSON document.")
-def status(config_path: Path, data_dir: Path | None, as_json: bool) -> None:
+def status(config_path: Path, data_dir: str | None, state_dir: Path | None, as_json: bool) -> None:
     """Whether the daemon runs and its jobs succeed, and per dataset and market what the
     archive holds. Exits 1 when a job has not succeeded within three of its intervals,
     the daemon is not running, or it never ran on this archive."""
@@ -754,9 +828,11 @@ def status(config_path: Path, data_dir: Path | None, as_json: bool) -> None:
     from collector import status_table
 
     directory = _data_dir(config_path, data_dir)
-    if not directory.is_dir():
-        _fail(f"no archive at {directory} (check --data-dir or storage.data_dir)", 1)
-    result = health.report(directory, now=dt.datetime.now(dt.UTC))
+    _require_archive(directory)
+    try:
+        result = health.report(directory, now=dt.datetime.now(dt.UTC), state_dir=state_dir)
+    except CollectorError as exc:
+        _fail(f"cannot read the archive's state at {directory}: {exc}", 1)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
@@ -781,6 +857,7 @@ def status(config_path: Path, data_dir: Path | None, as_json: bool) -> None:
     "target",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
+    callback=lambda _ctx, _param, value: _local_target(value),
     help="Where the Delta tables go (created; may already hold tables, even with a "
     "daemon collecting into them).",
 )
@@ -820,7 +897,7 @@ def migrate(source: Path, target: Path, ignore_wal: bool, quiet: bool) -> None:
     click.echo(f"migrate {source} -> {target}: {report.summary()}")
     if not report.errors:
         click.echo(
-            f"next: collect into {target} (storage.data_dir or --data-dir); {source} is "
+            f"next: collect into {target} (storage.uri or --data-dir); {source} is "
             "unchanged, delete it when you no longer need it"
         )
     if report.errors:
@@ -829,6 +906,17 @@ def migrate(source: Path, target: Path, ignore_wal: bool, quiet: bool) -> None:
             "tries again those that were not committed",
             1,
         )
+
+
+def _local_target(value: Path) -> Path:
+    if str(value).startswith("s3:"):
+        _fail(
+            "--to: migrate writes a local archive; copy its folder to the object store "
+            "afterwards (a Delta table's file paths are relative, so a copy of the folder "
+            "is the same table), then collect with storage.uri: s3://…",
+            2,
+        )
+    return value
 
 
 def _print_compaction(groups: list[Any], summary: str) -> None:

@@ -27,6 +27,7 @@ import contextlib
 import datetime as dt
 import logging
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -38,13 +39,20 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from collector import catalog, datasets, jobs, runstate
 from collector.config import Settings
 from collector.disk import FULL_WARNING_DAYS, plan_disk
-from collector.errors import CollectorError, ConfigError, FatalStorageError, RateLimitError
+from collector.errors import (
+    ArchiveLockedError,
+    CollectorError,
+    ConfigError,
+    FatalStorageError,
+    RateLimitError,
+)
 from collector.exchange.client import MAX_INLINE_WAIT_S, JexClient
 from collector.metrics import Metrics, MetricsServer
 from collector.plan import Plan, make_plan
 from collector.plan_report import format_plan, format_report
 from collector.quarantine import Quarantine
 from collector.storage import compaction, delta, legacy, wal
+from collector.storage.location import Archive
 from collector.storage.lock import ArchiveLock
 from collector.storage.writer import ArchiveWriter
 
@@ -58,6 +66,8 @@ DRAIN_S = 5.0
 SKIP_LOG_EVERY_S = 60.0
 #: Pause between attempts to reach the exchange at start-up.
 STARTUP_RETRY_S = 10.0
+#: How often a shard without the instruments job refreshes the instrument lists.
+LISTING_EVERY_S = 300.0
 
 
 class Daemon:
@@ -73,7 +83,10 @@ class Daemon:
         """``metrics_address`` (host, port): serve ``metrics`` there while running (port 0:
         any free port, see :attr:`metrics_server`); None: metrics are kept, not served."""
         self.settings = settings
-        self.data_dir = str(settings.storage.data_dir)
+        self.archive = Archive.of(settings.storage.uri)
+        self.data_dir = self.archive.uri
+        #: This host's state: the write-ahead log, the pause file and the lock.
+        self.state_dir = settings.state_dir()
         # Before the writer exists: it would start a write-ahead log in an old archive.
         legacy.refuse_legacy(self.data_dir)
         self.metrics = metrics or Metrics()
@@ -82,13 +95,19 @@ class Daemon:
         self.client = JexClient.from_settings(settings, transport=transport, metrics=self.metrics)
         # File names carry exchange time too, like every time the collector records.
         self.writer = writer or ArchiveWriter(
-            self.data_dir, wal=True, clock_ms=self.client.clock.now_ms, metrics=self.metrics
+            self.archive,
+            wal=True,
+            state_dir=self.state_dir,
+            clock_ms=self.client.clock.now_ms,
+            metrics=self.metrics,
         )
         secrets = [s.get_secret_value() for s in (settings.api_key, settings.api_secret) if s]
-        self.quarantine = Quarantine(self.data_dir, redact=secrets, metrics=self.metrics)
+        self.quarantine = Quarantine(self.archive, redact=secrets, metrics=self.metrics)
         self.client.quarantine = self.quarantine
         self.runstate = runstate.RunState(
-            self.data_dir,
+            self.archive,
+            name=settings.shard_name,
+            state_dir=self.state_dir,
             redact=secrets,
             clock_offset_ms=lambda: self.client.clock.offset_ms,
         )
@@ -115,7 +134,8 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         try:
-            with ArchiveLock(self.data_dir), self._serving_metrics():
+            with ArchiveLock(self.state_dir), self._serving_metrics():
+                self._refuse_a_twin()
                 self.runstate.started(self.settings.enabled_jobs())
                 heartbeat = asyncio.create_task(self.runstate.heartbeat())
                 try:
@@ -133,6 +153,34 @@ class Daemon:
             await self.client.aclose()
         if self._fatal is not None:
             raise self._fatal
+
+    def _refuse_a_twin(self) -> None:
+        """Refuse to start when the archive says a daemon of the same name (shard) runs
+        elsewhere: another host, or another state dir here (the local lock only guards
+        one state dir). Judged by its heartbeat: a daemon that died is taken over once
+        its heartbeat is older than ``status.HEARTBEAT_STALE_S``."""
+        from collector.status import HEARTBEAT_STALE_S
+
+        try:
+            other = runstate.load(self.archive, self.settings.shard_name)
+        except CollectorError as exc:
+            log.warning("could not read the archive's daemon states: %s", exc)
+            return
+        beat = None if other is None else runstate.parse_iso(other.heartbeat_at)
+        if other is None or other.stopped_at is not None or beat is None:
+            return
+        age = (runstate.utc_now() - beat).total_seconds()
+        here = socket.gethostname()
+        mine = str(self.state_dir.resolve())
+        if age > HEARTBEAT_STALE_S or (other.host == here and other.state_dir == mine):
+            return  # dead, or our own earlier run (the lock we hold proves it ended)
+        raise ArchiveLockedError(
+            f"collector {self.settings.shard_name!r} is already running on host "
+            f"{other.host!r} (pid {other.pid}, heartbeat {age:.0f}s ago) "
+            f"into {self.data_dir}; stop it, or run another shard (--shard)",
+            pid=other.pid,
+            path=self.data_dir,
+        )
 
     @contextlib.contextmanager
     def _serving_metrics(self) -> Iterator[None]:
@@ -155,7 +203,7 @@ class Daemon:
                 f"{exc}. Stopped without writing anything more: after a failed fsync the "
                 "kernel may have dropped the data, and a retry could report success without "
                 "writing it. Check the disk (dmesg), then restart: the write-ahead log in "
-                f"{self.writer.root}/{wal.WAL_DIR} is replayed and nothing already received "
+                f"{self.state_dir / wal.WAL_DIR} is replayed and nothing already received "
                 "is lost",
                 dataset=exc.dataset,
                 path=exc.path,
@@ -277,7 +325,7 @@ class Daemon:
         if days is not None and days < FULL_WARNING_DAYS:
             log.warning(
                 "the disk at %s fills in %.1f days at %.1f MB a day (compacted): free space "
-                "or move storage.data_dir",
+                "or move storage.uri",
                 self.settings.storage.data_dir,
                 days,
                 disk.compacted_bytes_per_day / 1e6,
@@ -323,15 +371,30 @@ class Daemon:
                 max_instances=1,
                 coalesce=True,
             )
-        scheduler.add_job(
-            self._compact,
-            "interval",
-            id="_compact",
-            seconds=self.settings.storage.compact_every,
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
+        if self.settings.compacts:
+            # One collector of an archive compacts and vacuums (the shards' compact flag);
+            # a second one would be harmless (Delta refuses the later of two commits
+            # replacing the same files), only wasteful.
+            scheduler.add_job(
+                self._compact,
+                "interval",
+                id="_compact",
+                seconds=self.settings.storage.compact_every,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+        if "instruments" not in enabled:
+            # A shard that does not archive the instrument lists still follows them, so
+            # that new and expired symbols reach its jobs (nothing is written).
+            scheduler.add_job(
+                self._follow_listing,
+                "interval",
+                id="_listing",
+                seconds=LISTING_EVERY_S,
+                max_instances=1,
+                coalesce=True,
+            )
         scheduler.add_job(
             self._sync_clock,
             "interval",
@@ -380,6 +443,12 @@ class Daemon:
         finally:
             if task is not None:
                 self._running.discard(task)
+
+    async def _follow_listing(self) -> None:
+        try:
+            await jobs.refresh_instruments(self.ctx, None)
+        except CollectorError as exc:
+            log.warning("instrument lists not refreshed (the jobs keep the last ones): %s", exc)
 
     async def _sync_clock(self) -> None:
         try:
@@ -462,6 +531,8 @@ class Daemon:
         log.info("compaction: %s", report.summary())
 
     def _refresh_views(self) -> None:
+        if self.archive.remote:
+            return  # a DuckDB file cannot live on an object store: `jex-collector views --out`
         try:
             catalog.write_views(self.data_dir)
         except Exception as exc:  # the views are a convenience; never stop collecting for them

@@ -184,8 +184,9 @@ class JexClient:
     ) -> JexClient:
         """A client configured by ``settings.exchange`` and the API key of the environment.
 
-        Pauses the exchange imposes (429, 418) are recorded in the archive's
-        ``_state/pause.json``, shared by every process that collects into it.
+        Pauses the exchange imposes (429, 418) are recorded in ``_state/pause.json`` of
+        the host's state dir (``settings.state_dir()``; the archive folder of a local
+        archive), shared by every process that uses it.
         """
         exchange = settings.exchange
         return cls(
@@ -198,7 +199,7 @@ class JexClient:
             transport=transport,
             verify_tls=exchange.verify_tls,
             trust_env=exchange.trust_env,
-            pause_file=Path(settings.storage.data_dir) / PAUSE_FILE,
+            pause_file=settings.state_dir() / PAUSE_FILE,
             metrics=metrics,
         )
 
