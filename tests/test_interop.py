@@ -308,3 +308,50 @@ def test_a_reader_during_compaction_always_sees_a_whole_version(tmp_path: Path) 
         table = delta.open_table(tmp_path, "trades")
         assert table is not None and len(delta.files(table, "trades")) == partitions
     assert overlapping > 0, "no read ran while compaction did"
+
+
+def test_dask_on_a_local_cluster_gives_duckdbs_hourly_vwap(sim_archive: Path) -> None:
+    """Dask distributed (dask-deltatable, the dask extra) over the trades table: the
+    hourly VWAP per market and symbol equals the views', computed on 2 worker processes."""
+    dask_deltatable = pytest.importorskip("dask_deltatable")
+    distributed = pytest.importorskip("distributed")
+    expected = catalog.query(
+        sim_archive,
+        "SELECT market, symbol, epoch_ms(date_trunc('hour', time)) AS hour, "
+        "sum(price * qty) / sum(qty) AS vwap, count(*) AS trades "
+        "FROM trades GROUP BY ALL ORDER BY ALL",
+        derived_views=False,
+    ).to_pylist()
+    assert expected
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        frame = dask_deltatable.read_deltalake(
+            str(sim_archive.resolve() / "trades"),
+            columns=["market", "symbol", "time", "price", "qty"],
+        )
+        frame = frame.assign(
+            hour=frame["time"].dt.floor("h"), notional=frame["price"] * frame["qty"]
+        )
+        sums = frame.groupby(["market", "symbol", "hour"]).agg(
+            {"notional": "sum", "qty": "sum", "price": "count"}
+        )
+        result = client.compute(sums).result().reset_index()
+    found = sorted(
+        (
+            str(row.market),
+            str(row.symbol),
+            int(row.hour.timestamp() * 1000),
+            row.notional / row.qty,
+            int(row.price),
+        )
+        for row in result.itertuples()
+    )
+    assert len(found) == len(expected)
+    for got, want in zip(found, expected, strict=True):
+        assert got[:3] == (want["market"], want["symbol"], want["hour"])
+        assert got[3] == pytest.approx(want["vwap"], rel=1e-9)
+        assert got[4] == want["trades"]
