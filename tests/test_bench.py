@@ -117,3 +117,25 @@ def test_reader_race_delta_readers_are_exact(tmp_path: Path) -> None:
     for name in ("duckdb delta_scan", "catalog.query", "deltalake", "polars scan_delta"):
         assert readers[name]["reads"] > 0, name
         assert readers[name]["failed"] == readers[name]["wrong"] == 0, readers[name]
+
+
+def test_object_storage_short_run_agrees_on_s3(tmp_path: Path) -> None:
+    out = tmp_path / "object_storage.json"
+    run("object_storage.py", "--short", "--json", out)
+    result = json.loads(out.read_text())
+    for flush in result["flush"].values():
+        assert flush["local_best_s"] > 0 and flush["s3_best_s"] > 0
+    assert result["flush"]["flush, every dataset"]["commits"] > 1
+    assert result["flush"]["flush, trades only"]["files"] == 3  # one per market
+    assert result["upload"]["data_files"] > 0 and result["upload"]["log_files"] > 0
+    # Every side answered (and agreed with DuckDB local, or the script failed).
+    assert set(result["vwap"]) == {"spot BTCUSDT", "all trades"}
+    for query in result["vwap"].values():
+        assert query["hours"] == 48
+        assert set(query["sides"]) == {
+            "DuckDB local",
+            "DuckDB S3",
+            "DuckDB S3, no file cache",
+            "Dask local",
+            "Dask S3",
+        }
