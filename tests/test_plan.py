@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,26 @@ def test_a_restart_during_a_ban_sends_nothing_until_it_ends(tmp_path: Path) -> N
         asyncio.run(Daemon(fast_settings(server.base_url, tmp_path)).run(2, handle_signals=False))
         state = httpx.get(f"{server.base_url}/_sim/state").json()
     assert state["clients"] == {}, "a request reached the exchange during the ban"
+
+
+def test_plan_of_a_shard_counts_only_its_share(tmp_path: Path) -> None:
+    """A schedule too dense for one IP fits once split: each shard plans against its
+    own host's limit, with only its markets' requests."""
+    dense = Path("schedules.yaml").read_text().replace("every: 10s, markets", "every: 1s, markets")
+    config_path = tmp_path / "sharded.yaml"
+    config_path.write_text(
+        dense + "shards:\n  spot: {markets: [spot], compact: true}\n"
+        "  derivs: {markets: [option, contract]}\n"
+    )
+    runner = CliRunner()
+    whole = runner.invoke(main, ["plan", "--sim", "--json", "--config", str(config_path)])
+    spot = runner.invoke(
+        main, ["plan", "--sim", "--json", "--config", str(config_path), "--shard", "spot"]
+    )
+    assert spot.exit_code in (0, 1), spot.output
+    whole_plan, spot_plan = json.loads(whole.output), json.loads(spot.output)
+    assert {m for job in spot_plan["jobs"] for m in job["markets"]} == {"spot"}
+    wanted = "wanted_weight_per_minute"
+    assert 0 < spot_plan[wanted] < whole_plan[wanted]
+    unknown = runner.invoke(main, ["plan", "--sim", "--config", str(config_path), "--shard", "x"])
+    assert unknown.exit_code == 2 and "spot, derivs" in unknown.output
