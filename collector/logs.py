@@ -76,11 +76,53 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = record.exc_text
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        # ASCII only: control and bidi characters the exchange sent arrive escaped.
+        return json.dumps(entry, ensure_ascii=True, default=str)
+
+
+#: Characters a text log line never carries raw: C0 and C1 controls (ESC starts a
+#: terminal sequence, CR rewrites the line, LF forges a new one) and the bidirectional
+#: overrides that make text read backwards.
+_UNSAFE = frozenset(
+    [*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control character written as an escape (``\\x1b``,
+    ``\\u202e``), so exchange-provided text cannot move the cursor, clear a terminal or
+    forge a log line. ``keep_newlines``: newlines stay (a traceback's lines)."""
+    if not any(ord(char) in _UNSAFE for char in text):
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if code not in _UNSAFE or (keep_newlines and char == "\n"):
+            out.append(char)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return "".join(out)
+
+
+class SafeTextFormatter(logging.Formatter):
+    """The text line with control characters escaped in the message (which may quote
+    what the exchange sent) and in tracebacks (whose own newlines stay)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        # Each traceback line starts with "| ": an exception message with a newline in
+        # it (text the exchange sent) cannot start a line that looks like a record.
+        text = escape_controls(super().formatException(ei), keep_newlines=True)
+        return "\n".join(f"| {line}" for line in text.split("\n"))
 
 
 def text_formatter() -> logging.Formatter:
-    formatter = logging.Formatter(TEXT_FORMAT)
+    formatter = SafeTextFormatter(TEXT_FORMAT)
     formatter.converter = time.gmtime  # log times in UTC
     return formatter
 

@@ -183,3 +183,31 @@ def test_the_cli_logs_json_lines_without_the_api_key(tmp_path: Path) -> None:
     assert any(line.get("job") == "depth" and line.get("rows", 0) > 0 for line in lines)
     assert any(re.match(r"flushed \d+ file", line["message"]) and "files" in line for line in lines)
     assert SECRET not in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_exchange_text_cannot_clear_a_terminal_or_forge_a_log_line(fmt: str) -> None:
+    """An error text the exchange chose (ESC sequences, CR, LF, a bidi override) is
+    escaped in both formats: one record is one line, with no raw control character."""
+    stream = io.StringIO()
+    handler = logs.setup("info", fmt, stream=stream)
+    try:
+        hostile = "bad symbol\x1b[2J\rINFO fake line\n2026-01-01 ERROR forged\u202eevil"
+        logging.getLogger("collector.jobs").error("exchange said: %s", hostile)
+        try:
+            raise ValueError(hostile)
+        except ValueError:
+            logging.getLogger("collector.jobs").exception("round failed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    text = stream.getvalue()
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", text)
+    lines = text.splitlines()
+    if fmt == "json":
+        assert len(lines) == 2
+        assert json.loads(lines[0])["message"].endswith(hostile)  # kept, only escaped
+    else:
+        assert lines[0].endswith(
+            r"bad symbol\x1b[2J\x0dINFO fake line\x0a2026-01-01 ERROR forged\u202eevil"
+        )
+        assert not any(line.startswith("2026-01-01") for line in lines)
