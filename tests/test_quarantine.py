@@ -19,7 +19,7 @@ import pytest
 from collector.exchange.client import Response
 from collector.quarantine import DIR_NAME, ORPHAN_AGE_S, REDACTED, Quarantine
 from collector.storage.location import Archive
-from tests.test_runstate import fresh_prefix, moto_bucket
+from tests.test_runstate import fresh_prefix, s3_server_bucket
 
 NOW = 1_764_003_723_456  # 2025-11-24T17:02:03.456Z
 KEY = "sk-live-0123456789abcdef"
@@ -187,7 +187,7 @@ def test_temporary_files_left_by_a_crash_are_removed_but_not_a_write_under_way(
 
 @pytest.fixture(scope="module")
 def s3_bucket() -> Iterator[str]:
-    with moto_bucket() as bucket:
+    with s3_server_bucket() as bucket:
         yield bucket
 
 

@@ -1,4 +1,4 @@
-"""The archive's stack against real S3-compatible servers (SeaweedFS and moto), started by
+"""The archive's stack against a real S3-compatible server (SeaweedFS), started by
 these tests (``tests/s3server.py``), with endpoint and credentials only in the environment.
 
 What each client needs, proven below:
@@ -129,8 +129,8 @@ def shared_table(s3: S3Server) -> tuple[str, pa.Table]:
 
 
 def test_server_signatures_and_conditional_put(s3: S3Server) -> None:
-    """Both servers refuse a second ``If-None-Match: *`` PUT (412) and an unsigned request
-    (403); SeaweedFS also refuses a bad signature, moto takes any signature."""
+    """The server refuses a second ``If-None-Match: *`` PUT (412), an unsigned request and
+    a bad signature (403)."""
     key = f"probe/{uuid.uuid4().hex}"
     assert s3.put_object(BUCKET, key, b"first", {"If-None-Match": "*"}) == 200
     assert s3.put_object(BUCKET, key, b"second", {"If-None-Match": "*"}) == 412
@@ -143,11 +143,7 @@ def test_server_signatures_and_conditional_put(s3: S3Server) -> None:
     connection.request("GET", f"/{BUCKET}/{key}")
     anonymous = connection.getresponse().status
     connection.close()
-    if s3.name == "seaweedfs":
-        assert (status, anonymous) == (403, 403)
-    else:
-        # moto takes any signature; an unsigned request is anonymous, and the bucket private
-        assert (status, anonymous) == (200, 403)
+    assert (status, anonymous) == (403, 403)
 
 
 # --- deltalake -----------------------------------------------------------------------------
@@ -188,8 +184,6 @@ def test_deltalake_needs_allow_http_for_an_http_endpoint(
 def test_deltalake_wrong_secret_is_refused_by_seaweedfs(
     s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if s3.name != "seaweedfs":
-        pytest.skip("moto does not check signatures")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises((DeltaError, OSError), match=r"(?i)signature|forbidden|403"):
         write_deltalake(fresh_uri("forged"), trades("a", 0, 1))

@@ -30,7 +30,7 @@ from collector.storage.lock import ArchiveLock
 from collector.storage.writer import ArchiveWriter
 from tests.conftest import fast_settings
 from tests.test_catalog import fund_rows
-from tests.test_runstate import FakeClock, fresh_prefix, legacy_document, moto_bucket
+from tests.test_runstate import FakeClock, fresh_prefix, legacy_document, s3_server_bucket
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 
@@ -610,7 +610,7 @@ def test_the_state_file_of_the_release_before_shards_is_the_daemon(tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def s3_bucket() -> Iterator[str]:
-    with moto_bucket() as bucket:
+    with s3_server_bucket() as bucket:
         yield bucket
 
 
