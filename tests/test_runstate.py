@@ -443,8 +443,9 @@ def test_state_files_on_an_object_store(
 
 
 def test_an_unreachable_object_store_never_fails_the_daemon(
-    s3_bucket: str, caplog: pytest.LogCaptureFixture
+    s3_bucket: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     missing = "s3://no-such-bucket-" + uuid.uuid4().hex[:8]
     state = runstate.RunState(missing, name="spot", clock=FakeClock())
     with caplog.at_level(logging.WARNING, logger="collector.runstate"):
