@@ -37,6 +37,7 @@ from pydantic import (
 
 from collector import datasets
 from collector.errors import ConfigError
+from collector.exchange import endpoints
 from collector.shards import check_shards, markets_of
 
 Market = Literal["spot", "option", "contract"]
@@ -103,6 +104,47 @@ def _short(value: object) -> str:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_UNIT_BYTES = {
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
+#: Bounds of a response size cap: below 1 KiB not even an error message fits; above
+#: 1 GiB a single response could take the machine's memory.
+MIN_SIZE = 1024
+MAX_SIZE = 1024**3
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``1048576``, ``"512KiB"``, ``"16MiB"``, ``"1GiB"`` (or KB, MB, GB: powers
+    of 1000); a ValueError for anything else or outside [1 KiB, 1 GiB]."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = int(float(match.group(1)) * _UNIT_BYTES[match.group(2)])
+    else:
+        raise ValueError(f"expected a size such as 512KiB, 16MiB or 1GiB, got {_short(value)}")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"a size must be between 1KiB and 1GiB, got {_short(value)}")
+    return size
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+#: The largest id a setting may give: ids are stored as int64.
+INT64_MAX = 2**63 - 1
+
+#: Endpoint names (as in collector.exchange.endpoints) that take a response size cap.
+ENDPOINT_NAMES = tuple(
+    sorted(e.name for e in vars(endpoints).values() if isinstance(e, endpoints.Endpoint))
+)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -110,10 +152,24 @@ class _Strict(BaseModel):
 
 class ExchangeSettings(_Strict):
     base_url: str = "https://www.jex.com"
+    #: Per read (connect, each chunk of the body): how long the exchange may stay silent.
     timeout: Duration = 10.0
+    #: The whole request (connect, headers and body), however slowly the body trickles
+    #: in. On expiry the request fails like a timeout (retried up to max_attempts) and
+    #: what had arrived is quarantined. None: the larger of 30 s and twice ``timeout``
+    #: (collector.exchange.client.default_request_deadline): the largest documented
+    #: response (a 1000-kline page, 250 KB) needs a fraction of that even on a slow link,
+    #: and a request held longer makes its job miss rounds. At least ``timeout``.
+    request_deadline: Duration | None = None
+    #: Response body size caps, decoded (a gzip bomb is stopped while inflating), by
+    #: endpoint name (``default``: every endpoint not named), as sizes such as ``16MiB``.
+    #: Merged over the client's defaults: 16 MiB, and 64 MiB for exchangeInfo,
+    #: optionInfo and contractInfo (collector.exchange.client.MAX_RESPONSE_BYTES_BY_ENDPOINT).
+    #: A larger body fails the request and its first part is quarantined.
+    max_response_size: dict[str, Size] = Field(default_factory=dict)
     weight_fraction: float = Field(0.8, gt=0, le=1)
-    max_attempts: int = Field(4, ge=1, le=10)
-    concurrency: int = Field(4, ge=1, le=64)
+    max_attempts: int = Field(4, ge=1, le=10, strict=True)
+    concurrency: int = Field(4, ge=1, le=64, strict=True)
     clock_sync_every: Duration = 600.0
     #: When the schedule needs more than the budget: stretch the intervals, or refuse to start.
     on_over_budget: Literal["stretch", "refuse"] = "stretch"
@@ -128,6 +184,20 @@ class ExchangeSettings(_Strict):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError(f"expected an http(s) URL such as https://www.jex.com, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("max_response_size", mode="before")
+    @classmethod
+    def _known_endpoints(cls, value: object) -> object:
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            unknown = [str(k) for k in value if k not in ("default", *ENDPOINT_NAMES)]
+            if unknown:
+                raise ValueError(
+                    f"unknown endpoint(s) {', '.join(unknown)}; expected default or some of "
+                    f"{', '.join(ENDPOINT_NAMES)}"
+                )
+        return value
 
 
 #: The environment variables an S3 archive's endpoint and credentials come from (read by
@@ -315,12 +385,12 @@ class JobSettings(_Strict):
     enabled: bool = True
     markets: tuple[Market, ...] = ("spot", "option", "contract")
     symbols: Literal["all"] | tuple[str, ...] = "all"
-    limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1, strict=True)
     intervals: tuple[str, ...] = ()
     #: trades and klines: how far back to fetch on first start (nothing archived yet).
     backfill: Duration | None = None
-    #: trades: on first start, page forwards from this trade id instead.
-    start_id: int | None = Field(None, ge=1)
+    #: trades: on first start, page forwards from this trade id instead (an int64).
+    start_id: int | None = Field(None, ge=1, le=INT64_MAX, strict=True)
 
     #: Set only by selecting a shard (``overrides={"shard": ...}``): the shard's symbol
     #: patterns, which :meth:`wants` honours as well as ``symbols``. Refused in a file.
@@ -445,6 +515,16 @@ class Settings(_Strict):
     @classmethod
     def _shard_not_in_a_file(cls, value: object) -> object:
         raise ValueError("the shard is chosen on the command line (--shard NAME), not in a file")
+
+    @model_validator(mode="after")
+    def _deadline_covers_a_read(self) -> Settings:
+        exchange = self.exchange
+        if exchange.request_deadline is not None and exchange.request_deadline < exchange.timeout:
+            raise ValueError(
+                "exchange.request_deadline: expected at least exchange.timeout "
+                f"({exchange.timeout:g}s), got {exchange.request_deadline:g}s"
+            )
+        return self
 
     @model_validator(mode="after")
     def _jobs_fit_datasets(self) -> Settings:

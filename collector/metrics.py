@@ -143,7 +143,7 @@ class Metrics:
         self._quarantined = Counter(
             "jex_quarantined_payloads",
             "Responses written to the quarantine, by endpoint and kind (invalid_json, "
-            "wrong_shape, rejected_records).",
+            "wrong_shape, rejected_records, too_large, deadline_exceeded).",
             ["endpoint", "kind"],
             registry=r,
         )

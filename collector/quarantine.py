@@ -6,11 +6,18 @@ parser set aside, is written to::
     <archive>/_quarantine/<YYYY-MM-DD>/<HHMMSSmmm>-<endpoint>-<random>.json
 
 (UTC date and time of writing) as one JSON object: ``kind`` (``invalid_json``,
-``wrong_shape``, ``rejected_records``), ``endpoint``, ``market``, ``params``,
-``status``, the response ``headers``, the raw ``body`` (text, or base64 when it is
-not UTF-8; cut at ``max_body_bytes`` bytes or characters, saying so), ``error`` or the ``rejected``
-records with their reasons, ``time`` (ISO) and ``time_ms``, and ``received_at``
-(exchange time of the response).
+``wrong_shape``, ``rejected_records``; from the client also ``too_large`` and
+``deadline_exceeded``, with the first part of what arrived), ``endpoint``, ``market``,
+``params``, ``status``, the response ``headers``, the raw ``body`` (text, or base64 when
+it is not UTF-8), ``error`` or the ``rejected`` records with their reasons, ``time``
+(ISO) and ``time_ms``, and ``received_at`` (exchange time of the response).
+
+The body is cut at ``max_body_bytes`` characters (bytes when base64), and each file is
+at most ``max_file_bytes`` as written, whatever JSON escaping makes of the body (a NUL
+takes six bytes there): when the whole does not fit, fewer rejected records are kept,
+then less of the body. A rejected record takes at most :data:`MAX_RECORD_CHARS`, a
+header, parameter or the error at most :data:`MAX_FIELD_CHARS`; what is cut says so
+(``body_truncated``, ``rejected_kept``).
 
 It never holds a secret: request headers (where the API key travels) are not
 stored, and any occurrence of the strings in ``redact`` (the key and secret) in
@@ -35,7 +42,7 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +58,12 @@ REDACTED = "<redacted>"
 MIN_SECRET_LENGTH = 8
 #: Rejected records stored per file (the count of all of them is stored too).
 MAX_RECORDS = 100
+#: A rejected record longer than this as JSON is stored as its JSON text, cut.
+MAX_RECORD_CHARS = 16 * 1024
+#: Header values, parameters and the error are cut at this many characters.
+MAX_FIELD_CHARS = 4096
+#: Bytes the headers, and the parameters, take at most in a file (as JSON).
+MAX_MAPPING_BYTES = 64 * 1024
 #: A temporary file this old (seconds) is a crash's leftover, not another collector's
 #: write under way (a write takes milliseconds).
 ORPHAN_AGE_S = 600.0
@@ -62,8 +75,8 @@ class Quarantine:
     """Writes unreadable payloads under ``<archive>/_quarantine``. Thread-unsafe; one per
     process, used from the event loop.
 
-    Use it as the client's hook (``JexClient(quarantine=q)``: invalid JSON) and from the
-    jobs (:meth:`wrong_shape`, :meth:`rejected`).
+    Use it as the client's hook (``JexClient(quarantine=q)``: invalid JSON, bodies too
+    large or too slow) and from the jobs (:meth:`wrong_shape`, :meth:`rejected`).
     """
 
     def __init__(
@@ -74,6 +87,7 @@ class Quarantine:
         clock_ms: Callable[[], int] = wall_clock_ms,
         max_files_per_hour: int = 60,
         max_body_bytes: int = 512 * 1024,
+        max_file_bytes: int = 1024 * 1024,
         max_bytes_per_day: int = 256 * 1024 * 1024,
         metrics: Metrics | None = None,
     ) -> None:
@@ -85,6 +99,7 @@ class Quarantine:
         self._clock_ms = clock_ms
         self.max_files_per_hour = max_files_per_hour
         self.max_body_bytes = max_body_bytes
+        self.max_file_bytes = max(max_file_bytes, 4096)
         self.max_bytes_per_day = max_bytes_per_day
         self.written: Counter[tuple[str, str]] = Counter()  # (endpoint, kind) -> files
         self.dropped: Counter[tuple[str, str]] = Counter()
@@ -95,9 +110,9 @@ class Quarantine:
 
     # -- what the client and the jobs call -------------------------------------------------
 
-    def __call__(self, response: Response, error: str) -> None:
-        """The client's hook: ``response`` is not valid JSON."""
-        self.add(response, kind="invalid_json", error=error)
+    def __call__(self, response: Response, error: str, *, kind: str = "invalid_json") -> None:
+        """The client's hook (:class:`collector.exchange.client.QuarantineHook`)."""
+        self.add(response, kind=kind, error=error)
 
     def wrong_shape(self, response: Response, error: str) -> None:
         self.add(response, kind="wrong_shape", error=error)
@@ -125,14 +140,14 @@ class Quarantine:
             self._drop(endpoint, kind, hour, f"{self.max_bytes_per_day} bytes today")
             return None
         try:
-            text = self._document(response, kind, error, rejected, now)
-            relative = self._write(now, endpoint, text.encode("utf-8"))
+            data = self._document(response, kind, error, rejected, now)
+            relative = self._write(now, endpoint, data)
         except Exception as exc:  # never fail the caller over a diagnostic file
             log.warning("could not write a quarantine file for %s: %s", endpoint, exc)
             return None
         self._prune(hour)
         self._hour_files[(endpoint, hour)] += 1
-        self._day_bytes[day] += len(text)
+        self._day_bytes[day] += len(data)
         self.written[(endpoint, kind)] += 1
         self.metrics.quarantined(endpoint, kind)
         log.info(
@@ -181,40 +196,72 @@ class Quarantine:
         error: str,
         rejected: list[tuple[Any, str]] | None,
         now: int,
-    ) -> str:
-        body = self._scrub_bytes(response.body)
+    ) -> bytes:
+        """The file's bytes, at most :attr:`max_file_bytes`: when the whole does not fit,
+        fewer rejected records are kept, then less of the body."""
         cap = self.max_body_bytes
+        body = self._scrub_bytes(response.body)
         try:
-            text = body.decode("utf-8")  # the whole body: a cut could split a character
-            body_text, encoding, truncated = text[:cap], "utf-8", len(text) > cap
+            text: str | None = body.decode("utf-8")  # whole: a cut could split a character
         except UnicodeDecodeError:
-            body_text, encoding = base64.b64encode(body[:cap]).decode("ascii"), "base64"
-            truncated = len(body) > cap
+            text = None
+        if text is not None:
+            text, cut = text[:cap], len(text) > cap
+        else:
+            body, cut = body[:cap], len(body) > cap
         document: dict[str, Any] = {
             "kind": kind,
             "endpoint": response.endpoint,
             "market": response.market,
-            "params": response.params,
+            "params": _bounded_mapping(response.params),
             "status": response.status,
-            "headers": response.headers,
+            "headers": _bounded_mapping(response.headers),
             "time": dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC).isoformat(
                 timespec="milliseconds"
             ),
             "time_ms": now,
             "received_at": response.received_at,
-            "error": error,
-            "body_encoding": encoding,
+            "error": _cut(error),
+            "body_encoding": "utf-8" if text is not None else "base64",
             "body_bytes": len(response.body),
-            "body_truncated": truncated,
-            "body": body_text,
+            "body_truncated": False,
+            "body": "",
         }
-        if rejected is not None:
-            document["rejected_count"] = len(rejected)
-            document["rejected"] = [
-                {"record": record, "reason": reason} for record, reason in rejected[:MAX_RECORDS]
-            ]
-        text = json.dumps(self._scrub(document), ensure_ascii=False, indent=1, default=repr)
-        return self._scrub_text(text)
+        records = [
+            {"record": _bounded_record(record), "reason": _cut(reason)}
+            for record, reason in (rejected or [])[:MAX_RECORDS]
+        ]
+        # Bytes the body may take as written; None: all of it (within max_body_bytes).
+        body_room: int | None = None
+        keep, squeezed = len(records), False
+        while True:
+            if text is not None:
+                document["body"], shortened = _cut_escaped(text, body_room)
+            else:
+                room = len(body) if body_room is None else body_room // 4 * 3
+                document["body"] = base64.b64encode(body[:room]).decode("ascii")
+                shortened = room < len(body)
+            document["body_truncated"] = cut or shortened
+            if rejected is not None:
+                document["rejected_count"] = len(rejected)
+                document["rejected_kept"] = keep
+                document["rejected"] = records[:keep]
+            dumped = json.dumps(self._scrub(document), ensure_ascii=False, indent=1, default=repr)
+            data = self._scrub_text(dumped).encode("utf-8")
+            excess = len(data) - self.max_file_bytes
+            if excess <= 0:
+                return data
+            if keep > 0:
+                keep //= 2
+            elif body_room is None or body_room > 0:
+                body_room = max(0, _escaped_size(document["body"]) - excess)
+            elif not squeezed:  # the rest alone is too large: keep what says what happened
+                squeezed = True
+                document["headers"] = {"<cut>": f"{len(response.headers)} headers"}
+                document["params"] = {"<cut>": f"{len(response.params)} parameters"}
+                document["error"] = _cut(error, 1024)
+            else:
+                raise ValueError(f"cannot fit a file in {self.max_file_bytes} bytes")
 
     def _write(self, now: int, endpoint: str, data: bytes) -> str:
         stamp = dt.datetime.fromtimestamp(now / 1000, tz=dt.UTC)
@@ -264,6 +311,53 @@ class Quarantine:
         if isinstance(value, list | tuple):
             return [self._scrub(item) for item in value]
         return value
+
+
+def _cut(value: object, size: int = MAX_FIELD_CHARS) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= size else f"{text[:size]}... (cut; {len(text)} characters)"
+
+
+def _bounded_mapping(mapping: Mapping[str, str], room: int = MAX_MAPPING_BYTES) -> dict[str, str]:
+    """``mapping`` (headers, parameters) with values cut at :data:`MAX_FIELD_CHARS`, as
+    many entries as take ``room`` bytes as JSON; the rest counted under ``<cut>``."""
+    kept: dict[str, str] = {}
+    for index, (name, value) in enumerate(mapping.items()):
+        entry = (_cut(name, 256), _cut(value))
+        room -= _escaped_size(entry[0]) + _escaped_size(entry[1]) + 4
+        if room < 0:
+            kept["<cut>"] = f"{len(mapping) - index} more"
+            break
+        kept[entry[0]] = entry[1]
+    return kept
+
+
+def _bounded_record(record: Any) -> Any:
+    """``record`` as it was, or its JSON text cut at :data:`MAX_RECORD_CHARS`."""
+    try:
+        as_json = json.dumps(record, ensure_ascii=False, default=repr)
+    except (ValueError, RecursionError):  # a cycle, or nested beyond the recursion limit
+        return _cut(repr(record)[: MAX_RECORD_CHARS + 1], MAX_RECORD_CHARS)
+    return record if len(as_json) <= MAX_RECORD_CHARS else _cut(as_json, MAX_RECORD_CHARS)
+
+
+def _escaped_size(text: str) -> int:
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8"))
+
+
+def _cut_escaped(text: str, room: int | None) -> tuple[str, bool]:
+    """The longest start of ``text`` that takes at most ``room`` bytes as a JSON string
+    (None: no bound), and whether it is cut."""
+    if room is None or _escaped_size(text) <= room:
+        return text, False
+    low, high = 0, min(len(text), room)  # a character takes at least one byte
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _escaped_size(text[:middle]) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low], True
 
 
 def _file_part(name: str) -> str:

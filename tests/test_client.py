@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import random
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,15 @@ from collector.errors import (
 )
 from collector.exchange import endpoints
 from collector.exchange.budget import WeightBudget
-from collector.exchange.client import WINDOW_GUARD_MS, ExchangeClock, JexClient, Response
+from collector.exchange.client import (
+    MAX_JSON_DEPTH,
+    WINDOW_GUARD_MS,
+    ExchangeClock,
+    JexClient,
+    Response,
+    json_depth_exceeds,
+    parse_json,
+)
 from tests.conftest import unpaced_budget
 
 START_MS = 1_764_000_000_000  # on a minute boundary
@@ -297,7 +306,7 @@ def test_invalid_json_goes_to_the_quarantine_hook_with_the_raw_body_before_the_e
         return httpx.Response(200, content=body, headers={"X-MBX-USED-WEIGHT-1M": "5"})
 
     async def scenario(client: JexClient) -> Response:
-        client.quarantine = lambda response, error: seen.append((response, error))
+        client.quarantine = lambda response, error, **_: seen.append((response, error))
         with pytest.raises(PayloadError):
             await client.get(
                 endpoints.HISTORICAL_TRADES, market="spot", params={"symbol": "A", "fromId": 7}
@@ -502,3 +511,115 @@ def test_tls_is_verified_and_the_environment_ignored_unless_configured(
         assert not caplog.records
         assert asyncio.run(make(verify_tls=False, trust_env=True)) == (False, True)
     assert any("TLS certificate verification is OFF" in r.getMessage() for r in caplog.records)
+
+
+# -- bodies read within bounds (issue 14, cases 2 and 7) ---------------------------------------
+
+
+class Chunks(httpx.AsyncByteStream):
+    """A body streamed in pieces, as from a network: nothing is read before the client."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self.pieces = [data[i : i + size] for i in range(0, len(data), size)]
+
+    async def __aiter__(self) -> Any:
+        for piece in self.pieces:
+            yield piece
+
+
+def streamed(data: bytes, size: int = 7, **headers: str) -> httpx.Response:
+    return httpx.Response(200, stream=Chunks(data, size), headers=headers)
+
+
+PAYLOAD = [{"price": "81.230000000000000000", "qty": "0.5", "time": i} for i in range(5000)]
+
+
+def _deflated(data: bytes, wbits: int) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return compressor.compress(data) + compressor.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "wbits"),
+    [("gzip", zlib.MAX_WBITS | 16), ("deflate", zlib.MAX_WBITS), ("deflate", -zlib.MAX_WBITS)],
+    ids=["gzip", "deflate-zlib", "deflate-raw"],
+)
+@pytest.mark.parametrize("piece", [1, 5, 4096])
+def test_compressed_bodies_are_inflated_in_pieces_to_the_same_payload(
+    encoding: str, wbits: int, piece: int
+) -> None:
+    raw = json.dumps(PAYLOAD[: 50 if piece == 1 else None]).encode()
+    body = _deflated(raw, wbits)
+    _, _, response = run(
+        lambda r: streamed(body, piece, **{"Content-Encoding": encoding}),
+        lambda client: client.get(endpoints.PING),
+    )
+    assert response.body == raw and json.loads(raw) == response.payload
+
+
+def test_a_cut_compressed_body_or_an_unknown_encoding_is_a_payload_error() -> None:
+    body = _deflated(json.dumps(PAYLOAD).encode(), zlib.MAX_WBITS | 16)
+    answers = iter(
+        [
+            streamed(body[: len(body) // 2], 512, **{"Content-Encoding": "gzip"}),
+            streamed(b"\x1f\x8b garbage", 512, **{"Content-Encoding": "gzip"}),
+            streamed(b"[]", 512, **{"Content-Encoding": "br"}),
+        ]
+    )
+    seen: list[str] = []
+
+    async def scenario(client: JexClient) -> None:
+        client.quarantine = lambda response, error, kind="": seen.append(kind)
+        for expected in ("ends early", "cannot be decoded", "unsupported Content-Encoding"):
+            with pytest.raises(PayloadError, match=expected):
+                await client.get(endpoints.PING)
+
+    run(lambda r: next(answers), scenario, max_attempts=1)
+    assert seen == ["invalid_json"] * 3
+
+
+def test_a_bomb_stops_once_the_decoded_cap_is_reached_in_bounded_steps() -> None:
+    bomb = _deflated(b"[" + b" " * (64 << 20) + b"]", zlib.MAX_WBITS | 16)  # 64 KiB
+    exchange, _, error = run(
+        lambda r: streamed(bomb, 65536, **{"Content-Encoding": "gzip"}),
+        lambda client: _error_of(client.get(endpoints.PING)),
+    )
+    assert isinstance(error, PayloadError) and "decoded" in str(error)
+    assert len(exchange.requests) == 1, "not retried: the body would be as large again"
+
+
+async def _error_of(call: Any) -> Exception | None:
+    try:
+        await call
+    except Exception as exc:  # the test looks at it
+        return exc
+    return None
+
+
+def test_the_status_of_an_error_counts_even_when_its_body_is_too_large() -> None:
+    """A 429 whose body breaks the size cap still pauses (its body is only a message)."""
+    answers = iter([httpx.Response(429, content=b"x" * 5000, headers={"Retry-After": "3600"})])
+
+    async def scenario(client: JexClient) -> float:
+        client.max_response_bytes["default"] = 1024
+        with pytest.raises(RateLimitError):
+            await client.get(endpoints.PING)
+        return client.paused_for()
+
+    _, _, paused = run(lambda r: next(answers), scenario)
+    assert paused == 3600
+
+
+@given(st.integers(0, 2 * MAX_JSON_DEPTH), st.sampled_from(["[]", "{}", "mixed"]))
+def test_json_depth_is_measured_exactly_without_recursion(depth: int, shape: str) -> None:
+    opens = "".join(
+        ("[" if shape == "[]" or (shape == "mixed" and i % 2) else '{"k":') for i in range(depth)
+    )
+    closes = "".join(("]" if o == "[" else "}") for o in reversed(opens.replace('{"k":', "{")))
+    body = f'{opens}"[[{{\\"]"{closes}'.encode()
+    assert json_depth_exceeds(body) == (depth > MAX_JSON_DEPTH)
+    if depth <= MAX_JSON_DEPTH:
+        assert parse_json(body) is not None
+    else:
+        with pytest.raises(ValueError, match="nested more than"):
+            parse_json(body)

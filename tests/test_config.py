@@ -428,3 +428,97 @@ def test_the_commented_shards_example_in_schedules_yaml_is_valid() -> None:
     assert len(settings.shards) >= 2
     assert settings.unsharded() == []  # every job and market has a shard
     assert settings.compacting_shard is not None
+
+
+# -- settings that passed validation and then crashed (issue 14, case 9) -------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        ("jobs:\n  depth: {every: .nan}\n", "jobs.depth.every", "got nan"),
+        ("jobs:\n  depth: {every: .inf}\n", "jobs.depth.every", "finite"),
+        ("jobs:\n  depth: {every: 1.0e+400}\n", "jobs.depth.every", "finite"),
+        ("storage: {flush_every: .inf}\njobs: {}\n", "storage.flush_every", "finite"),
+        ("exchange: {timeout: .nan}\njobs: {}\n", "exchange.timeout", "got nan"),
+        ("exchange: {request_deadline: .nan}\njobs: {}\n", "exchange.request_deadline", "nan"),
+        ("exchange: {request_deadline: .inf}\njobs: {}\n", "exchange.request_deadline", "finite"),
+        (
+            "exchange: {timeout: 20s, request_deadline: 5s}\njobs: {}\n",
+            "exchange.request_deadline",
+            "at least exchange.timeout (20s)",
+        ),
+        ("exchange: {weight_fraction: .nan}\njobs: {}\n", "exchange.weight_fraction", "finite"),
+        ("exchange: {weight_fraction: -.inf}\njobs: {}\n", "exchange.weight_fraction", "finite"),
+        # YAML 1.1 reads 1e30 as a string, 1.0e+30 as a float: neither is an id.
+        ("jobs:\n  trades: {every: 1s, start_id: 1e30}\n", "jobs.trades.start_id", "integer"),
+        ("jobs:\n  trades: {every: 1s, start_id: 1.0e+30}\n", "jobs.trades.start_id", "integer"),
+        (
+            "jobs:\n  trades: {every: 1s, start_id: 1000000000000000000000000000000}\n",
+            "jobs.trades.start_id",
+            "less than or equal to 9223372036854775807",
+        ),
+        ("jobs:\n  trades: {every: 1s, start_id: true}\n", "jobs.trades.start_id", "integer"),
+        ("jobs:\n  trades: {every: 1s, limit: 2.0e+2}\n", "jobs.trades.limit", "integer"),
+        ("exchange: {max_attempts: .nan}\njobs: {}\n", "exchange.max_attempts", "integer"),
+        ("exchange: {concurrency: true}\njobs: {}\n", "exchange.concurrency", "integer"),
+        (
+            "exchange: {max_response_size: {klines: 2GiB}}\njobs: {}\n",
+            "exchange.max_response_size.klines",
+            "between 1KiB and 1GiB",
+        ),
+        (
+            "exchange: {max_response_size: {default: .inf}}\njobs: {}\n",
+            "exchange.max_response_size.default",
+            "expected a size",
+        ),
+        (
+            "exchange: {max_response_size: {kline: 1MiB}}\njobs: {}\n",
+            "exchange.max_response_size",
+            "unknown endpoint(s) kline",
+        ),
+    ],
+)
+def test_every_bad_setting_is_a_config_error_naming_key_and_expectation(
+    tmp_path: Path, text: str, key: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path, environ={})
+    assert f"{path}: {key}: " in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_the_largest_int64_start_id_and_the_response_bounds_are_accepted(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "exchange:\n"
+        "  timeout: 5s\n"
+        "  request_deadline: 5s\n"
+        "  max_response_size: {default: 1KiB, exchangeInfo: 1GiB, klines: 4MB, depth: 65536}\n"
+        "jobs:\n  trades: {every: 1s, start_id: 9223372036854775807}\n",
+    )
+    settings = config.load(path, environ={})
+    assert settings.jobs["trades"].start_id == 2**63 - 1
+    assert settings.exchange.request_deadline == 5.0
+    assert settings.exchange.max_response_size == {
+        "default": 1024,
+        "exchangeInfo": 1024**3,
+        "klines": 4_000_000,
+        "depth": 65536,
+    }
+    assert config.load(write(tmp_path, "jobs: {}\n"), environ={}).exchange.request_deadline is None
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_plan_and_run_exit_2_on_a_nan_setting(tmp_path: Path, command: str) -> None:
+    """``plan`` said a schedule with ``every: .nan`` fits."""
+    from click.testing import CliRunner
+
+    from collector.cli import main
+
+    path = write(tmp_path, "jobs:\n  depth: {every: .nan}\n")
+    result = CliRunner().invoke(main, [command, "--config", str(path), "--sim"])
+    assert result.exit_code == 2, result.output
+    assert "jobs.depth.every" in result.output and "nan" in result.output
+    assert "Traceback" not in result.output

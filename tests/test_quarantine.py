@@ -217,10 +217,72 @@ def test_the_quarantine_on_an_object_store(
 
 
 def test_a_quarantine_on_an_unreachable_store_never_fails_the_caller(
-    s3_bucket: str, caplog: pytest.LogCaptureFixture
+    s3_bucket: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     quarantine = Quarantine(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}", clock_ms=lambda: NOW)
     with caplog.at_level(logging.WARNING):
         assert quarantine.add(response(), kind="invalid_json") is None
     assert "could not write a quarantine file" in caplog.text
     assert quarantine.written == {}
+
+
+# -- the file's size, as written (issue 14, case 12) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00" * (512 * 1024),  # six bytes each once JSON-escaped: was a 3.1 MB file
+        "\U0001f600".encode() * (512 * 1024),  # four bytes each in UTF-8
+        b'"\\' * (400 * 1024),  # two characters escaped to two bytes each
+        bytes(range(256)) * 8192,  # not UTF-8: base64, four bytes for three
+    ],
+    ids=["nul", "emoji", "quotes", "binary"],
+)
+def test_a_file_is_capped_as_written_not_as_received(tmp_path: Path, body: bytes) -> None:
+    quarantine = Quarantine(tmp_path, clock_ms=lambda: NOW)
+    relative = quarantine.add(response(body), kind="invalid_json", error="x" * 100_000)
+    assert relative is not None
+    size = (tmp_path / relative).stat().st_size
+    assert size <= quarantine.max_file_bytes == 1024 * 1024
+    document = json.loads((tmp_path / relative).read_text())
+    assert document["body_truncated"] is True and document["body_bytes"] == len(body)
+    kept = (
+        base64.b64decode(document["body"])
+        if document["body_encoding"] == "base64"
+        else document["body"].encode()
+    )
+    assert body.startswith(kept) and len(kept) > 100 * 1024, "as much as fits is kept"
+    assert len(document["error"]) < 5000 and "cut" in document["error"]
+    if document["body_encoding"] == "utf-8":  # escaping made it larger than the file
+        assert size > 900 * 1024, "the room is used"
+
+
+def test_rejected_records_are_bounded_in_number_and_size(tmp_path: Path) -> None:
+    quarantine = Quarantine(tmp_path, clock_ms=lambda: NOW)
+    records = [
+        ({"id": str(i), "price": "\x00" * 200_000}, "price is not a number") for i in range(300)
+    ]
+    headers = {f"x-h{i}": "\x1b" * 5000 for i in range(500)}
+    relative = quarantine.rejected(response(b"[]", headers=headers), records)
+    assert relative is None  # rejected() returns nothing; the file is there
+    (path,) = [p for p in files(tmp_path) if p.suffix == ".json"]
+    assert path.stat().st_size <= quarantine.max_file_bytes
+    document = json.loads(path.read_text())
+    assert document["rejected_count"] == 300
+    assert 0 < document["rejected_kept"] == len(document["rejected"]) <= 100
+    first = document["rejected"][0]
+    assert first["reason"] == "price is not a number"
+    assert isinstance(first["record"], str) and "cut" in first["record"], "cut as JSON text"
+    assert len(document["headers"]) <= 100
+
+
+def test_the_clients_kinds_are_kept(tmp_path: Path) -> None:
+    quarantine = Quarantine(tmp_path, clock_ms=lambda: NOW)
+    quarantine(response(b"[1,1,1,"), "too big", kind="too_large")
+    quarantine(response(b'[{"pr'), "timed out", kind="deadline_exceeded")
+    quarantine(response(b"<html>"), "not JSON")
+    kinds = sorted(json.loads(p.read_text())["kind"] for p in files(tmp_path) if p.is_file())
+    assert kinds == ["deadline_exceeded", "invalid_json", "too_large"]
+    assert quarantine.written[("ticker-24hr", "too_large")] == 1
