@@ -8,7 +8,12 @@ Id- and time-keyed datasets (trades, klines, funding_rate, protection_fund)
 continue from a cursor: the largest key already archived or buffered. The
 cursor starts from the archive (see :func:`load_cursors`), so a restart neither
 repeats nor skips rows, and it never moves past a record that could not be read
-(see :mod:`collector.paging`).
+(see :mod:`collector.paging`). Nor does it jump further than a page proves: a record
+whose id lies far outside its page's run is set aside and quarantined, the page's
+other records are kept (:func:`collector.intake.set_aside_outliers`; the largest gap
+allowed is the page size for trades, whose ids are consecutive, and
+:data:`HISTORY_ID_SPREAD` pages for funding and protection-fund ids, which the API
+does not promise consecutive).
 
 Every response goes through :func:`collector.intake.parse`: a payload that
 cannot be read at all raises :class:`PayloadError`, records set aside are
@@ -19,6 +24,7 @@ undocumented fields are logged once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -50,6 +56,9 @@ MAX_BACKFILL_PAGES = 200
 WEEK_ALIGN_MS = 4 * 86_400_000
 #: A kline counts as closed once its close time is this far behind the exchange clock.
 KLINE_CLOSE_MARGIN_MS = 2_000
+#: Funding and protection-fund ids may be one sequence shared by many symbols: the gap
+#: allowed between neighbouring ids of one symbol's page is this many page sizes.
+HISTORY_ID_SPREAD = 100
 
 Cursor = tuple[str, ...]
 Fingerprint = tuple[int, float, float]
@@ -94,7 +103,13 @@ class JobReport:
 
 
 def load_cursors(data_dir: str, state: CollectorState) -> None:
-    """Start every cursor from what the archive already holds."""
+    """Start every cursor from what the archive already holds.
+
+    The archive's max is trusted as it is: an id archived before the page-run check
+    (:func:`collector.intake.set_aside_outliers`) existed, say newest + 10**12, still
+    holds its series until the exchange's ids reach it. Such a row must be removed from
+    the archive by hand; nothing written since can put one there.
+    """
     sources: list[tuple[str, str, tuple[str, ...]]] = [
         ("trades", "trade_id", ("market", "symbol")),
         ("klines", "open_time", ("market", "symbol", "interval")),
@@ -177,6 +192,7 @@ async def _historical_trades(ctx: JobContext, job: JobSettings, market: str, sym
         )
         if cursor is not None:
             parsed.table = parsed.table.filter(pc.greater(parsed.table["trade_id"], cursor))
+        intake.set_aside_outliers(ctx, response, parsed, "trade_id", cursor, page_size)
         cut = intake.cut_at_unreadable(ctx, parsed, key, cursor, "trade_id", intake.id_of)
         if cursor is not None:
             first = parsed.table["trade_id"][0].as_py() if parsed.rows else None
@@ -213,6 +229,7 @@ async def _first_trades_with_backfill(
     parsed = intake.parse(
         ctx, newest, parsers.historical_trades, market, symbol, newest.received_at
     )
+    intake.set_aside_outliers(ctx, newest, parsed, "trade_id", None, page_size)
     intake.cut_at_unreadable(ctx, parsed, key, None, "trade_id", intake.id_of)
     if not parsed.rows:
         return 0
@@ -235,6 +252,9 @@ async def _first_trades_with_backfill(
             ctx, response, parsers.historical_trades, market, symbol, response.received_at
         )
         page.table = page.table.filter(pc.less(page.table["trade_id"], lowest_id))
+        intake.set_aside_outliers(
+            ctx, response, page, "trade_id", lowest_id, page_size, backwards=True
+        )
         bound = paging.last_unread_below(
             page.table["trade_id"].to_pylist(),
             [intake.id_of(r) for r, _ in page.rejected],
@@ -348,7 +368,15 @@ async def _klines(ctx: JobContext, job: JobSettings, market: str, symbol: str) -
                 params["limit"] = endpoints.KLINES_MAX
                 params["startTime"] = cursor + step
             response = await ctx.client.get(endpoints.KLINES, market=market, params=params)
-            parsed = intake.parse(ctx, response, parsers.klines, market, symbol, interval)
+            parsed = intake.parse(
+                ctx,
+                response,
+                parsers.klines,
+                market,
+                symbol,
+                interval,
+                received_at=response.received_at,
+            )
             table = parsed.table
             closed_before = response.received_at - KLINE_CLOSE_MARGIN_MS
             mask = pc.less(pc.cast(table["close_time"], pa.int64()), closed_before)
@@ -356,7 +384,13 @@ async def _klines(ctx: JobContext, job: JobSettings, market: str, symbol: str) -
                 mask = pc.and_(mask, pc.greater(pc.cast(table["open_time"], pa.int64()), cursor))
             parsed.table = table.filter(mask)
             cut = intake.cut_at_unreadable(
-                ctx, parsed, key, cursor, "open_time", intake.open_time_of, step
+                ctx,
+                parsed,
+                key,
+                cursor,
+                "open_time",
+                functools.partial(intake.open_time_of, received_at=response.received_at),
+                step,
             )
             if parsed.rows:
                 rows += _keep(ctx, parsed)
@@ -452,18 +486,20 @@ async def _paged_by_id(
     page_size: int,
     cursor_params: Callable[[int], dict[str, Any]],
     size_param: str,
-    parse: Callable[[Any, str], Parsed],
+    parse: Callable[..., Parsed],
 ) -> int:
     key: Cursor = (dataset, "contract", symbol)
     rows = 0
     for _ in range(HISTORY_PAGES_PER_ROUND):
         # Nothing archived yet: start before the first id, i.e. fetch the whole history.
-        cursor = ctx.state.cursors.get(key, 0)
+        known = ctx.state.cursors.get(key)
+        cursor = 0 if known is None else known
         params: dict[str, Any] = {"symbol": symbol, size_param: page_size}
         params.update(cursor_params(cursor))
         response = await ctx.client.get(endpoint, params=params)
-        parsed = intake.parse(ctx, response, parse, symbol)
+        parsed = intake.parse(ctx, response, parse, symbol, received_at=response.received_at)
         parsed.table = parsed.table.filter(pc.greater(parsed.table["id"], cursor))
+        intake.set_aside_outliers(ctx, response, parsed, "id", known, page_size * HISTORY_ID_SPREAD)
         cut = intake.cut_at_unreadable(ctx, parsed, key, cursor, "id", intake.id_of)
         if parsed.rows:
             rows += _keep(ctx, parsed)

@@ -90,13 +90,16 @@ def test_historical_trades_newest_first_with_string_ids_are_sorted_and_deduplica
     assert ms(parsed, "time") == [T, T + 1, T + 2]
 
 
-def test_recent_trades_have_no_id_and_no_side_and_time_zero_is_kept() -> None:
-    payload = [{"price": "4.00000100", "qty": "12.00000000", "time": 0}] * 2
+def test_recent_trades_have_no_id_and_no_side_and_time_zero_is_set_aside() -> None:
+    """The docs' example has ``time: 0``: such a trade would make a 1970 partition."""
+    payload = [{"price": "4.00000100", "qty": "12.00000000", "time": T - 5}] * 2
+    payload.append({"price": "4.00000100", "qty": "12.00000000", "time": 0})
     parsed = parsers.recent_trades(payload, "option", "BTC1127C64000", T)
     assert_schema(parsed)
     assert column(parsed, "trade_id") == [None, None]
     assert column(parsed, "is_buyer_maker") == [None, None]
-    assert ms(parsed, "time") == [0, 0]
+    assert ms(parsed, "time") == [T - 5, T - 5]
+    assert len(parsed.rejected) == 1 and "2017" in parsed.rejected[0][1]
 
 
 def test_klines_twelve_element_arrays() -> None:

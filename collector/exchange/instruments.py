@@ -13,19 +13,29 @@ from typing import Any
 from collector.datasets import MARKETS
 from collector.errors import PayloadError
 from collector.exchange.parsers import (
+    MAX_EXPIRY_AHEAD_MS,
     Parsed,
+    asset_name,
     build_rows,
+    count,
     decimal,
     expect_shape,
     integer,
-    millis,
     optional_decimal,
+    optional_time,
+    price,
+    record_time,
+    status,
     symbol_name,
     undocumented,
 )
 
 _LIST_KEYS = {"spot": "spotSymbols", "option": "optionSymbols", "contract": "contractSymbols"}
 _OPTION_TYPES = {"LONGS": "call", "SHORTS": "put", "CALL": "call", "PUT": "put"}
+#: An option the exchange still lists although the exchange clock says it expired more
+#: than this long ago says more about the clock than about the option (a ``serverTime``
+#: in the year 9999 would end every option): it is polled until the exchange delists it.
+STALE_EXPIRY_MS = 7 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -36,11 +46,19 @@ class Listing:
     expiries: dict[str, int] = field(default_factory=dict)  # option symbol -> expiry ms
 
     def active(self, market: str, now_ms: int) -> tuple[str, ...]:
-        """Symbols of ``market`` worth polling: listed, and for options not yet expired."""
+        """Symbols of ``market`` worth polling: listed, and for options not yet expired.
+
+        An option counts as expired from its expiry until :data:`STALE_EXPIRY_MS` after it;
+        still listed after that, the clock is doubted rather than the listing.
+        """
         names = self.symbols.get(market, ())
         if market != "option":
             return names
-        return tuple(s for s in names if self.expiries.get(s, now_ms + 1) > now_ms)
+        return tuple(s for s in names if not self._expired(s, now_ms))
+
+    def _expired(self, symbol: str, now_ms: int) -> bool:
+        expiry = self.expiries.get(symbol)
+        return expiry is not None and 0 <= now_ms - expiry < STALE_EXPIRY_MS
 
     def including(self, previous: Listing) -> Listing:
         """This listing plus the symbols of ``previous`` it lacks.
@@ -80,16 +98,16 @@ def rate_limits(exchange_info: Any) -> RateLimits:
         unit = _INTERVAL_MS.get(str(entry.get("interval", "")).upper())
         try:
             limit = integer(entry.get("limit"))
-            count = integer(entry.get("intervalNum", 1))
+            intervals = integer(entry.get("intervalNum", 1))
         except ValueError:
             continue
-        if unit is None or limit <= 0:
+        if unit is None or limit <= 0 or intervals <= 0:
             continue
         if kind == "REQUESTSWEIGHT":
             # Scale to a per-minute figure whatever window the exchange states.
-            weight = max(1, limit * 60_000 // (unit * count))
+            weight = max(1, limit * 60_000 // (unit * intervals))
         elif kind == "RAWREQUESTS":
-            raw, raw_ms = limit, unit * count
+            raw, raw_ms = limit, unit * intervals
     return RateLimits(weight, raw, raw_ms)
 
 
@@ -112,8 +130,13 @@ def _filters(record: Mapping[str, Any]) -> dict[str, float | None]:
     return found
 
 
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else integer(value)
+def _optional_count(value: Any) -> int | None:
+    return None if value is None else count(value)
+
+
+def _optional_text(value: Any, check: Any) -> str:
+    """An optional string field: absent is ``""``, present must pass ``check``."""
+    return "" if value is None else str(check(value))
 
 
 def instruments(exchange_info: Any, option_info: Any, received_at: int) -> tuple[Parsed, Listing]:
@@ -166,14 +189,14 @@ def instruments(exchange_info: Any, option_info: Any, received_at: int) -> tuple
             "market": market,
             "symbol": name,
             "received_at": received_at,
-            "status": str(record.get("status", option.get("status", ""))),
-            "base_asset": str(record.get("baseAsset", "")),
-            "quote_asset": str(record.get("quoteAsset", "")),
-            "base_precision": _optional_int(record.get("baseAssetPrecision")),
-            "quote_precision": _optional_int(record.get("quotePrecision")),
+            "status": _optional_text(record.get("status", option.get("status")), status),
+            "base_asset": _optional_text(record.get("baseAsset"), asset_name),
+            "quote_asset": _optional_text(record.get("quoteAsset"), asset_name),
+            "base_precision": _optional_count(record.get("baseAssetPrecision")),
+            "quote_precision": _optional_count(record.get("quotePrecision")),
             **_filters(record),
             "option_type": None if option_type is None else _OPTION_TYPES.get(str(option_type)),
-            "expiry_time": None if expiry is None else millis(expiry),
+            "expiry_time": optional_time(expiry, received_at, MAX_EXPIRY_AHEAD_MS),
         }
 
     parsed = build_rows("instruments", entries(), read)
@@ -214,10 +237,12 @@ def contract_info(payload: Any, received_at: int) -> Parsed:
             "received_at": received_at,
             "funding_rate": decimal(record["fundingRate"]),
             "predicted_funding_rate": decimal(record["predictedFundingRate"]),
-            "funding_interval_ms": integer(record["fundingInterval"]),
-            "next_funding_time": millis(record["nextFundingTime"]),
-            "mark_price": decimal(record["markPrice"]),
-            "last_price": decimal(record["lastPrice"]),
+            "funding_interval_ms": count(record["fundingInterval"]),
+            "next_funding_time": record_time(
+                record["nextFundingTime"], received_at, MAX_EXPIRY_AHEAD_MS
+            ),
+            "mark_price": price(record["markPrice"]),
+            "last_price": price(record["lastPrice"], zero_ok=True),
             "turnover_24h": decimal(record["turnover24"]),
         }
 

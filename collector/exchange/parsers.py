@@ -13,6 +13,25 @@ raises :class:`PayloadError`. Fields the API reference does not document
 Symbols from the exchange are accepted only through :func:`symbol_name`
 (upper-case ASCII, digits and ``._-``): a symbol never reaches a path or SQL text,
 but it is also a value users filter on, and a hostile one is refused here.
+
+Values are checked for plausibility, not only for type, and a record with an
+implausible one is set aside like an unreadable one (the rest of the page is kept):
+
+- ids (:func:`identifier`) and counts (:func:`count`) are integers from 0 to the
+  int64 maximum;
+- record times (:func:`record_time`) lie between :data:`EARLIEST_TIME_MS` (2017, before
+  JEX opened) and :data:`MAX_AHEAD_MS` (one day) past the exchange clock at receipt
+  (``received_at``); option expiries and next funding times may lie up to
+  :data:`MAX_EXPIRY_AHEAD_MS` ahead;
+- prices (:func:`price`) are above 0 (tickers' last, bid and ask prices may be 0: the
+  exchange's "none") and at most :data:`MAX_PRICE`; every other number is finite and at
+  most :data:`MAX_AMOUNT` in absolute value;
+- quantities (:func:`quantity`) are at least 0; a negative one is made positive only in
+  the contract market, where the API reference documents negative sells;
+- instrument statuses come from :data:`STATUSES`, assets match :data:`ASSET_RE`.
+
+Each row is also checked against its dataset's Arrow types (:func:`build_rows`), so
+a number the archive cannot hold is set aside, never raised.
 """
 
 from __future__ import annotations
@@ -30,6 +49,28 @@ from collector import datasets
 from collector.errors import PayloadError
 
 SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,63}")
+#: An asset name: letters (any script: option assets are Chinese labels), digits and
+#: ``._-``; no space, markup or control character.
+ASSET_RE = re.compile(r"[^\W_][\w.-]{0,63}")
+#: Instrument statuses the API reference documents.
+STATUSES = frozenset(
+    ("PRE_TRADING", "TRADING", "POST_TRADING", "END_OF_DAY", "HALT", "AUCTION_MATCH", "BREAK")
+)
+
+#: No JEX record is older than this (2017-01-01 UTC; the exchange opened later).
+EARLIEST_TIME_MS = 1_483_228_800_000
+#: How far past the exchange clock at receipt (``received_at``) a record's time may lie.
+MAX_AHEAD_MS = 86_400_000
+#: How far ahead an option expiry or a next funding time may lie (five years).
+MAX_EXPIRY_AHEAD_MS = 5 * 366 * 86_400_000
+#: The largest price accepted, in any quote asset.
+MAX_PRICE = 1e12
+#: The largest absolute value of any other number (quantities, volumes, rates, balances).
+MAX_AMOUNT = 1e18
+#: The longest kline interval (1w): a kline closes at most this long after it opens.
+MAX_KLINE_MS = 7 * 86_400_000
+#: Ids and counts are int64 in the archive.
+INT64_MAX = 2**63 - 1
 
 #: The fields the API reference documents for each endpoint's objects
 #: (``shared/jex-api.md``), plus spellings the parsers also read.
@@ -63,12 +104,17 @@ FIELD_NAME_MAX = 64
 @dataclass
 class Parsed:
     """Rows of ``dataset``, the records that could not be read (with why), and the
-    undocumented fields seen, as (endpoint, field) pairs."""
+    undocumented fields seen, as (endpoint, field) pairs.
+
+    ``outside``: records set aside because their id lies outside the page's run (see
+    :func:`collector.intake.set_aside_outliers`); a paged job must not stop at them.
+    """
 
     dataset: str
     table: pa.Table
     rejected: list[tuple[Any, str]] = field(default_factory=list)
     unknown_fields: set[tuple[str, str]] = field(default_factory=set)
+    outside: list[tuple[Any, str]] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -93,7 +139,42 @@ def decimal(value: Any) -> float:
     else:
         raise ValueError(f"expected a decimal string, got {type(value).__name__}")
     if not math.isfinite(number):
-        raise ValueError(f"not a finite number: {value!r}")
+        raise ValueError(f"not a finite number: {value!r:.80}")
+    if abs(number) > MAX_AMOUNT:
+        raise ValueError(f"beyond {MAX_AMOUNT:g} in absolute value: {value!r:.80}")
+    return number
+
+
+def price(value: Any, *, zero_ok: bool = False) -> float:
+    """A price: above 0 (or 0 itself with ``zero_ok``) and at most :data:`MAX_PRICE`."""
+    number = decimal(value)
+    if number < 0 or (number == 0 and not zero_ok):
+        raise ValueError(f"not a plausible price: {value!r:.80}")
+    if number > MAX_PRICE:
+        raise ValueError(f"price beyond {MAX_PRICE:g}: {value!r:.80}")
+    return number
+
+
+def optional_price(value: Any) -> float | None:
+    return None if value is None or value == "" else price(value)
+
+
+def quantity(value: Any, market: str) -> float:
+    """A quantity, at least 0. The contract market sends sells as negative quantities (the
+    API reference says so); there the sign is dropped, elsewhere the record is refused."""
+    number = decimal(value)
+    if number < 0:
+        if market != "contract":
+            raise ValueError(f"negative quantity in the {market} market: {value!r:.80}")
+        number = -number
+    return number
+
+
+def non_negative(value: Any) -> float:
+    """A volume or balance: at least 0."""
+    number = decimal(value)
+    if number < 0:
+        raise ValueError(f"negative where only 0 or more makes sense: {value!r:.80}")
     return number
 
 
@@ -114,12 +195,57 @@ def integer(value: Any) -> int:
     raise ValueError(f"expected an integer, got {value!r}")
 
 
+def identifier(value: Any) -> int:
+    """An id (trade, funding, fund, order book update): an integer from 0 to int64's max."""
+    number = integer(value)
+    if not 0 <= number <= INT64_MAX:
+        raise ValueError(f"id out of range: {str(value)[:40]!r}")
+    return number
+
+
+def count(value: Any) -> int:
+    """A count or size (trades in a kline, minutes, digits): 0 to int64's max."""
+    number = integer(value)
+    if not 0 <= number <= INT64_MAX:
+        raise ValueError(f"count out of range: {str(value)[:40]!r}")
+    return number
+
+
 def millis(value: Any) -> int:
     """A time in ms since the epoch."""
     number = integer(value)
     if not 0 <= number < 10**14:
-        raise ValueError(f"not a time in milliseconds: {value!r}")
+        raise ValueError(f"not a time in milliseconds: {str(value)[:40]!r}")
     return number
+
+
+def record_time(value: Any, received_at: int | None, ahead_ms: int = MAX_AHEAD_MS) -> int:
+    """A record's time: not before :data:`EARLIEST_TIME_MS`, and with ``received_at`` (the
+    exchange clock at receipt) not more than ``ahead_ms`` past it."""
+    number = millis(value)
+    if number < EARLIEST_TIME_MS:
+        raise ValueError(f"time before {EARLIEST_TIME_MS} (2017): {number}")
+    if received_at is not None and number > received_at + ahead_ms:
+        raise ValueError(f"time {number} is more than {ahead_ms} ms past the exchange clock")
+    return number
+
+
+def optional_time(value: Any, received_at: int | None, ahead_ms: int = MAX_AHEAD_MS) -> int | None:
+    return None if value is None else record_time(value, received_at, ahead_ms)
+
+
+def status(value: Any) -> str:
+    """An instrument status from :data:`STATUSES`."""
+    if value not in STATUSES:
+        raise ValueError(f"not a documented status: {str(value)[:40]!r}")
+    return str(value)
+
+
+def asset_name(value: Any) -> str:
+    """An asset name matching :data:`ASSET_RE` (the whole string)."""
+    if not isinstance(value, str) or not ASSET_RE.fullmatch(value):
+        raise ValueError(f"not a valid asset name: {str(value)[:40]!r}")
+    return value
 
 
 def symbol_name(value: Any) -> str:
@@ -160,6 +286,7 @@ def build_rows(
     """
     schema = datasets.get(dataset).schema
     columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+    ranges = _integer_ranges(schema)
     rejected: list[tuple[Any, str]] = []
     unknown: set[tuple[str, str]] = set()
     for record in records:
@@ -167,7 +294,16 @@ def build_rows(
             unknown |= undocumented(record, endpoint)
         try:
             rows = list(read(record))
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            for row in rows:
+                _check_ranges(row, ranges)
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            IndexError,
+            AttributeError,
+            OverflowError,
+        ) as exc:
             reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             rejected.append((record, reason))
             continue
@@ -179,6 +315,29 @@ def build_rows(
         schema=schema,
     )
     return Parsed(dataset, table, rejected, unknown)
+
+
+def _integer_ranges(schema: pa.Schema) -> dict[str, tuple[int, int]]:
+    """The values each integer (and timestamp) column of ``schema`` can hold."""
+    ranges = {}
+    for schema_field in schema:
+        kind = schema_field.type
+        if pa.types.is_timestamp(kind):
+            ranges[schema_field.name] = (-(2**63), INT64_MAX)
+        elif pa.types.is_integer(kind):
+            bits = kind.bit_width
+            if pa.types.is_signed_integer(kind):
+                ranges[schema_field.name] = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+            else:
+                ranges[schema_field.name] = (0, 2**bits - 1)
+    return ranges
+
+
+def _check_ranges(row: Mapping[str, Any], ranges: Mapping[str, tuple[int, int]]) -> None:
+    for name, (low, high) in ranges.items():
+        value = row.get(name)
+        if isinstance(value, int) and not low <= value <= high:
+            raise ValueError(f"{name} out of the archive's range: {str(value)[:40]}")
 
 
 # -- market data -----------------------------------------------------------------------------
@@ -193,7 +352,7 @@ def depth(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
     """
     expect_shape(payload, dict, "depth")
     try:
-        update_id = integer(payload["lastUpdateId"])
+        update_id = identifier(payload["lastUpdateId"])
         sides = {key: payload[key] for key in ("bids", "asks")}
     except (KeyError, ValueError) as exc:
         raise PayloadError(f"depth without a usable {exc}", endpoint="depth") from None
@@ -208,9 +367,9 @@ def depth(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
                 "update_id": update_id,
                 "side": side,
                 "level": level,
-                "price": decimal(level_data[0]),
+                "price": price(level_data[0]),
                 # The contract market sends sells with negative quantities.
-                "qty": abs(decimal(level_data[1])),
+                "qty": quantity(level_data[1], market),
             }
 
         return read
@@ -245,10 +404,10 @@ def historical_trades(payload: Any, market: str, symbol: str, received_at: int) 
         yield {
             "market": market,
             "symbol": symbol,
-            "trade_id": integer(record["id"]),
-            "time": millis(record["time"]),
-            "price": decimal(record["price"]),
-            "qty": abs(decimal(record["qty"])),
+            "trade_id": identifier(record["id"]),
+            "time": record_time(record["time"], received_at),
+            "price": price(record["price"]),
+            "qty": quantity(record["qty"], market),
             "is_buyer_maker": maker,
             "received_at": received_at,
         }
@@ -263,6 +422,8 @@ def recent_trades(payload: Any, market: str, symbol: str, received_at: int) -> P
 
         [{"price": "4.00000100", "qty": "12.00000000", "time": 1499865549590}]
 
+    A trade at ``time: 0`` (as in the docs' example) is set aside like any implausible time.
+
     Rows come back sorted by time (stably: trades of the same millisecond keep the
     exchange's order). Without ids, a repeated trade cannot be told from two equal ones.
     """
@@ -273,9 +434,9 @@ def recent_trades(payload: Any, market: str, symbol: str, received_at: int) -> P
             "market": market,
             "symbol": symbol,
             "trade_id": None,
-            "time": millis(record["time"]),
-            "price": decimal(record["price"]),
-            "qty": abs(decimal(record["qty"])),
+            "time": record_time(record["time"], received_at),
+            "price": price(record["price"]),
+            "qty": quantity(record["qty"], market),
             "is_buyer_maker": None,
             "received_at": received_at,
         }
@@ -287,31 +448,40 @@ def recent_trades(payload: Any, market: str, symbol: str, received_at: int) -> P
     return parsed
 
 
-def klines(payload: Any, market: str, symbol: str, interval: str) -> Parsed:
+def klines(
+    payload: Any, market: str, symbol: str, interval: str, *, received_at: int | None = None
+) -> Parsed:
     """``GET /api/v1/{market}/klines``: 12-element arrays, the last one may be open::
 
     [[1499040000000, "0.01634790", "0.80000000", "0.01575800", "0.01577100",
       "148976.11427815", 1499644799999, "2434.19055334", 308,
       "1756.87402397", "28.46694368", "0"]]
+
+    ``received_at`` (the exchange clock at receipt) bounds the open time; the close time
+    lies from the open time to :data:`MAX_KLINE_MS` after it.
     """
     expect_shape(payload, list, "klines")
 
     def read(row: list[Any]) -> Iterable[dict[str, Any]]:
+        open_time = record_time(row[0], received_at)
+        close_time = millis(row[6])
+        if not open_time <= close_time < open_time + MAX_KLINE_MS:
+            raise ValueError(f"close time {close_time} does not follow open time {open_time}")
         yield {
             "market": market,
             "symbol": symbol,
             "interval": interval,
-            "open_time": millis(row[0]),
-            "open": decimal(row[1]),
-            "high": decimal(row[2]),
-            "low": decimal(row[3]),
-            "close": decimal(row[4]),
-            "volume": decimal(row[5]),
-            "close_time": millis(row[6]),
-            "quote_volume": decimal(row[7]),
-            "trade_count": integer(row[8]),
-            "taker_buy_volume": decimal(row[9]),
-            "taker_buy_quote_volume": decimal(row[10]),
+            "open_time": open_time,
+            "open": price(row[1]),
+            "high": price(row[2]),
+            "low": price(row[3]),
+            "close": price(row[4]),
+            "volume": non_negative(row[5]),
+            "close_time": close_time,
+            "quote_volume": non_negative(row[7]),
+            "trade_count": count(row[8]),
+            "taker_buy_volume": non_negative(row[9]),
+            "taker_buy_quote_volume": non_negative(row[10]),
         }
 
     parsed = build_rows("klines", payload, read)
@@ -362,23 +532,23 @@ def ticker_24hr(payload: Any, market: str, received_at: int, symbol: str | None 
             "received_at": received_at,
             "price_change": decimal(record["priceChange"]),
             "price_change_percent": decimal(record["priceChangePercent"]),
-            "weighted_avg_price": decimal(record["weightedAvgPrice"]),
-            "last_price": decimal(record["lastPrice"]),
-            "bid_price": decimal(record["bidPrice"]),
-            "bid_qty": abs(decimal(record["bidQty"])),
-            "ask_price": decimal(record["askPrice"]),
-            "ask_qty": abs(decimal(record["askQty"])),
-            "open_price": decimal(record["openPrice"]),
-            "high_price": decimal(record["highPrice"]),
-            "low_price": decimal(record["lowPrice"]),
-            "volume": abs(decimal(record["volume"])),
-            "quote_volume": abs(decimal(record["quoteVolume"])),
-            "open_time": millis(record["openTime"]),
-            "close_time": millis(record["closeTime"]),
-            "expiry_time": None if expiry is None else millis(expiry),
+            "weighted_avg_price": price(record["weightedAvgPrice"], zero_ok=True),
+            "last_price": price(record["lastPrice"], zero_ok=True),
+            "bid_price": price(record["bidPrice"], zero_ok=True),
+            "bid_qty": quantity(record["bidQty"], market),
+            "ask_price": price(record["askPrice"], zero_ok=True),
+            "ask_qty": quantity(record["askQty"], market),
+            "open_price": price(record["openPrice"], zero_ok=True),
+            "high_price": price(record["highPrice"], zero_ok=True),
+            "low_price": price(record["lowPrice"], zero_ok=True),
+            "volume": quantity(record["volume"], market),
+            "quote_volume": quantity(record["quoteVolume"], market),
+            "open_time": record_time(record["openTime"], received_at),
+            "close_time": record_time(record["closeTime"], received_at),
+            "expiry_time": optional_time(expiry, received_at, MAX_EXPIRY_AHEAD_MS),
             "perform_price": optional_decimal(record.get("performPrice")),
-            "reference_price": optional_decimal(record.get("referencePrice")),
-            "strike_price": optional_decimal(record.get("exertionPrice")),
+            "reference_price": optional_price(record.get("referencePrice")),
+            "strike_price": optional_price(record.get("exertionPrice")),
         }
 
     return build_rows("ticker_24hr", _one_or_many(payload, "ticker/24hr"), read, "ticker/24hr")
@@ -395,7 +565,7 @@ def ticker_price(payload: Any, market: str, received_at: int, symbol: str | None
             "market": market,
             "symbol": _record_symbol(record, symbol),
             "received_at": received_at,
-            "price": decimal(record["price"]),
+            "price": price(record["price"], zero_ok=True),
         }
 
     return build_rows("ticker_price", _one_or_many(payload, "ticker/price"), read, "ticker/price")
@@ -413,10 +583,10 @@ def book_ticker(payload: Any, market: str, received_at: int, symbol: str | None 
             "market": market,
             "symbol": _record_symbol(record, symbol),
             "received_at": received_at,
-            "bid_price": decimal(record["bidPrice"]),
-            "bid_qty": abs(decimal(record["bidQty"])),
-            "ask_price": decimal(record["askPrice"]),
-            "ask_qty": abs(decimal(record["askQty"])),
+            "bid_price": price(record["bidPrice"], zero_ok=True),
+            "bid_qty": quantity(record["bidQty"], market),
+            "ask_price": price(record["askPrice"], zero_ok=True),
+            "ask_qty": quantity(record["askQty"], market),
         }
 
     return build_rows(
@@ -436,8 +606,8 @@ def avg_price(payload: Any, market: str, symbol: str, received_at: int) -> Parse
             "market": market,
             "symbol": symbol,
             "received_at": received_at,
-            "minutes": integer(record["mins"]),
-            "price": decimal(record["price"]),
+            "minutes": count(record["mins"]),
+            "price": price(record["price"]),
         }
 
     return build_rows("avg_price", [payload], read, "avgPrice")
@@ -454,9 +624,9 @@ def indices_price(payload: Any, received_at: int, symbol: str | None = None) -> 
             "market": "contract",
             "symbol": _record_symbol(record, symbol),
             "received_at": received_at,
-            "last_price": decimal(record["price"]),
-            "index_price": decimal(record["indexPrice"]),
-            "mark_price": decimal(record["markPrice"]),
+            "last_price": price(record["price"]),
+            "index_price": price(record["indexPrice"]),
+            "mark_price": price(record["markPrice"]),
         }
 
     return build_rows(
@@ -464,7 +634,7 @@ def indices_price(payload: Any, received_at: int, symbol: str | None = None) -> 
     )
 
 
-def funding_rate(payload: Any, symbol: str) -> Parsed:
+def funding_rate(payload: Any, symbol: str, *, received_at: int | None = None) -> Parsed:
     """``GET /api/v1/contract/historyRate`` (numbers, not strings)::
 
     [{"id": 1, "fundingRate": 0.0001, "fundingRateDay": 0.0144,
@@ -476,8 +646,8 @@ def funding_rate(payload: Any, symbol: str) -> Parsed:
         yield {
             "market": "contract",
             "symbol": _record_symbol(record, symbol),
-            "id": integer(record["id"]),
-            "time": millis(record["date"]),
+            "id": identifier(record["id"]),
+            "time": record_time(record["date"], received_at),
             "funding_rate": decimal(record["fundingRate"]),
             "funding_rate_day": decimal(record["fundingRateDay"]),
         }
@@ -487,7 +657,7 @@ def funding_rate(payload: Any, symbol: str) -> Parsed:
     return parsed
 
 
-def protection_fund(payload: Any, symbol: str) -> Parsed:
+def protection_fund(payload: Any, symbol: str, *, received_at: int | None = None) -> Parsed:
     """``GET /api/v1/contract/protectionFund``::
 
     [{"id": 1, "createdDate": 1574150400000, "symbol": "BTCUSDT", "insuranceFund": 1000000.5}]
@@ -498,8 +668,8 @@ def protection_fund(payload: Any, symbol: str) -> Parsed:
         yield {
             "market": "contract",
             "symbol": _record_symbol(record, symbol),
-            "id": integer(record["id"]),
-            "time": millis(record["createdDate"]),
+            "id": identifier(record["id"]),
+            "time": record_time(record["createdDate"], received_at),
             "insurance_fund": decimal(record["insuranceFund"]),
         }
 
