@@ -22,21 +22,30 @@ own directory (quoted); values go in as bound parameters.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import threading
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import duckdb
 import pyarrow as pa
 
-from collector import datasets, derived
+from collector import datasets, derived, footers
 from collector.errors import ConfigError
 from collector.storage import delta, location
 from collector.storage.location import Archive
 
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads
+    from deltalake import DeltaTable
+
+log = logging.getLogger(__name__)
+
 DB_NAME = "archive.duckdb"
+T = TypeVar("T")
 
 _DUCKDB_TYPES: dict[pa.DataType, str] = {
     pa.string(): "VARCHAR",
@@ -154,10 +163,127 @@ def source_sql(data_dir: str | Path | Archive, dataset: str, *, attached: str | 
     columns = ", ".join(spec.column_names)
     # Names come from the dataset registry; the path is checked and quoted by path_literal.
     # The table's partition columns (market, date) come from its log, not the files.
+    left_out = _left_out(data_dir, dataset)
+    readable_sql = _readable_files_sql(data_dir, dataset, left_out) if left_out else None
+    if readable_sql is not None:
+        return readable_sql
     if attached is not None:
         return f"SELECT {columns}, date FROM {attached}.{attached}"  # noqa: S608
     location = path_literal(table_path(data_dir, dataset))
     return f"SELECT {columns}, date FROM delta_scan({location})"  # noqa: S608
+
+
+# -- damaged files ----------------------------------------------------------------------
+
+#: Files found damaged by this process, per table location: left out of every view and
+#: read made here (:func:`readable`), so one damaged file never stops a read.
+_damaged: dict[str, dict[str, footers.DamagedFile]] = {}
+_damaged_lock = threading.Lock()
+#: Reads tried again after damaged files were found: more than one damaged file found
+#: one at a time (files the footers pass but DuckDB cannot read) take one each.
+READ_ATTEMPTS = 4
+#: DuckDB's errors when a Parquet file cannot be read (a truncated file, a bad page).
+READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException)
+
+
+def _left_out(data_dir: str | Path | Archive, dataset: str) -> set[str]:
+    with _damaged_lock:
+        return set(_damaged.get(table_path(data_dir, dataset), {}))
+
+
+def _readable_files_sql(
+    data_dir: str | Path | Archive, dataset: str, left_out: set[str]
+) -> str | None:
+    """A SELECT over the files of the table's current version but ``left_out``; None
+    when the version holds none of them (set aside by a repair, or compacted away)."""
+    spec = datasets.get(dataset)
+    columns = ", ".join(spec.column_names)
+    table = delta.open_table(Archive.of(data_dir).uri, dataset)
+    files = [] if table is None else delta.files(table, dataset)
+    if not any(f.path in left_out for f in files):
+        return None
+    paths = [
+        path_literal(delta.file_path(Archive.of(data_dir).uri, dataset, f.path))
+        for f in files
+        if f.path not in left_out
+    ]
+    if not paths:
+        empty = ", ".join(
+            f"CAST(NULL AS {_DUCKDB_TYPES[c.type]}) AS {c.name}" for c in spec.columns
+        )
+        return f"SELECT {empty}, CAST(NULL AS DATE) AS date WHERE false"
+    # Paths from the table's log, each checked and quoted by path_literal.
+    return (
+        f"SELECT {columns}, date FROM read_parquet([{', '.join(paths)}], "  # noqa: S608
+        "hive_partitioning = true, hive_types = {'market': VARCHAR, 'date': DATE})"
+    )
+
+
+def damaged_files(data_dir: str | Path | Archive) -> list[footers.DamagedFile]:
+    """The damaged files of the archive that are still in their tables: found by this
+    process, or recorded in the archive by another one (:func:`collector.footers.damaged`)."""
+    archive = Archive.of(data_dir)
+    with _damaged_lock:
+        mine = [
+            file
+            for name in datasets.DATASETS
+            for file in _damaged.get(table_path(archive, name), {}).values()
+        ]
+    return footers.damaged(archive, also=mine)
+
+
+def find_damaged(
+    data_dir: str | Path | Archive, names: Iterable[str], error: BaseException | None = None
+) -> list[footers.DamagedFile]:
+    """Look for damaged files in the tables ``names`` (their footers and sizes), after
+    ``error`` (a failed read, which may name the file); the new ones are left out of
+    this process's reads from now on, logged and recorded in the archive."""
+    archive = Archive.of(data_dir)
+    found: list[footers.DamagedFile] = []
+    for name in names:
+        table = delta.open_table(archive.uri, name)
+        if table is None:
+            continue
+        known = _left_out(archive, name)
+        files = [f for f in delta.files(table, name) if f.path not in known]
+        bad = footers.check_files(archive, name, files)
+        if not bad and error is not None:
+            # The footer is fine but a page is not: DuckDB's message names the file.
+            text = str(error)
+            base = table_path(archive, name) + "/"
+            bad = [
+                footers.DamagedFile(name, f.path, f"unreadable ({text.splitlines()[0]})")
+                for f in files
+                if base + f.path in text
+            ]
+        found += bad
+    if found:
+        with _damaged_lock:
+            for file in found:
+                _damaged.setdefault(table_path(archive, file.dataset), {})[file.path] = file
+        for file in found:
+            log.warning(
+                "%s: left out of every read; `jex-collector verify --repair` sets it aside "
+                "and fetches its rows again where the exchange still has them",
+                file.line(),
+            )
+        footers.record_damaged(archive, found)
+    return found
+
+
+def readable(data_dir: str | Path | Archive, names: Iterable[str], read: Callable[[], T]) -> T:
+    """``read()`` (which makes its own connection), tried again without the damaged
+    files of the tables ``names`` when DuckDB cannot read one: a damaged file is left
+    out, logged and recorded, never the end of the read. Raises the error when no
+    damaged file explains it."""
+    tables = tuple(names)
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            return read()
+        except READ_ERRORS as exc:
+            if attempt == READ_ATTEMPTS or not find_damaged(data_dir, tables, exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 _database: duckdb.DuckDBPyConnection | None = None
@@ -312,6 +438,85 @@ def connect(
     return connection
 
 
+def connect_read_only(
+    data_dir: str | Path, *, derived_views: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """A connection of its own database, like :func:`connect`, that can read the archive
+    and nothing else: what ``jex-collector query`` runs a user's SQL on.
+
+    Each dataset's view reads its table's current version through an Arrow dataset
+    (:func:`arrow_dataset`, registered with DuckDB, so DuckDB itself never opens a
+    file), then
+    DuckDB's ``enable_external_access`` is turned off and ``lock_configuration`` on: SQL
+    on this connection cannot read or write a file (``read_text``, ``read_parquet``,
+    ``COPY … TO``), ``ATTACH`` a database, ``INSTALL`` or ``LOAD`` an extension, or turn
+    either setting back. DuckDB's own ``allowed_directories`` would keep its faster
+    Parquet reader, but it lets SQL write into the allowed folder as well as read it.
+
+    The settings are database-wide, so this is never the shared database of
+    :func:`connect` (the daemon's and loaders' reads stay as they are). Each view sees
+    the table version of the moment the connection was made.
+    """
+    archive = Archive.of(data_dir)
+    connection = duckdb.connect()
+    try:
+        connection.execute("SET TimeZone = 'UTC'")
+        for name, spec in datasets.DATASETS.items():
+            table = delta.open_table(archive.uri, name)
+            if table is None:
+                select = source_sql(archive, name)
+            else:
+                source = f"jex_source_{name}"
+                connection.register(source, arrow_dataset(archive, name, table))
+                columns = ", ".join(spec.column_names)
+                # Names from the dataset registry only.
+                select = f"SELECT {columns}, date FROM {source}"  # noqa: S608
+            connection.execute(f"CREATE TEMP VIEW {name} AS {select}")
+        if derived_views:
+            derived.install(connection, temporary=True)
+        connection.execute("SET enable_external_access = false")
+        connection.execute("SET lock_configuration = true")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def arrow_dataset(
+    data_dir: str | Path | Archive,
+    dataset: str,
+    table: DeltaTable | None = None,
+    *,
+    leave_out: Collection[str] = (),
+) -> pads.Dataset:
+    """The files of ``dataset``'s current table version (but those in ``leave_out``,
+    paths relative to the table) as one pyarrow dataset with the table's columns, the
+    partition columns read from the paths as Delta writes them.
+
+    Made here rather than by deltalake's ``to_pyarrow_dataset``, whose file statistics
+    turn a filter on a column without bounds in the log (the collector records none for
+    floats) into no rows at all.
+    """
+    import pyarrow.dataset as pads  # loads pandas too: only when a query needs it
+
+    archive = Archive.of(data_dir)
+    table = table or delta.open_table(archive.uri, dataset)
+    found = [] if table is None else delta.files(table, dataset)
+    base = archive.fs_path(dataset)
+    paths = [f"{base}/{file.path}" for file in found if file.path not in leave_out]
+    return pads.dataset(
+        paths,
+        schema=delta.table_schema(dataset),
+        format="parquet",
+        filesystem=archive.filesystem(),
+        partitioning=pads.partitioning(_PARTITION_SCHEMA, flavor="hive"),
+        partition_base_dir=base,
+    )
+
+
+_PARTITION_SCHEMA = pa.schema([("market", pa.string()), ("date", pa.date32())])
+
+
 def write_views(data_dir: str | Path | Archive, target: str | Path | None = None) -> Path:
     """(Re)write ``target`` (default ``<data_dir>/archive.duckdb``; required for an
     archive on an object store, since a DuckDB file cannot live there) with one view per
@@ -382,8 +587,12 @@ def query(
 ) -> pa.Table:
     """Run ``sql`` against the views and return an Arrow table (``derived_views`` and
     ``only``: as for :func:`connect`)."""
-    with connect(data_dir, derived_views=derived_views, only=only) as connection:
-        return connection.sql(sql, params=params or None).to_arrow_table()
+
+    def read() -> pa.Table:
+        with connect(data_dir, derived_views=derived_views, only=only) as connection:
+            return connection.sql(sql, params=params or None).to_arrow_table()
+
+    return readable(data_dir, datasets.DATASETS if only is None else only, read)
 
 
 def max_by_group(
@@ -407,9 +616,12 @@ def max_by_group(
         f"SELECT {keys}, {aggregate} FROM {dataset} "  # noqa: S608
         f"WHERE {column} IS NOT NULL GROUP BY {keys}"
     )
-    with connect(data_dir, derived_views=False, only=(dataset,)) as connection:
-        rows = connection.execute(sql).fetchall()
-    return {tuple(row[:-1]): row[-1] for row in rows}
+
+    def read() -> list[tuple[Any, ...]]:
+        with connect(data_dir, derived_views=False, only=(dataset,)) as connection:
+            return connection.execute(sql).fetchall()
+
+    return {tuple(row[:-1]): row[-1] for row in readable(data_dir, (dataset,), read)}
 
 
 def last_recent_trades(
@@ -425,10 +637,21 @@ def last_recent_trades(
     version are read directly (they outlive this read: see the module).
     """
     archive = Archive.of(data_dir)
+    return readable(archive, ("trades",), lambda: _last_recent_trades(archive, per_symbol))
+
+
+def _last_recent_trades(
+    archive: Archive, per_symbol: int
+) -> dict[tuple[str, str], list[tuple[int, float, float]]]:
     table = delta.open_table(archive.uri, "trades")
     # Paths from the log, not file_uris(): those are URIs (a space becomes %20).
     found_files = [] if table is None else delta.files(table, "trades")
-    files = [delta.file_path(archive.uri, "trades", file.path) for file in found_files]
+    left_out = _left_out(archive, "trades")
+    files = [
+        delta.file_path(archive.uri, "trades", file.path)
+        for file in found_files
+        if file.path not in left_out
+    ]
     if not files:
         return {}
     if archive.remote:

@@ -3,22 +3,40 @@ and exit codes (0 fine, 1 a failure, 2 a usage or configuration error)."""
 
 from __future__ import annotations
 
-import asyncio
-import csv
-import datetime as dt
-import json
-import logging
-import os
 import sys
-import traceback
-from pathlib import Path
-from typing import Any, NoReturn
 
-import click
-from pydantic import SecretStr
 
-from collector import __version__, catalog, config
-from collector.errors import CollectorError, ConfigError, LegacyArchiveError
+def _by_ctrl_c(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or was caused by, a Ctrl-C (an extension module interrupted
+    while it loads raises its own error from the KeyboardInterrupt)."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+try:
+    import asyncio
+    import csv
+    import datetime as dt
+    import json
+    import logging
+    import os
+    import traceback
+    from pathlib import Path
+    from typing import Any, NoReturn
+
+    import click
+    from pydantic import SecretStr
+
+    from collector import __version__, catalog, config
+    from collector.errors import CollectorError, ConfigError, LegacyArchiveError
+except BaseException as exc:  # Ctrl-C while Python loads the program: nothing began yet
+    if _by_ctrl_c(exc):
+        sys.exit(130)
+    raise
 
 log = logging.getLogger("collector")
 
@@ -148,6 +166,9 @@ class _Cli(click.Group):
             code = 0
         except SystemExit as exc:
             code = _exit_code(exc.code)
+        except KeyboardInterrupt:
+            click.echo("interrupted (Ctrl-C)", err=True)
+            code = 130
         except Exception:  # a bug: the traceback, as Python would print it
             traceback.print_exc()
             code = 1
@@ -231,6 +252,33 @@ def run(
     log_format: str,
 ) -> None:
     """Run the collector daemon (Ctrl-C or SIGTERM flushes and exits 0)."""
+    try:
+        _run(
+            config_path, data_dir, state_dir, shard, base_url, sim, sim_seed, duration,
+            metrics_port, metrics_addr, log_level, log_format,
+        )  # fmt: skip
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) or not _by_ctrl_c(exc):
+            raise
+        # Ctrl-C before the daemon's own handler was installed (its first second):
+        # nothing was collected yet, so there is nothing to flush.
+        _fail("interrupted (Ctrl-C) before the daemon began collecting; nothing was written", 130)
+
+
+def _run(
+    config_path: Path,
+    data_dir: str | None,
+    state_dir: Path | None,
+    shard: str | None,
+    base_url: str | None,
+    sim: bool,
+    sim_seed: int,
+    duration: float | None,
+    metrics_port: int | None,
+    metrics_addr: str | None,
+    log_level: str,
+    log_format: str,
+) -> None:
     settings = _settings(
         config_path, data_dir=data_dir, base_url=base_url, state_dir=state_dir, shard=shard
     )
@@ -252,6 +300,15 @@ def run(
         _fail(str(exc), 2)
     except CollectorError as exc:
         _fail(str(exc), 1)
+    except OSError as exc:
+        # The archive or the state dir cannot be written (read-only, wrong owner, a file
+        # where a folder belongs): the daemon cannot do anything useful.
+        _fail(
+            f"cannot write {exc.filename or settings.storage.data_dir}: {_os_reason(exc)}. "
+            "The collector writes its archive (--data-dir, storage.uri) and its state dir "
+            "(--state-dir): make them writable by this user, or choose other folders",
+            1,
+        )
     finally:
         if server is not None:
             server.stop()
@@ -423,10 +480,19 @@ def views(config_path: Path, data_dir: str | None, out: Path | None) -> None:
     remote = Archive.of(directory).remote
     if out is None and remote:
         out = Path(catalog.DB_NAME)
+    import duckdb
+
     try:
         path = catalog.write_views(directory, out)
     except ConfigError as exc:  # a queries/views file that does not install
         _fail(str(exc), 2)
+    except (OSError, duckdb.IOException, duckdb.PermissionException) as exc:
+        where = out or Path(directory) / catalog.DB_NAME
+        _fail(
+            f"cannot write the views to {where}: {_os_reason(exc)}. The folder must be "
+            "writable by this user (a read-only archive: write them elsewhere with --out)",
+            1,
+        )
     click.echo(f"wrote {path}")
     if remote:
         click.echo(
@@ -469,6 +535,13 @@ def views(config_path: Path, data_dir: str | None, out: Path | None) -> None:
     show_default=True,
     help="Rows shown in table format (csv and json print all).",
 )
+@click.option(
+    "--unsafe-allow-files",
+    is_flag=True,
+    help="Let the SQL read and write any file this user can (COPY … TO, read_csv, "
+    "ATTACH, INSTALL): only for SQL you trust. Without it the SQL reads the archive's "
+    "views and nothing else.",
+)
 def query(
     sql: str | None,
     sql_file: Path | None,
@@ -477,11 +550,14 @@ def query(
     data_dir: str | None,
     output: str,
     max_rows: int,
+    unsafe_allow_files: bool,
 ) -> None:
     """Run SQL (text or --file) on the archive's views and print the result.
 
     Parameters are bound by DuckDB, never pasted into the SQL; a file's header declares
-    them with their defaults (`-- param: symbol = BTCUSDT`).
+    them with their defaults (`-- param: symbol = BTCUSDT`). The SQL can read the
+    archive's views only: DuckDB's file access, ATTACH, INSTALL/LOAD and its settings
+    are locked (--unsafe-allow-files lifts that).
     """
     import duckdb
 
@@ -502,8 +578,10 @@ def query(
     assert sql is not None
     directory = _data_dir(config_path, data_dir)
 
+    open_archive = catalog.connect if unsafe_allow_files else catalog.connect_read_only
+
     def run() -> tuple[list[str], list[Any]]:
-        with catalog.connect(directory) as connection:
+        with open_archive(directory) as connection:
             cursor = connection.execute(sql, bound or None)
             return [d[0] for d in cursor.description or []], cursor.fetchall()
 
@@ -511,6 +589,13 @@ def query(
         columns, rows = run()
     except ConfigError as exc:
         _fail(str(exc), 2)
+    except duckdb.PermissionException as exc:
+        _fail(
+            f"query refused: {_first_line(exc)}. `query` reads the archive's views only; "
+            "SQL that reads or writes other files, attaches databases or installs "
+            "extensions needs --unsafe-allow-files (only for SQL you trust)",
+            1,
+        )
     except (duckdb.Error, CollectorError) as exc:
         _fail(f"query failed: {exc}", 1)
     if output == "csv":
@@ -524,6 +609,23 @@ def query(
             )
     else:
         _print_table(columns, rows, max_rows)
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The reason of a failed file operation without its Python dress."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _first_line(exc)
+
+
+def _quiet_damaged_log() -> None:
+    """The command names damaged files itself, once each: the reads' log line would
+    say it again."""
+    logging.getLogger("collector.catalog").setLevel(logging.ERROR)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -644,19 +746,24 @@ def verify(
     repair: bool,
     base_url: str | None,
 ) -> None:
-    """Check every dataset for duplicate keys and holes; exit 1 when there are any."""
+    """Check every dataset for duplicate keys and holes, and every data file it reads;
+    exit 1 when there are any (a damaged file is named and left out of the checks)."""
     from collector import verify as checks
 
     directory = _data_dir(config_path, data_dir)
+    _quiet_damaged_log()
     findings = checks.verify(directory)
-    if repair and any(not f.ok for f in findings):
+    damaged = catalog.damaged_files(directory)
+    if repair and (damaged or any(not f.ok for f in findings)):
         from collector.repair import repair as run_repair
 
         settings = _settings(config_path, data_dir=directory, base_url=base_url)
         try:
-            report = asyncio.run(run_repair(settings, findings))
+            report = asyncio.run(run_repair(settings, findings, damaged))
         except CollectorError as exc:
             _fail(f"repair stopped: {exc}", 1)
+        for line in report.set_aside:
+            click.echo(f"repair: set aside the damaged file {line}")
         for dataset, removed in sorted(report.duplicates_removed.items()):
             click.echo(f"repair: removed {removed} duplicate row(s) from {dataset}")
         for dataset, added in sorted(report.rows_added.items()):
@@ -664,11 +771,16 @@ def verify(
         for note in report.skipped:
             click.echo(f"repair: skipped {note}")
         findings = checks.verify(directory)
+        damaged = catalog.damaged_files(directory)
     problems = [f for f in findings if not f.ok]
     if as_json:
         for finding in findings:
             click.echo(json.dumps(finding.as_dict()))
+        for file in damaged:
+            click.echo(json.dumps({"damaged_file": file.name, "reason": file.reason}))
     else:
+        for file in damaged:
+            click.echo(f"{file.line()} (left out; `verify --repair` sets it aside)")
         shown = findings if show_all else problems
         if shown:
             _print_findings(shown)
@@ -677,8 +789,9 @@ def verify(
             f"{len(findings)} group(s), {rows} row(s): "
             f"{sum(f.duplicates for f in findings)} duplicate(s), "
             f"{sum(f.holes for f in findings)} hole(s)"
+            + (f", {len(damaged)} damaged file(s)" if damaged else "")
         )
-    if problems:
+    if problems or damaged:
         sys.exit(1)
 
 
@@ -794,6 +907,7 @@ def report(
 
     directory = _data_dir(config_path, data_dir)
     settings = _settings(config_path) if config_path.exists() else None
+    _quiet_damaged_log()
     try:
         result = coverage_report.generate(
             directory,
@@ -811,6 +925,10 @@ def report(
     except OSError as exc:
         _fail(f"the report could not be written to {out}: {exc}", 1)
     click.echo(f"wrote {out}: {result.verdict}")
+    for file in catalog.damaged_files(directory):
+        click.echo(
+            f"{file.line()} (left out of the report; `verify --repair` sets it aside)", err=True
+        )
 
 
 @main.command()

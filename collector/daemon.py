@@ -482,6 +482,10 @@ class Daemon:
         finally:
             if task is not None:
                 self._running.discard(task)
+        if result.errors:
+            self.runstate.flush_failed(result.errors[0])
+        else:
+            self.runstate.flushed()
         if result.files:
             log.info(
                 "flushed %d file(s): %s",

@@ -8,19 +8,29 @@ today's figures cost the same with 50 flush files as with 50,000. Files the log 
 not name (written but never committed, or replaced and awaiting vacuum) are not
 counted. Only a file committed without statistics (not one the collector wrote) has
 its Parquet footer read.
+
+Damaged files (:func:`check_files`, :func:`record_damaged`, :func:`damaged`): a data file
+the log names whose footer cannot be read, or whose size differs from the one the log
+recorded (a truncated file), is left out of the collector's reads
+(:func:`collector.catalog.readable`) and recorded in ``_state/damaged.json``, so that
+``status`` and ``verify`` name it until ``verify --repair`` sets it aside.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from collector import datasets
+from collector.errors import CollectorError
 from collector.storage import delta, layout
 from collector.storage.location import Archive
 
@@ -52,6 +62,8 @@ class GroupSummary:
     first_ms: int | None = None
     last_ms: int | None = None
     unreadable: int = 0  # files whose footer could not be read (counted in files, bytes)
+    #: Files whose size on disk is not the log's (truncated) or that are gone.
+    damaged: list[DamagedFile] = field(default_factory=list)
 
     def add(self, summary: FileSummary, today: bool) -> None:
         self.files += 1
@@ -84,8 +96,11 @@ def summarize(data_dir: str | Path, today: dt.date) -> dict[tuple[str, str], Gro
                 seen.add(partition)
                 group.partitions += 1
             summary = _from_log(file)
+            path = Path(delta.file_path(root, name, file.path))
+            problem = _size_problem(path, file.size)
+            if problem is not None:
+                group.damaged.append(DamagedFile(name, file.path, problem))
             if summary is None:
-                path = Path(delta.file_path(root, name, file.path))
                 summary = read_footer(name, path, file.size)
             if summary is None:
                 group.files += 1
@@ -94,6 +109,19 @@ def summarize(data_dir: str | Path, today: dt.date) -> dict[tuple[str, str], Gro
             else:
                 group.add(summary, partition.date == today)
     return groups
+
+
+def _size_problem(path: Path, size: int) -> str | None:
+    """What is wrong with a local data file by its size alone (one ``stat``), or None."""
+    try:
+        on_disk = path.stat().st_size
+    except FileNotFoundError:
+        return "the log names it but it is not there"
+    except OSError as exc:
+        return f"cannot be looked at ({exc})"
+    if on_disk != size:
+        return f"{on_disk} bytes on disk, {size} in the table's log (truncated?)"
+    return None
 
 
 def _from_log(file: delta.DataFile) -> FileSummary | None:
@@ -159,3 +187,126 @@ def _min(a: int | None, b: int | None) -> int | None:
 
 def _max(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
+
+
+# -- damaged files ----------------------------------------------------------------------
+
+#: Where the archive records the damaged files found by any reader (relative to it).
+DAMAGED_FILE = "_state/damaged.json"
+
+
+@dataclass(frozen=True)
+class DamagedFile:
+    """A data file of a table's current version that cannot be read. ``path`` is
+    relative to the table (as in its log); ``reason`` says what is wrong."""
+
+    dataset: str
+    path: str
+    reason: str
+    found_at: str = ""
+
+    @property
+    def name(self) -> str:
+        """``trades/market=spot/date=…/part-….parquet``: the file within the archive."""
+        return f"{self.dataset}/{self.path}"
+
+    def line(self) -> str:
+        return f"damaged file {self.name}: {self.reason}"
+
+
+def check_files(
+    archive: str | Path | Archive, dataset: str, candidates: Iterable[delta.DataFile]
+) -> list[DamagedFile]:
+    """The ``candidates`` (files of ``dataset``'s table) that are missing, have another
+    size than the log recorded, or whose Parquet footer cannot be read. One size lookup
+    per file, and one footer read per file of the right size."""
+    where = Archive.of(archive)
+    fs = where.filesystem()
+    files = list(candidates)
+    paths = [where.fs_path(dataset, file.path) for file in files]
+    try:
+        infos = fs.get_file_info(paths)
+    except OSError as exc:
+        log.warning("cannot look at the files of %s: %s", dataset, exc)
+        return []
+    found = []
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    for file, path, info in zip(files, paths, infos, strict=True):
+        reason: str | None = None
+        if info.type != pafs.FileType.File:
+            reason = "the log names it but it is not there"
+        elif info.size != file.size:
+            reason = f"{info.size} bytes on disk, {file.size} in the table's log (truncated?)"
+        if reason is None:
+            try:
+                with fs.open_input_file(path) as source:
+                    pq.read_metadata(source)
+            except (OSError, ValueError) as exc:
+                reason = f"unreadable Parquet footer ({_first_line(exc)})"
+        if reason is not None:
+            found.append(DamagedFile(dataset, file.path, reason, now))
+    return found
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def record_damaged(archive: str | Path | Archive, found: Iterable[DamagedFile]) -> None:
+    """Add ``found`` to the archive's record of damaged files (best effort: a read-only
+    archive keeps no record, and its readers log the files instead)."""
+    where = Archive.of(archive)
+    known = {(f.dataset, f.path): f for f in recorded_damaged(where)}
+    added = False
+    for file in found:
+        if (file.dataset, file.path) not in known:
+            known[(file.dataset, file.path)] = file
+            added = True
+    if not added:
+        return
+    body = {"files": [asdict(f) for f in sorted(known.values(), key=lambda f: f.name)]}
+    try:
+        where.write_bytes(DAMAGED_FILE, json.dumps(body, indent=1).encode())
+    except (OSError, CollectorError) as exc:
+        log.warning("could not record the damaged files in %s: %s", DAMAGED_FILE, exc)
+
+
+def recorded_damaged(archive: str | Path | Archive) -> list[DamagedFile]:
+    """Every file the archive's record names (also files since set aside or replaced)."""
+    where = Archive.of(archive)
+    try:
+        raw = where.read_bytes(DAMAGED_FILE)
+        entries = [] if raw is None else json.loads(raw)["files"]
+        return [
+            DamagedFile(str(e["dataset"]), str(e["path"]), str(e["reason"]), str(e["found_at"]))
+            for e in entries
+            if e.get("dataset") in datasets.DATASETS
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("cannot read %s/%s: %s", where.uri, DAMAGED_FILE, exc)
+        return []
+
+
+def damaged(
+    archive: str | Path | Archive, *, also: Iterable[DamagedFile] = ()
+) -> list[DamagedFile]:
+    """The recorded damaged files (and ``also``) that are still in their table's current
+    version, once each, by name."""
+    where = Archive.of(archive)
+    unique = {f.name: f for f in [*recorded_damaged(where), *also]}
+    found = sorted(unique.values(), key=lambda f: f.name)
+    current: dict[str, set[str]] = {}
+    for name in sorted({f.dataset for f in found}):
+        table = delta.open_table(where.uri, name)
+        current[name] = set() if table is None else {f.path for f in delta.files(table, name)}
+    return [f for f in found if f.path in current[f.dataset]]
+
+
+def forget_damaged(archive: str | Path | Archive, gone: Iterable[DamagedFile]) -> None:
+    """Drop ``gone`` (set aside) from the archive's record."""
+    where = Archive.of(archive)
+    names = {(f.dataset, f.path) for f in gone}
+    kept = [f for f in recorded_damaged(where) if (f.dataset, f.path) not in names]
+    body = {"files": [asdict(f) for f in kept]}
+    where.write_bytes(DAMAGED_FILE, json.dumps(body, indent=1).encode())

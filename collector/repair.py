@@ -7,20 +7,32 @@ Delta commit replaces exactly the files that were read with them, so a reader se
 either the old rows or the de-duplicated ones, never both and never neither. A crash
 leaves the old rows (duplicates, never a loss), which the next repair removes. Files
 the daemon commits to the partition meanwhile are not among those replaced, and stay.
+
+Damaged data files (:func:`set_aside`, found by :mod:`collector.footers`) are removed
+from their table by one Delta commit each, their bytes kept as evidence under
+``_quarantine/damaged/``; verify then runs again, and the holes their removal opened
+are fetched again like any other, where the exchange still has them (snapshots, and
+rows older than the exchange keeps, are lost with the file).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector import footers
 from collector.backfill import Backfill
 from collector.config import KLINE_INTERVALS, Settings
+from collector.errors import StorageError
 from collector.storage import compaction, delta
 from collector.storage.location import Archive
 from collector.storage.writer import ArchiveWriter
-from collector.verify import Finding
+from collector.verify import Finding, verify
+
+#: Where damaged data files are kept after being set aside (relative to the archive).
+DAMAGED_DIR = "_quarantine/damaged"
 
 
 @dataclass
@@ -29,6 +41,44 @@ class RepairReport:
     duplicates_removed: dict[str, int] = field(default_factory=dict)
     files_replaced: int = 0
     skipped: list[str] = field(default_factory=list)
+    set_aside: list[str] = field(default_factory=list)  # "<damaged file> -> <kept at>"
+
+
+def set_aside(
+    data_dir: str | Path | Archive, damaged: Sequence[footers.DamagedFile], report: RepairReport
+) -> None:
+    """Remove each damaged file from its table (one commit each: a reader sees the table
+    with it or without it) after copying what is left of its bytes to
+    ``_quarantine/damaged/<dataset>/<partition path>``."""
+    archive = Archive.of(data_dir)
+    for file in damaged:
+        table = delta.open_table(archive.uri, file.dataset)
+        current = [] if table is None else delta.files(table, file.dataset)
+        match = [f for f in current if f.path == file.path]
+        if table is None or not match:
+            continue  # already gone (compacted, or set aside by another repair)
+        kept = f"{DAMAGED_DIR}/{file.dataset}/{file.path}"
+        source = archive.fs_path(file.dataset, file.path)
+        try:
+            with archive.filesystem().open_input_stream(source) as stream:
+                evidence = bytes(stream.read())
+        except OSError:
+            evidence = b""  # the log names it but it is gone: nothing to keep
+        try:
+            archive.write_bytes(kept, evidence)
+            delta.commit(
+                table,
+                file.dataset,
+                [],
+                [delta.remove_action(match[0])],
+                metadata={"jex.set_aside": file.reason},
+            )
+        except (OSError, StorageError) as exc:
+            report.skipped.append(f"{file.name}: could not be set aside ({exc})")
+            continue
+        # The file itself stays until vacuum deletes it, like any file a commit removed.
+        report.set_aside.append(f"{file.name} -> {archive.uri}/{kept}")
+    footers.forget_damaged(archive, damaged)
 
 
 def remove_duplicates(data_dir: str | Path, dataset: str, report: RepairReport) -> None:
@@ -88,11 +138,20 @@ def _ms(iso: str | None) -> int:
     return int(dt.datetime.fromisoformat(iso).timestamp() * 1000)
 
 
-async def repair(settings: Settings, findings: list[Finding]) -> RepairReport:
+async def repair(
+    settings: Settings,
+    findings: list[Finding],
+    damaged: Sequence[footers.DamagedFile] = (),
+) -> RepairReport:
+    """Set ``damaged`` files aside (then check again: their removal may open holes),
+    remove duplicates, and fetch the holes from the exchange."""
     from collector.exchange.client import JexClient
 
     report = RepairReport()
     data_dir = settings.storage.data_dir
+    if damaged:
+        set_aside(data_dir, damaged, report)
+        findings = verify(data_dir)
     for dataset in sorted({f.dataset for f in findings if f.duplicates > 0}):
         remove_duplicates(data_dir, dataset, report)
     holes = [f for f in findings if f.holes > 0]

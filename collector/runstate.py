@@ -20,7 +20,9 @@ disk or an object store alike. It holds:
   ``running_since`` (when the round under way started, null between rounds), and per market
   (``all`` for the instruments job) a :class:`MarketRecord`: the last run, the last
   success, the last failure with its first error, the rows, symbols and duration of the
-  last run, consecutive failures and counters since the start.
+  last run, consecutive failures and counters since the start;
+* ``flush_error`` and ``flush_error_at``: the first error of the last flush that could
+  not write (a full disk says so), null once a flush works again.
 
 A run *succeeded* when at least one of its symbols worked (``ok``: no error,
 ``partial``: some symbols failed); it *failed* when nothing worked (every symbol
@@ -93,6 +95,9 @@ MIN_SECRET_LENGTH = 8
 REDACTED = "<redacted>"
 #: The market under which the instruments job (one request for every market) is recorded.
 ALL_MARKETS = "all"
+#: What the writer's error says when a flush failed for want of space
+#: (:func:`collector.storage.writer._storage_error`); ``status`` looks for it.
+DISK_FULL_TEXT = "the disk is full"
 
 
 def check_name(name: str) -> str:
@@ -208,6 +213,9 @@ class DaemonState:
     shard: str = UNSHARDED
     state_dir: str | None = None
     jobs: dict[str, JobRecord] = field(default_factory=dict)
+    #: The first error of the last flush that failed, and when; null once one works.
+    flush_error: str | None = None
+    flush_error_at: str | None = None
     format: int = FORMAT
     from_legacy_file: bool = field(default=False, compare=False)
 
@@ -249,6 +257,8 @@ class DaemonState:
                     "collecting_since",
                     "shard",
                     "state_dir",
+                    "flush_error",
+                    "flush_error_at",
                 )
             }
             if texts["host"] is None:
@@ -267,6 +277,8 @@ class DaemonState:
                 shard=texts["shard"] or UNSHARDED,
                 state_dir=texts["state_dir"],
                 jobs=jobs,
+                flush_error=texts["flush_error"],
+                flush_error_at=texts["flush_error_at"],
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed state file: {exc!r}") from None
@@ -506,6 +518,19 @@ class RunState:
             record.last_failure_errors = 1
             record.last_rows = record.last_symbols = 0
         self.save()
+
+    def flush_failed(self, error: BaseException | str) -> None:
+        """A flush that could not write (its rows stay buffered): kept until one works,
+        so that ``status`` can say why (``the disk is full``)."""
+        self.state.flush_error = self._clean(str(error))
+        self.state.flush_error_at = iso(self._clock())
+        self.save()
+
+    def flushed(self) -> None:
+        """A flush that wrote everything: the last flush error is over."""
+        if self.state.flush_error is not None:
+            self.state.flush_error = self.state.flush_error_at = None
+            self.save()
 
     async def heartbeat(self) -> None:
         """Run as a task until cancelled: the heartbeat, and results the throttle held."""

@@ -40,6 +40,7 @@ import datetime as dt
 import json
 import logging
 import re
+import shutil
 import socket
 from collections import Counter
 from collections.abc import Iterable
@@ -64,6 +65,9 @@ OVERDUE_INTERVALS = 3
 ROUND_GRACE_S = 900.0
 #: A heartbeat older than this means the daemon is gone or hung (it beats every 2 s).
 HEARTBEAT_STALE_S = 30.0
+#: A local archive's disk with less free space than this is full (a flush file of a
+#: busy minute is a few MB).
+DISK_FULL_BYTES = 16_000_000
 #: Error texts in the table view are cut to this many characters (``--json`` has all).
 ERROR_DISPLAY_CHARS = 160
 #: Quarantined payloads are counted over this window.
@@ -175,6 +179,11 @@ class Report:
     quarantine: QuarantineCount
     pause: dict[str, Any] | None
     clock_offset_ms: int = 0
+    #: Data files that cannot be read (left out of every read until set aside).
+    damaged: list[footers.DamagedFile] = field(default_factory=list)
+    #: Why the archive's disk is full (free space near zero, or a daemon's last flush
+    #: failed for it), or None.
+    disk_full: str | None = None
 
     @property
     def daemon(self) -> DaemonStatus | None:
@@ -211,13 +220,37 @@ class Report:
 
     @property
     def problems(self) -> list[str]:
-        """Why the report is not healthy, daemon after daemon."""
+        """Why the report is not healthy: a full disk, daemon after daemon, then each
+        damaged data file."""
         shown = self.daemons or [daemon_status(None, self.generated_at, None)]
-        return [line for daemon in shown for line in self.daemon_problems(daemon)]
+        found = [f"disk full: {self.disk_full}"] if self.disk_full else []
+        found += [line for daemon in shown for line in self.daemon_problems(daemon)]
+        found += [
+            f"{file.line()}: left out of every read (`jex-collector verify --repair` sets "
+            "it aside and fetches its rows again)"
+            for file in self.damaged
+        ]
+        return found
 
     @property
     def healthy(self) -> bool:
         return not self.problems
+
+    @property
+    def verdict(self) -> str:
+        """``healthy``; ``stopped`` when the only problem is that every daemon stopped
+        cleanly (nothing is wrong, but nothing is collected: still exit 1);
+        ``unhealthy`` otherwise."""
+        if self.healthy:
+            return "healthy"
+        # A stopped daemon's jobs are overdue because it stopped: no other problem.
+        quiet = (
+            self.daemons
+            and all(d.state == "stopped" for d in self.daemons)
+            and not self.disk_full
+            and not self.damaged
+        )
+        return "stopped" if quiet else "unhealthy"
 
     def job_for(self, dataset: str, market: str, shard: str | None = None) -> JobStatus | None:
         """The job that fills ``dataset`` in ``market``: daemon ``shard``'s, or with
@@ -317,7 +350,12 @@ class Report:
             "data_dir": self.data_dir,
             "today": self.today.isoformat(),
             "healthy": self.healthy,
+            "verdict": self.verdict,
             "problems": self.problems,
+            "disk_full": self.disk_full,
+            "damaged_files": [
+                {"dataset": f.dataset, "path": f.path, "reason": f.reason} for f in self.damaged
+            ],
             "daemon": None if daemon is None else self.daemon_dict(daemon),
             "daemons": [self.daemon_dict(d) for d in self.daemons],
             "exchange_pause": self.pause,
@@ -346,6 +384,7 @@ def report(
     now: dt.datetime,
     state_dir: str | Path | None = None,
     is_locked: bool | None = None,
+    free_bytes: int | None = None,
 ) -> Report:
     """Everything ``status`` shows about ``archive`` (a local folder or
     ``s3://bucket/prefix``).
@@ -353,7 +392,8 @@ def report(
     ``state_dir``: this host's local folder of a daemon's lock and pause file; None: the
     archive folder of a local archive (where the daemon without shards keeps them), and
     nothing local for an object store. ``is_locked`` overrides the check of that lock
-    (whether its daemon runs) for tests.
+    (whether its daemon runs) for tests, ``free_bytes`` the free space measured at a
+    local archive.
     """
     where = Archive.of(archive)
     local = (
@@ -385,17 +425,53 @@ def report(
     freshest = max(states.values(), key=lambda s: _time_key(s.heartbeat_at), default=None)
     offset = freshest.clock_offset_ms if freshest else 0
     today = (now + dt.timedelta(milliseconds=offset)).astimezone(dt.UTC).date()
+    groups = table_groups(where, today)
+    full = disk_full(where, states.values(), free_bytes)
+    if full:
+        for daemon in daemons:
+            if daemon.state in ("stuck", "died") and daemon.problem:
+                # Its state file could not be written either: not hung, out of space.
+                daemon.problem += " (the disk is full: that is why, see above)"
     return Report(
         generated_at=now,
         data_dir=where.uri,
         today=today,
         daemons=daemons,
         jobs=jobs,
-        groups=table_groups(where, today),
+        groups=groups,
         quarantine=count_quarantine(where, now),
         pause=exchange_pause(local, now) if local is not None else None,
         clock_offset_ms=offset,
+        damaged=footers.damaged(
+            where, also=[file for group in groups.values() for file in group.damaged]
+        ),
+        disk_full=full,
     )
+
+
+def disk_full(
+    archive: Archive, states: Iterable[runstate.DaemonState], free_bytes: int | None = None
+) -> str | None:
+    """Why the archive's disk is full, or None: a local archive's free space under
+    :data:`DISK_FULL_BYTES` (``free_bytes`` overrides the measure), or a daemon whose
+    last flush failed for want of space (:attr:`runstate.DaemonState.flush_error`)."""
+    if not archive.remote:
+        if free_bytes is None:
+            try:
+                free_bytes = shutil.disk_usage(archive.path).free
+            except OSError:
+                free_bytes = None
+        if free_bytes is not None and free_bytes < DISK_FULL_BYTES:
+            return (
+                f"{free_bytes / 1e6:.1f} MB free at {archive.uri}: nothing more can be "
+                "archived; free space or move storage.uri (buffered rows are kept in "
+                "memory and written once there is room)"
+            )
+    for state in states:
+        error = state.flush_error or ""
+        if state.stopped_at is None and runstate.DISK_FULL_TEXT in error:
+            return f"the daemon {state.shard} cannot write: {error}"
+    return None
 
 
 def _same_folder(recorded: str | None, local: Path) -> bool:
@@ -512,8 +588,11 @@ def daemon_status(
         return base
     if state.stopped_at is not None:
         base.state = "stopped"
-        base.message = f"not running: stopped at {when(state.stopped_at, now)}"
-        base.problem = f"the daemon is not running (it stopped at {when(state.stopped_at, now)})"
+        base.message = f"stopped cleanly at {when(state.stopped_at, now)} (not collecting)"
+        base.problem = (
+            f"the daemon is not running (it stopped at {when(state.stopped_at, now)}, a "
+            "clean shutdown: nothing is collected; start it with `jex-collector run`)"
+        )
     else:
         base.state = "died"
         if running is None:  # only the heartbeat tells: it may live on, hung or cut off
@@ -528,7 +607,7 @@ def daemon_status(
             )
         base.problem = (
             f"the daemon is not running (no clean shutdown; last heartbeat "
-            f"{when(state.heartbeat_at, now)})"
+            f"{when(state.heartbeat_at, now)}): it died"
         )
     return base
 

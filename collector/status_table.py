@@ -105,10 +105,18 @@ def render(report: Report) -> list[Any]:
                 f"in {report.data_dir}/{QUARANTINE_DIR}"
             )
         )
-    if report.healthy:
+    verdict = report.verdict
+    if verdict == "healthy":
         lines.append(_text("healthy", style="green"))
     else:
-        lines.append(_text("NOT HEALTHY:", style="bold red"))
+        # Still "NOT HEALTHY" (and exit 1): a stopped daemon collects nothing, which
+        # monitoring must hear; the words say it was a clean stop, not a death.
+        head = (
+            "NOT HEALTHY (not collecting: stopped cleanly):"
+            if verdict == "stopped"
+            else "NOT HEALTHY:"
+        )
+        lines.append(_text(head, style="bold yellow" if verdict == "stopped" else "bold red"))
         lines.extend(_text(f"- {problem}") for problem in report.problems)
     return lines
 

@@ -1,14 +1,25 @@
 """Checking the archive: rows, time span, duplicate keys and holes, per dataset, market, symbol.
 
-Holes are counted where the key says something should exist:
+Holes are counted only where the exchange guarantees that something exists
+(``shared/jex-api.md``), never from ids it does not promise to number consecutively:
 
-* trades (with ids), funding_rate, protection_fund: every id between the first and the
-  last archived one;
+* trades (with ids): every id between the first and the last archived one (trade ids
+  are the only ids documented as consecutive per symbol);
+* funding_rate: one funding event per funding interval. The interval is the largest
+  ``funding_interval_ms`` archived in ``contract_info`` for the symbol (the exchange's
+  ``fundingInterval``), or, without one, the shortest spacing of the archived events.
+  A hole is a spacing longer than :data:`FUNDING_GAP_INTERVALS` intervals; its missing
+  events are the spacing in intervals, less one. Funding ids are not used: an exchange
+  may number them in one sequence shared by every symbol, or step by more than one;
+* protection_fund: no holes are claimed. The exchange documents neither a spacing nor
+  an id sequence for fund records, only their order, which the collector's paging
+  (``start`` = the last id it has) relies on;
 * klines: every open time between the first and the last archived one, per interval
   (the exchange has a kline for every interval, with zero volume when nothing traded).
 
 Duplicates are rows sharing the dataset's key. Snapshot datasets (depth, tickers, ...)
-have no holes to count, only duplicates. Read-only: nothing is changed.
+have no holes to count, only duplicates. Read-only: nothing is changed. The coverage
+report (:mod:`collector.report.coverage`) uses the same rules.
 """
 
 from __future__ import annotations
@@ -48,7 +59,34 @@ class Finding:
 # SQL text below is built from dataset and column names of the registry only; the
 # interval step comes from a fixed table, and symbols never enter the text.
 
-_ID_KEYED = {"trades": "trade_id", "funding_rate": "id", "protection_fund": "id"}
+_ID_KEYED = {"trades": "trade_id"}
+#: Datasets keyed by an id that says nothing about continuity (duplicates only).
+_ID_NOT_CONSECUTIVE = {"funding_rate": "id", "protection_fund": "id"}
+#: A spacing of funding events longer than this many funding intervals is a hole (a
+#: late event is no hole; one missing event makes two intervals).
+FUNDING_GAP_INTERVALS = 1.5
+
+
+def funding_intervals_sql() -> str:
+    """``market, symbol, interval_ms`` of every funding_rate series: the largest interval
+    ``contract_info`` archived for it, else the shortest spacing of its events."""
+    return """
+        WITH events AS (
+            SELECT DISTINCT market, symbol, epoch_ms(time) AS t FROM funding_rate
+        ), steps AS (
+            SELECT market, symbol, t,
+                lead(t) OVER (PARTITION BY market, symbol ORDER BY t) AS next_t
+            FROM events
+        ), declared AS (
+            SELECT market, symbol, max(funding_interval_ms) AS interval_ms
+            FROM contract_info WHERE funding_interval_ms > 0 GROUP BY ALL
+        ), observed AS (
+            SELECT market, symbol, min(next_t - t) AS interval_ms
+            FROM steps WHERE next_t > t GROUP BY ALL
+        )
+        SELECT o.market, o.symbol, coalesce(d.interval_ms, o.interval_ms) AS interval_ms
+        FROM observed AS o LEFT JOIN declared AS d USING (market, symbol)
+    """
 
 
 def _id_keyed(connection: Any, dataset: str, column: str) -> list[Finding]:
@@ -84,6 +122,48 @@ def _id_keyed(connection: Any, dataset: str, column: str) -> list[Finding]:
         # Recent trades carry no id: nothing to count holes or duplicates against.
         findings.append(
             Finding(dataset, market, symbol, "no ids", count, _iso(first), _iso(last), 0, 0)
+        )
+    return findings
+
+
+def _not_consecutive(connection: Any, dataset: str, column: str) -> list[Finding]:
+    """funding_rate and protection_fund: duplicate ids counted, holes by time (funding)
+    or none (protection fund), see the module."""
+    time_column = datasets.get(dataset).time_column
+    rows = connection.execute(
+        f"SELECT market, symbol, count(*), count(DISTINCT {column}), "  # noqa: S608
+        f"min({time_column}), max({time_column}) FROM {dataset} GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    holes: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
+    if dataset == "funding_rate":
+        for market, symbol, low, high, missing in connection.execute(
+            f"WITH rule AS ({funding_intervals_sql()}), "  # noqa: S608 (fixed SQL text)
+            "events AS (SELECT DISTINCT market, symbol, epoch_ms(time) AS t FROM funding_rate), "
+            "steps AS (SELECT market, symbol, t, lead(t) OVER (PARTITION BY market, symbol "
+            "ORDER BY t) AS next_t FROM events) "
+            "SELECT s.market, s.symbol, s.t + r.interval_ms, s.next_t - r.interval_ms, "
+            "  greatest(1, round((s.next_t - s.t) / r.interval_ms) - 1) "
+            "FROM steps AS s JOIN rule AS r USING (market, symbol) "
+            "WHERE s.next_t - s.t > $gap * r.interval_ms ORDER BY ALL",
+            {"gap": FUNDING_GAP_INTERVALS},
+        ).fetchall():
+            holes.setdefault((market, symbol), []).append((int(low), int(high), int(missing)))
+    findings = []
+    for market, symbol, count, distinct, first, last in rows:
+        found = holes.get((market, symbol), [])
+        findings.append(
+            Finding(
+                dataset,
+                market,
+                symbol,
+                None,
+                count,
+                _iso(first),
+                _iso(last),
+                duplicates=count - distinct,
+                holes=sum(missing for _, _, missing in found),
+                hole_ranges=[(low, high) for low, high, _ in found[:MAX_RANGES]],
+            )
         )
     return findings
 
@@ -164,13 +244,20 @@ def _iso(value: Any) -> str | None:
 def verify(data_dir: str | Path) -> list[Finding]:
     """Every dataset's findings, in registry order. Each query reads one version of each
     table, so a compaction committing meanwhile changes no count."""
-    findings: list[Finding] = []
-    with catalog.connect(data_dir, derived_views=False) as connection:
-        for name in datasets.DATASETS:
-            if name in _ID_KEYED:
-                findings += _id_keyed(connection, name, _ID_KEYED[name])
-            elif name == "klines":
-                findings += _klines(connection)
-            else:
-                findings += _snapshots(connection, name)
-    return findings
+
+    def read() -> list[Finding]:
+        findings: list[Finding] = []
+        with catalog.connect(data_dir, derived_views=False) as connection:
+            for name in datasets.DATASETS:
+                if name in _ID_KEYED:
+                    findings += _id_keyed(connection, name, _ID_KEYED[name])
+                elif name in _ID_NOT_CONSECUTIVE:
+                    findings += _not_consecutive(connection, name, _ID_NOT_CONSECUTIVE[name])
+                elif name == "klines":
+                    findings += _klines(connection)
+                else:
+                    findings += _snapshots(connection, name)
+        return findings
+
+    # A damaged file is left out (and named by catalog.damaged_files), not the end of it.
+    return catalog.readable(data_dir, datasets.DATASETS, read)

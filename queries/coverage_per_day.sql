@@ -4,7 +4,8 @@
 --   archive (counted back from the newest date of any dataset): rows, distinct
 --   symbols, and the first and last event time. A dataset missing from a day, or a day
 --   with fewer rows or a later first / earlier last time than its neighbours, had an
---   outage; use `jex-collector verify` for holes in trade, funding and fund ids.
+--   outage; use `jex-collector verify` for holes in trade ids and funding events
+--   (judged by the funding interval, not by ids; fund records have no such rule).
 -- param: days = 7           # the newest N days of the archive (date partitions)
 WITH since AS (
     SELECT greatest(

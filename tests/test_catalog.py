@@ -282,3 +282,35 @@ def test_the_delta_extension_loads_from_the_pip_package_without_a_download() -> 
     assert loaded == (True,)
     with duckdb.connect() as connection, pytest.raises(ValueError, match="extension name"):
         catalog.load_extension(connection, "delta; DROP TABLE x")
+
+
+# -- an archive folder that cannot be written -----------------------------------------------
+
+
+def test_views_and_run_on_an_unwritable_folder_fail_in_one_line(tmp_path: Path) -> None:
+    """A folder that cannot be made (here a file stands where a folder of the path
+    belongs; a read-only disk or another owner fail the same way): a clear error naming
+    the path, no traceback."""
+    from click.testing import CliRunner
+
+    from collector.cli import main
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    data_dir = blocker / "archive"
+    runner = CliRunner()
+    views = runner.invoke(main, ["views", "--data-dir", str(data_dir)])
+    assert views.exit_code == 1, views.output
+    assert views.output.startswith(f"error: cannot write the views to {data_dir}")
+    assert len(views.output.strip().splitlines()) == 1 and "--out" in views.output
+    config = tmp_path / "schedules.yaml"
+    config.write_text("jobs: {}\n")
+    run = runner.invoke(
+        main,
+        ["run", "--config", str(config), "--data-dir", str(data_dir),
+         "--base-url", "http://127.0.0.1:9", "--duration", "1"],
+    )  # fmt: skip
+    assert run.exit_code == 1, run.output
+    errors = [line for line in run.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(data_dir) in errors[0] and "writable" in errors[0]
+    assert "Traceback" not in run.output

@@ -263,3 +263,83 @@ def test_every_sql_file_is_in_the_readme() -> None:
         assert f"| `{path.name}` |" in section, path.name
     for path in VIEWS:
         assert f"| `{path.stem}` |" in section, path.stem
+
+
+# -- query is read-only on the archive --------------------------------------------------
+
+
+@pytest.mark.parametrize("path", COOKBOOK, ids=lambda p: p.name)
+def test_every_cookbook_query_gives_the_same_rows_on_the_read_only_connection(
+    path: Path, archive: duckdb.DuckDBPyConnection, sim_archive: Path
+) -> None:
+    sql_file = sqlfiles.read(path)
+    params = sql_file.bind({}) or None
+    expected = archive.execute(sql_file.text, params).fetchall()
+    with catalog.connect_read_only(sim_archive) as locked:
+        rows = locked.execute(sql_file.text, params).fetchall()
+    assert rows and _rounded(rows) == _rounded(expected)
+
+
+def _rounded(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    """Rows with floats to 9 significant digits: sums in another order differ in the last."""
+    return [tuple(float(f"{v:.9g}") if isinstance(v, float) else v for v in row) for row in rows]
+
+
+def _outside_parquet(tmp_path: Path) -> Path:
+    path = tmp_path / "outside.parquet"
+    with duckdb.connect() as connection:
+        connection.execute(f"COPY (SELECT 42 AS answer) TO '{path}' (FORMAT parquet)")
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind", ["copy_to", "copy_into_archive", "read_text", "attach", "install", "read_parquet"]
+)
+def test_query_refuses_to_touch_files_outside_the_views(
+    kind: str, sim_archive: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cr3t-token\n")
+    written = tmp_path / "out.csv"
+    in_archive = sim_archive / "leak.csv"
+    sql = {
+        "copy_to": f"COPY (SELECT * FROM trades LIMIT 5) TO '{written}'",
+        "copy_into_archive": f"COPY (SELECT 1 AS one) TO '{in_archive}'",
+        "read_text": f"SELECT content FROM read_text('{secret}')",
+        "attach": f"ATTACH '{tmp_path / 'other.duckdb'}' AS other",
+        "install": "INSTALL spatial",
+        "read_parquet": f"SELECT * FROM read_parquet('{_outside_parquet(tmp_path)}')",
+    }[kind]
+    status, output = run_cli("query", "--data-dir", str(sim_archive), "--format", "csv", sql)
+    assert status == 1, output
+    assert "query refused" in output and "--unsafe-allow-files" in output
+    assert "s3cr3t" not in output and "42" not in output.split("query refused")[0]
+    assert not written.exists() and not in_archive.exists()
+    assert not (tmp_path / "other.duckdb").exists()
+    assert "Traceback" not in output
+
+
+def test_query_cannot_unlock_its_settings(sim_archive: Path) -> None:
+    status, output = run_cli(
+        "query", "--data-dir", str(sim_archive), "SET enable_external_access = true"
+    )
+    assert status == 1 and "locked" in output
+
+
+def test_unsafe_allow_files_lets_trusted_sql_write_a_file(
+    sim_archive: Path, tmp_path: Path
+) -> None:
+    written = tmp_path / "out.csv"
+    sql = f"COPY (SELECT symbol FROM trades LIMIT 3) TO '{written}'"
+    status, output = run_cli("query", "--data-dir", str(sim_archive), "--unsafe-allow-files", sql)
+    assert status == 0, output
+    assert written.read_text().startswith("symbol")
+
+
+def test_the_read_only_connection_leaves_the_shared_database_open(sim_archive: Path) -> None:
+    """The locks are database-wide: the daemon's and loaders' connections must not get them."""
+    catalog.connect_read_only(sim_archive).close()
+    with catalog.connect(sim_archive, derived_views=False) as shared:
+        assert shared.execute("SELECT current_setting('enable_external_access')").fetchone() == (
+            True,
+        )

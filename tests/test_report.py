@@ -232,14 +232,14 @@ def test_an_hour_without_trades_is_a_gap_when_trades_have_no_ids(gap_report: Rep
     assert eth.fraction == [1.0, 1.0, 1.0, 1.0, 0.0, 1.0]
 
 
-def test_missing_klines_and_funding_ids_are_gaps(gap_report: Report) -> None:
+def test_missing_klines_and_funding_events_are_gaps(gap_report: Report) -> None:
     klines = coverage_of(gap_report, "klines")
     assert [(g.interval, g.from_ms, g.to_ms, g.detail) for g in klines.gaps] == [
         ("1m", at(3), at(3, 10), "10 1m klines missing")
     ]
     assert row_of(gap_report, "klines", "BTCUSDT").fraction[3] == pytest.approx(50 / 60)
     funding = coverage_of(gap_report, "funding_rate")
-    assert [(g.symbol, g.detail) for g in funding.gaps] == [("BTCUSDT", "1 funding id missing")]
+    assert [(g.symbol, g.detail) for g in funding.gaps] == [("BTCUSDT", "1 funding event missing")]
     # Hours without a funding event between contiguous ids are complete.
     assert row_of(gap_report, "funding_rate", "ETHUSDT").fraction == [1.0] * 6
 

@@ -663,3 +663,79 @@ def test_status_of_an_archive_on_an_object_store(
     ]
     assert report.pause == {"status": 429, "until": status.iso_ms(until)}
     assert list(cwd.iterdir()) == []
+
+
+# -- stopped cleanly, died, disk full, Ctrl-C -------------------------------------------------
+
+
+def test_a_clean_stop_is_told_from_a_death_and_still_exits_1(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    state = record_round(tmp_path, FakeClock(now - dt.timedelta(minutes=5)), all_ok())
+    state.stopped()
+    result = invoke(tmp_path)
+    assert result.exit_code == 1  # not collecting: monitoring must know
+    assert "daemon: stopped cleanly at " in result.output
+    assert "NOT HEALTHY (not collecting: stopped cleanly):" in result.output
+    assert "died" not in result.output
+    document = json.loads(invoke(tmp_path, "--json").output)
+    assert document["verdict"] == "stopped" and document["healthy"] is False
+
+    died = tmp_path / "died"
+    record_round(died, FakeClock(now - dt.timedelta(minutes=5)), all_ok())  # never stopped
+    result = invoke(died)
+    assert result.exit_code == 1
+    assert "NOT HEALTHY:" in result.output and "it died" in result.output
+    assert "stopped cleanly" not in result.output
+    assert json.loads(invoke(died, "--json").output)["verdict"] == "unhealthy"
+
+
+def test_a_full_disk_is_said_by_the_free_space(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    record_round(tmp_path, FakeClock(now - dt.timedelta(seconds=1)), all_ok())
+    with ArchiveLock(tmp_path):
+        report = status.report(tmp_path, now=now, free_bytes=4096)
+        assert report.problems[0].startswith("disk full: 0.0 MB free at ")
+        assert not report.healthy
+        assert status.report(tmp_path, now=now, free_bytes=10**10).healthy
+
+
+def test_a_full_disk_is_said_by_the_daemons_last_flush_error(tmp_path: Path) -> None:
+    """The heartbeat goes stale when the state file cannot be written either: the
+    daemon is then out of space, not hung."""
+    now = dt.datetime.now(dt.UTC)
+    state = record_round(tmp_path, FakeClock(now - dt.timedelta(minutes=2)), all_ok())
+    state.flush_failed(
+        "cannot write trades to /data/trades: No space left on device (the disk is full: "
+        "free space or move storage.uri)"
+    )
+    state.save(force=True)
+    with ArchiveLock(tmp_path):
+        report = status.report(tmp_path, now=now, free_bytes=10**10)
+    assert report.problems[0].startswith("disk full: the daemon all cannot write: ")
+    assert "(the disk is full: that is why, see above)" in report.problems[1]
+    state.flushed()
+    state.save(force=True)
+    with ArchiveLock(tmp_path):
+        assert status.report(tmp_path, now=now, free_bytes=10**10).disk_full is None
+
+
+def test_ctrl_c_in_the_first_second_prints_no_traceback(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for delay in (0.1, 0.3, 0.6):
+        data_dir = tmp_path / f"archive-{delay}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "collector", "run", "--sim", "--data-dir", str(data_dir),
+             "--config", str(Path(__file__).parents[1] / "schedules.yaml")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            # A background process may start with SIGINT ignored: restore Ctrl-C.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+        assert process.returncode in (0, 130), (delay, process.returncode, output)

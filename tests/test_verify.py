@@ -205,3 +205,109 @@ def test_repair_fills_holes_from_the_exchange_and_removes_duplicates(tmp_path: P
 
     ids = catalog.query(tmp_path, "SELECT trade_id FROM trades ORDER BY 1")["trade_id"]
     assert ids.to_pylist() == [t.id for t in truth]
+
+
+# -- funding and protection fund: continuity by what the exchange guarantees ----------------
+
+HOUR = 3_600_000
+
+
+def funding(symbol: str, ids: list[int], hours: list[int]) -> pa.Table:
+    return pa.table(
+        {
+            "market": ["contract"] * len(ids),
+            "symbol": [symbol] * len(ids),
+            "id": ids,
+            "time": [T0 + h * HOUR for h in hours],
+            "funding_rate": [0.0001] * len(ids),
+            "funding_rate_day": [0.0003] * len(ids),
+        },
+        schema=datasets.get("funding_rate").schema,
+    )
+
+
+def fund(symbol: str, ids: list[int], minutes: list[int]) -> pa.Table:
+    return pa.table(
+        {
+            "market": ["contract"] * len(ids),
+            "symbol": [symbol] * len(ids),
+            "id": ids,
+            "time": [T0 + m * 60_000 for m in minutes],
+            "insurance_fund": [1e6] * len(ids),
+        },
+        schema=datasets.get("protection_fund").schema,
+    )
+
+
+def contract_info(symbol: str, interval_ms: int) -> pa.Table:
+    spec = datasets.get("contract_info")
+    row: dict[str, list[object]] = {name: [1.0] for name in spec.column_names}
+    row.update(
+        market=["contract"],
+        symbol=[symbol],
+        received_at=[T0],
+        funding_interval_ms=[interval_ms],
+        next_funding_time=[T0 + interval_ms],
+    )
+    return pa.table(row, schema=spec.schema)
+
+
+def shared_sequence_archive(data_dir: Path, *, skip_hour: int | None = None) -> None:
+    """Two symbols whose funding and fund ids come from one sequence shared by both (and
+    by others not archived: a step of 3), one funding event an hour."""
+    hours = [h for h in range(12) if h != skip_hour]
+    writer = ArchiveWriter(data_dir)
+    for offset, symbol in enumerate(("BTCUSDT", "ETHUSDT")):
+        writer.add("funding_rate", funding(symbol, [100 + 3 * h + offset for h in hours], hours))
+        writer.add("protection_fund", fund(symbol, [5 + 7 * m + offset for m in range(30)],
+                                            [m * 3 for m in range(30)]))  # fmt: skip
+        writer.add("contract_info", contract_info(symbol, HOUR))
+    writer.flush()
+
+
+def test_shared_id_sequences_are_no_holes_in_funding_or_the_fund(tmp_path: Path) -> None:
+    shared_sequence_archive(tmp_path)
+    findings = [f for f in verify(tmp_path) if f.dataset in ("funding_rate", "protection_fund")]
+    assert len(findings) == 4 and all(f.rows in (12, 30) for f in findings)
+    assert [(f.holes, f.duplicates) for f in findings] == [(0, 0)] * 4
+    result = CliRunner().invoke(main, ["verify", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "0 hole(s)" in result.output
+
+
+def test_a_missing_funding_event_is_a_hole_in_time(tmp_path: Path) -> None:
+    shared_sequence_archive(tmp_path, skip_hour=5)
+    found = {
+        (f.dataset, f.symbol): f
+        for f in verify(tmp_path)
+        if f.dataset in ("funding_rate", "protection_fund")
+    }
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        hole = found[("funding_rate", symbol)]
+        assert hole.holes == 1
+        assert hole.hole_ranges == [(T0 + 5 * HOUR, T0 + 5 * HOUR)]
+        assert found[("protection_fund", symbol)].holes == 0
+    result = CliRunner().invoke(main, ["verify", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "2 hole(s)" in result.output
+
+
+def test_without_contract_info_the_funding_interval_is_the_shortest_spacing(
+    tmp_path: Path,
+) -> None:
+    writer = ArchiveWriter(tmp_path)
+    hours = [0, 8, 16, 24, 48, 56]  # every 8 h, one event missing (at 32 h... and 40 h)
+    writer.add("funding_rate", funding("BTCUSDT", [7 * h for h in hours], hours))
+    writer.flush()
+    (finding,) = [f for f in verify(tmp_path) if f.dataset == "funding_rate"]
+    assert finding.holes == 2
+    assert finding.hole_ranges == [(T0 + 32 * HOUR, T0 + 40 * HOUR)]
+
+
+def test_duplicate_funding_ids_are_still_counted(tmp_path: Path) -> None:
+    writer = ArchiveWriter(tmp_path)
+    writer.add("funding_rate", funding("BTCUSDT", [10, 13, 16], [0, 1, 2]))
+    writer.flush()
+    writer.add("funding_rate", funding("BTCUSDT", [16], [2]))
+    writer.flush()
+    (finding,) = [f for f in verify(tmp_path) if f.dataset == "funding_rate"]
+    assert (finding.duplicates, finding.holes) == (1, 0)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from collector import catalog
+from collector import catalog, datasets
 from collector.config import Settings
 from collector.errors import CollectorError
 from collector.report import coverage, page, series
@@ -102,7 +102,8 @@ def make_report(
                 missing_datasets=sorted(enabled - present),
             )
 
-    report = read()
+    # A damaged data file is left out of the report's reads (and logged), not its end.
+    report = catalog.readable(root, datasets.DATASETS, read)
     log.info("report data read in %.1f s", time.perf_counter() - started)
     return report
 

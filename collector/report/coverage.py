@@ -6,9 +6,15 @@ What is expected depends on the dataset:
 * snapshots (depth, tickers, indices, instruments, contract_info): one per job interval
   (``every`` of the schedule) from the row's first snapshot to its last; a gap is a
   silence longer than :data:`~collector.report.model.SNAPSHOT_GAP_INTERVALS` intervals;
-* ids (trades with ids, funding_rate, protection_fund): every id between the first and
-  the last archived one; a gap is a hole in the ids. A cell without rows inside a
-  stretch of contiguous ids is complete: nothing happened then;
+* trade ids (trades with ids): every id between the first and the last archived one; a
+  gap is a hole in the ids. A cell without rows inside a stretch of contiguous ids is
+  complete: nothing happened then. Trade ids are the only ids the exchange documents
+  as consecutive;
+* funding_rate: one event per funding interval (the rule of :mod:`collector.verify`:
+  ``contract_info``'s interval, or the shortest spacing); a gap is a spacing longer
+  than :data:`collector.verify.FUNDING_GAP_INTERVALS` intervals;
+* protection_fund: no spacing and no id sequence is guaranteed: rows are shown, no gap
+  is claimed;
 * trades without ids (the recent-trades fallback): a cell with no trade between cells
   with trades is a gap;
 * klines: every open time on the interval's grid from the first to the last.
@@ -27,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector import datasets
+from collector import datasets, verify
 from collector.config import KLINE_INTERVALS
 from collector.report.model import (
     SNAPSHOT_GAP_INTERVALS,
@@ -42,7 +48,7 @@ from collector.report.model import (
 #: Gaps fetched per dataset (the longest); all are counted.
 MAX_GAPS = 5_000
 #: Column holding the id of the datasets whose ids must be contiguous.
-ID_COLUMNS = {"trades": "trade_id", "funding_rate": "id", "protection_fund": "id"}
+ID_COLUMNS = {"trades": "trade_id"}
 
 _ID_WORDS = {"trades": "trade id", "funding_rate": "funding id", "protection_fund": "fund id"}
 _UNITS = {"trades": "trades", "funding_rate": "funding events", "protection_fund": "fund records"}
@@ -84,6 +90,10 @@ def dataset_coverage(
     the schedule has no job for it: the median spacing of its snapshots is used)."""
     if dataset == "klines":
         return _klines(connection, window)
+    if dataset == "funding_rate":
+        return _funding(connection, window)
+    if dataset == "protection_fund":
+        return _snapshots(connection, dataset, window, None, claim_gaps=False)
     if dataset in ID_COLUMNS:
         return _ids(connection, dataset, ID_COLUMNS[dataset], window)
     return _snapshots(connection, dataset, window, every_s)
@@ -144,9 +154,36 @@ def _gap_total(found: list[tuple[Any, ...]]) -> int:
 # -- snapshots ------------------------------------------------------------------------------
 
 
+def _funding(connection: Any, window: Window) -> DatasetCoverage:
+    """Funding events against the funding interval (the largest of the series', as
+    verify judges them: see :func:`collector.verify.funding_intervals_sql`)."""
+    row = connection.execute(
+        f"SELECT max(interval_ms) FROM ({verify.funding_intervals_sql()})"  # noqa: S608
+    ).fetchone()
+    interval_ms = int(row[0]) if row and row[0] else None
+    return _snapshots(
+        connection,
+        "funding_rate",
+        window,
+        None if interval_ms is None else interval_ms / 1000,
+        gap_intervals=verify.FUNDING_GAP_INTERVALS,
+        source="the funding interval",
+    )
+
+
 def _snapshots(
-    connection: Any, dataset: str, window: Window, every_s: float | None
+    connection: Any,
+    dataset: str,
+    window: Window,
+    every_s: float | None,
+    *,
+    gap_intervals: float = SNAPSHOT_GAP_INTERVALS,
+    source: str = "the job's interval",
+    claim_gaps: bool = True,
 ) -> DatasetCoverage:
+    """Snapshots (and funding events) against one every ``every_s`` (None: their median
+    spacing); ``claim_gaps`` False: rows and cells shown, no gap claimed (a dataset
+    whose spacing nothing guarantees)."""
     spec = datasets.get(dataset)
     params = window_params(window)
     # One snapshot is one received_at per market and symbol (depth has a row per level).
@@ -162,8 +199,9 @@ def _snapshots(
         params,
     ).fetchall():
         cells.add((market, symbol, None), int(cell), int(count), int(low), int(high))
+    unit = _UNITS.get(dataset, "snapshots")
     if not cells.present:
-        return DatasetCoverage(dataset, _UNITS.get(dataset, "snapshots"), "", [], [], 0)
+        return DatasetCoverage(dataset, unit, "", [], [], 0)
     spacing = (
         f"SELECT market, symbol, t, lead(t) OVER (PARTITION BY market, symbol "  # noqa: S608
         f"ORDER BY t) AS next_t FROM ({events})"
@@ -178,8 +216,9 @@ def _snapshots(
         source = f"about every {format_duration(interval_ms)} (the median spacing: no job)"
     else:
         interval_ms = max(1, round(every_s * 1000))
-        source = f"one every {format_duration(interval_ms)} (the job's interval)"
-    threshold = SNAPSHOT_GAP_INTERVALS * interval_ms
+        source = f"one every {format_duration(interval_ms)} ({source})"
+    # No gap is longer than the window: claim_gaps False finds none.
+    threshold = gap_intervals * interval_ms if claim_gaps else window.end_ms - window.start_ms
     found = execute(
         connection,
         f"SELECT market, symbol, t, next_t, count(*) OVER () FROM ({spacing}) "  # noqa: S608
@@ -194,8 +233,7 @@ def _snapshots(
             None,
             int(low),
             int(high),
-            f"no snapshot for {format_duration(int(high) - int(low))} "
-            f"(expected every {format_duration(interval_ms)})",
+            _silence(unit, int(high) - int(low), interval_ms),
         )
         for market, symbol, low, high, _ in found
     ]
@@ -211,11 +249,29 @@ def _snapshots(
         count = sum(cells.present[key].values())
         rows[key] = RowCoverage(*key, first, last, count, fraction)
     _mark_gaps(rows, gaps, window)
-    rule = (
-        f"Snapshots archived against {source}, from each row's first snapshot to its last. "
-        f"Gap: no snapshot for more than {SNAPSHOT_GAP_INTERVALS} intervals."
-    )
-    return DatasetCoverage(dataset, "snapshots", rule, list(rows.values()), gaps, _gap_total(found))
+    if not claim_gaps:
+        rule = (
+            f"Archived {unit} per cell; the exchange guarantees neither their spacing nor "
+            "consecutive ids, so no gap is claimed (about every "
+            f"{format_duration(interval_ms)} is their median spacing)."
+        )
+    else:
+        rule = (
+            f"{unit.capitalize()} archived against {source}, from each row's first to its "
+            f"last. Gap: none for more than {gap_intervals:g} intervals."
+        )
+    return DatasetCoverage(dataset, unit, rule, list(rows.values()), gaps, _gap_total(found))
+
+
+def _silence(unit: str, length_ms: int, interval_ms: int) -> str:
+    if unit == "snapshots":
+        return (
+            f"no snapshot for {format_duration(length_ms)} "
+            f"(expected every {format_duration(interval_ms)})"
+        )
+    # Events on a fixed interval (funding): the spacing in intervals, less one, are missing.
+    missing = max(1, round(length_ms / interval_ms) - 1)
+    return f"{missing:,} {unit if missing != 1 else unit.rstrip('s')} missing"
 
 
 # -- ids ------------------------------------------------------------------------------------
