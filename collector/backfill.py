@@ -158,7 +158,9 @@ class Backfill:
                         "limit": endpoints.KLINES_MAX,
                     },
                 )
-                parsed = parsers.klines(response.payload, market, symbol, interval)
+                parsed = parsers.klines(
+                    response.payload, market, symbol, interval, received_at=response.received_at
+                )
                 opens = pc.cast(parsed.table["open_time"], pa.int64())
                 closes = pc.cast(parsed.table["close_time"], pa.int64())
                 parsed.table = parsed.table.filter(
@@ -181,7 +183,7 @@ class Backfill:
         if from_id is not None:
             params["fromId"] = from_id
         response = await self.client.get(endpoints.HISTORICAL_TRADES, market=market, params=params)
-        parsed = parsers.historical_trades(response.payload, market, symbol, 0)
+        parsed = parsers.historical_trades(response.payload, market, symbol, response.received_at)
         self.result.pages += 1
         if not parsed.rows:
             raise LookupError("no trade")

@@ -144,7 +144,9 @@ async def fetch_trade_counts(client: JexClient, names: Mapping[str, Sequence[str
             market=market,
             params={"symbol": symbol, "interval": "1h", "limit": 25},
         )
-        table = parsers.klines(response.payload, market, symbol, "1h").table
+        table = parsers.klines(
+            response.payload, market, symbol, "1h", received_at=response.received_at
+        ).table
         closes = pc.cast(table["close_time"], pa.int64()).to_pylist()
         counts = table["trade_count"].to_pylist()
         closed = [
