@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import signal
 import socket
 import time
@@ -303,6 +304,11 @@ class Daemon:
             raw_limit=budget.raw_limit,
             raw_interval_ms=budget.raw_window_ms,
         )
+        # Snapshots first: history pages leave the snapshot jobs' weight (and a fifth
+        # more) of every window to them, so a first start's backfill or a catch-up
+        # never opens a hole in the depth and ticker series (budget.py).
+        snapshots = sum(load.weight_per_minute for load in plan.loads if not load.paging)
+        budget.snapshot_reserve = math.ceil(snapshots * 1.2 * budget.window_ms / 60_000)
         if not plan.fits and self.settings.exchange.on_over_budget == "refuse":
             # Before the disk estimate: refusing sends nothing more to the exchange.
             raise ConfigError(

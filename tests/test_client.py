@@ -623,3 +623,75 @@ def test_json_depth_is_measured_exactly_without_recursion(depth: int, shape: str
     else:
         with pytest.raises(ValueError, match="nested more than"):
             parse_json(body)
+
+
+# -- snapshots first (issue 14, case 15) -----------------------------------------------------
+
+
+def test_history_requests_leave_the_snapshot_reserve_of_each_window() -> None:
+    budget = WeightBudget(limit=1000, fraction=1.0, burst_s=60, start_fill=1.0)
+    budget.snapshot_reserve = 200
+    now = 120_000  # the start of a window
+    sent = 0
+    while budget.reserve(10, now, history=True) == 0:
+        sent += 10
+    assert sent == 800  # history stops short of the reserve
+    assert budget.last_wait == "window"
+    snapshots = 0
+    while budget.reserve(10, now) == 0:
+        snapshots += 10
+    assert snapshots == 200  # the snapshots still have theirs
+    # a new window: history again, never past the reserve
+    assert budget.reserve(10, now + 60_000, history=True) == 0
+
+
+def test_the_reserve_never_takes_more_than_three_quarters_from_history() -> None:
+    budget = WeightBudget(limit=1000, fraction=1.0, burst_s=60, start_fill=1.0)
+    budget.snapshot_reserve = 10_000
+    now = 120_000
+    sent = 0
+    while budget.reserve(10, now, history=True) == 0:
+        sent += 10
+    assert sent == 250
+
+
+def test_a_paced_history_request_leaves_the_buckets_reserve_to_snapshots() -> None:
+    """Pacing: history waits while the bucket holds no more than the reserve's share; a
+    snapshot request goes at once."""
+    budget = WeightBudget(limit=1200, fraction=1.0, burst_s=15, start_fill=1.0)
+    budget.snapshot_reserve = 600  # half the window, so half the bucket (150 of 300)
+    now = 120_000
+    sent = 0
+    while budget.reserve(10, now, history=True) == 0:
+        sent += 10
+    assert sent == 150 and budget.last_wait == "pace"
+    assert budget.reserve(10, now) == 0  # a snapshot still finds tokens
+
+
+def test_a_waiting_history_request_does_not_hold_up_a_snapshot() -> None:
+    """A history request waiting for the next window must not sit on the budget's lock:
+    a depth request arriving after it is sent first."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path.rsplit("/", 1)[-1])
+        return httpx.Response(200, json=[], headers={"X-MBX-USED-WEIGHT-1M": "0"})
+
+    async def scenario() -> None:
+        budget = WeightBudget(limit=100, fraction=1.0, burst_s=60, start_fill=1.0)
+        budget.snapshot_reserve = 50
+        client = JexClient("http://jex.test", transport=httpx.MockTransport(handler), budget=budget)
+        assert budget.reserve(50, client.clock.now_ms(), history=True) == 0  # spent
+        history = asyncio.create_task(
+            client.get(
+                endpoints.KLINES, market="spot", params={"symbol": "BTCUSDT", "interval": "1m"}
+            )
+        )
+        await asyncio.sleep(0.05)
+        depth = client.get(endpoints.DEPTH, market="spot", params={"symbol": "BTCUSDT"})
+        await asyncio.wait_for(depth, 2)
+        assert sent == ["depth"]
+        history.cancel()
+        await client.aclose()
+
+    asyncio.run(scenario())

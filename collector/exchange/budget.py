@@ -17,6 +17,13 @@ request fits. Four rules, each against a way collectors get banned:
   (the burst of every job firing at once is the classic way to get banned).
 * **Backing off after a 429**: :meth:`penalize` lowers the allowance to
   ``penalty_factor`` of itself for ``penalty_ms`` and empties the bucket.
+
+And one rule of priority: **snapshots first**. A snapshot missed (a depth or a
+ticker) is lost for good; history (trades, klines, funding and fund pages) is
+fetched later from its cursor. ``snapshot_reserve`` is the weight per window that
+history requests (``reserve(..., history=True)``) leave for snapshots, in the window
+and in the pacing bucket alike; the daemon sets it to what its snapshot jobs need
+(at most :data:`MAX_SNAPSHOT_SHARE` of the allowance, so history always advances).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from typing import Literal
 
 WINDOW_MS = 60_000
 RAW_WINDOW_MS = 300_000
+#: The largest share of the allowance kept for snapshots: history keeps the rest.
+MAX_SNAPSHOT_SHARE = 0.75
 
 WaitReason = Literal["", "window", "raw", "pace", "paused"]
 
@@ -45,6 +54,8 @@ class WeightBudget:
     start_fill: float = 0.1
     penalty_factor: float = 0.5
     penalty_ms: int = 300_000
+    #: Weight per window history requests leave for snapshot requests (see the module).
+    snapshot_reserve: int = 0
 
     used: int = 0
     window_start: int = field(default=-1)
@@ -99,10 +110,16 @@ class WeightBudget:
         self._tokens_at = now_ms
         return capacity
 
-    def reserve(self, weight: int, now_ms: int) -> int:
+    def kept_for_snapshots(self, allowed: int) -> int:
+        """The weight of a window of ``allowed`` that history requests leave alone."""
+        return min(self.snapshot_reserve, math.floor(allowed * MAX_SNAPSHOT_SHARE))
+
+    def reserve(self, weight: int, now_ms: int, *, history: bool = False) -> int:
         """Reserve one request of ``weight`` now and return 0, or return the ms to wait
         (nothing reserved; :attr:`last_wait` says which rule held it back).
 
+        ``history``: a request whose data can be fetched later (a page of a series); it
+        leaves :attr:`snapshot_reserve` of the window and of the bucket to snapshots.
         A request heavier than the whole allowance is let through at the start of an
         empty window, or it could never be sent.
         """
@@ -110,16 +127,18 @@ class WeightBudget:
         allowed = self.allowed_at(now_ms)
         capacity = self._refill(now_ms, allowed)
         assert self._tokens is not None
+        kept = self.kept_for_snapshots(allowed) if history else 0
         waits: list[tuple[int, WaitReason]] = []
-        if not (self.used + weight <= allowed or (self.used == 0 and weight > allowed)):
+        if not (self.used + weight <= allowed - kept or (self.used == 0 and weight > allowed)):
             waits.append((self.window_start + self.window_ms - now_ms, "window"))
         raw_allowed = self.raw_allowed
         if raw_allowed is not None and self.raw_used + 1 > raw_allowed:
             waits.append((self.raw_window_start + self.raw_window_ms - now_ms, "raw"))
         needed = min(float(weight), capacity)
-        if self._tokens < needed:
+        floor = capacity * kept / allowed  # the bucket's share kept for snapshots
+        if self._tokens - floor < needed:
             rate = allowed / self.window_ms
-            waits.append((max(1, math.ceil((needed - self._tokens) / rate)), "pace"))
+            waits.append((max(1, math.ceil((needed + floor - self._tokens) / rate)), "pace"))
         if waits:
             wait, self.last_wait = max(waits)
             return wait

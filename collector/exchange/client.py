@@ -74,6 +74,17 @@ log = logging.getLogger(__name__)
 MAX_INLINE_WAIT_S = 30.0
 
 
+#: Endpoints whose data the jobs page through from a cursor: what a request misses now
+#: is fetched later. They yield the budget to the snapshot endpoints (budget.py).
+HISTORY_ENDPOINTS = frozenset(
+    e.name
+    for e in (
+        endpoints.HISTORICAL_TRADES,
+        endpoints.KLINES,
+        endpoints.HISTORY_RATE,
+        endpoints.PROTECTION_FUND,
+    )
+)
 #: How far past the next weight window a waiting request is sent.
 WINDOW_GUARD_MS = 500
 
@@ -433,43 +444,57 @@ class JexClient:
         return self._rng.uniform(0, ceiling)
 
     async def _wait_until_allowed(self, weight: int, context: dict[str, Any]) -> None:
-        async with self._budget_lock:
-            while True:
-                pause = self.paused_until - self._monotonic()
-                if pause > MAX_INLINE_WAIT_S:
-                    raise RateLimitError(
-                        f"the exchange asked us to pause; sending nothing for {pause:.0f}s more",
-                        retry_at=self.paused_until,
-                        **context,
-                    )
-                if pause > 0:
-                    await self._sleep(pause)
-                    continue
-                now = self.clock.now_ms()
-                wait_ms = self.budget.reserve(weight, now)
-                if wait_ms <= 0:
+        """Wait until the budget lets a request of ``weight`` go, and reserve it.
+
+        Snapshot requests wait holding the budget's lock (first come, first served);
+        history requests (:data:`HISTORY_ENDPOINTS`) wait outside it, so the snapshots
+        due meanwhile go first, and leave the budget's ``snapshot_reserve`` to them."""
+        history = context["endpoint"] in HISTORY_ENDPOINTS
+        while True:
+            async with self._budget_lock:
+                wait_s = self._wait_or_reserve(weight, context, history)
+                if wait_s <= 0:
                     return
-                if self.budget.last_wait == "pace":
-                    # Pacing waits are short and normal: the minute's weight is spread out.
-                    await self._sleep(wait_ms / 1000)
+                if not history:
+                    await self._sleep(wait_s)
                     continue
-                if self.budget.window_start != self._budget_logged_window:
-                    self._budget_logged_window = self.budget.window_start
-                    raw = self.budget.last_wait == "raw"
-                    log.info(
-                        "%s budget reached (%d of %d %s, exchange limit %d): requests wait "
-                        "%.0fs for the next window",
-                        "raw-request" if raw else "weight",
-                        self.budget.raw_used if raw else self.budget.used,
-                        (self.budget.raw_allowed or 0) if raw else self.budget.allowed_at(now),
-                        "in five minutes" if raw else "this minute",
-                        (self.budget.raw_limit or 0) if raw else self.budget.limit,
-                        wait_ms / 1000,
-                    )
-                # Wait a little past the boundary: our estimate of the exchange clock is off
-                # by a few ms, and a burst that lands just before the exchange's window
-                # rolls over counts against the full old one.
-                await self._sleep((wait_ms + WINDOW_GUARD_MS) / 1000)
+            await self._sleep(wait_s)
+
+    def _wait_or_reserve(self, weight: int, context: dict[str, Any], history: bool) -> float:
+        """0 after reserving the request, else the seconds to wait (logged once a window)."""
+        pause = self.paused_until - self._monotonic()
+        if pause > MAX_INLINE_WAIT_S:
+            raise RateLimitError(
+                f"the exchange asked us to pause; sending nothing for {pause:.0f}s more",
+                retry_at=self.paused_until,
+                **context,
+            )
+        if pause > 0:
+            return pause
+        now = self.clock.now_ms()
+        wait_ms = self.budget.reserve(weight, now, history=history)
+        if wait_ms <= 0:
+            return 0.0
+        if self.budget.last_wait == "pace":
+            # Pacing waits are short and normal: the minute's weight is spread out.
+            return wait_ms / 1000
+        if self.budget.window_start != self._budget_logged_window and not history:
+            self._budget_logged_window = self.budget.window_start
+            raw = self.budget.last_wait == "raw"
+            log.info(
+                "%s budget reached (%d of %d %s, exchange limit %d): requests wait "
+                "%.0fs for the next window",
+                "raw-request" if raw else "weight",
+                self.budget.raw_used if raw else self.budget.used,
+                (self.budget.raw_allowed or 0) if raw else self.budget.allowed_at(now),
+                "in five minutes" if raw else "this minute",
+                (self.budget.raw_limit or 0) if raw else self.budget.limit,
+                wait_ms / 1000,
+            )
+        # Wait a little past the boundary: our estimate of the exchange clock is off
+        # by a few ms, and a burst that lands just before the exchange's window
+        # rolls over counts against the full old one.
+        return (wait_ms + WINDOW_GUARD_MS) / 1000
 
     async def _send_once(
         self,
