@@ -362,3 +362,52 @@ def test_the_metrics_benchmark_runs() -> None:
         cwd=root,
     )
     assert "JexClient.get" in result.stdout and "one scrape" in result.stdout
+
+
+def test_a_request_cancelled_at_shutdown_is_counted(tmp_path: Path) -> None:
+    """Issue 14, case 14: the metrics' request count equals the client's even when a
+    request is cut short (the daemon's shutdown cancels what is in flight)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    release = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            release.wait(5)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    metrics = Metrics()
+
+    async def scenario() -> int:
+        client = JexClient(
+            f"http://127.0.0.1:{server.server_address[1]}",
+            budget=unpaced_budget(),
+            metrics=metrics,
+        )
+        call = asyncio.create_task(
+            client.get(endpoints.DEPTH, market="spot", params={"symbol": "BTCUSDT"})
+        )
+        await asyncio.sleep(0.3)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await client.aclose()
+        return client.stats["requests"]
+
+    try:
+        sent = asyncio.run(scenario())
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+    assert sent == 1
+    assert total(scrape(metrics), "jex_requests_total") == 1
+    assert total(scrape(metrics), "jex_requests_total", status="cancelled") == 1

@@ -539,6 +539,11 @@ class JexClient:
                     )
                     raise TransientError(message, **context) from None
                 # An error status (a 429, a ban) counts whatever its body does.
+            except asyncio.CancelledError:
+                # Shutdown cut it short: counted too, so that the requests sent and the
+                # requests counted by status always agree.
+                self.metrics.request(path, "cancelled")
+                raise
             except httpx.TimeoutException as exc:
                 self.metrics.request(path, "timeout")
                 raise TransientError(f"{_TIMED_OUT}: {type(exc).__name__}", **context) from None
