@@ -655,19 +655,6 @@ def test_the_reserve_never_takes_more_than_three_quarters_from_history() -> None
     assert sent == 250
 
 
-def test_a_paced_history_request_leaves_the_buckets_reserve_to_snapshots() -> None:
-    """Pacing: history waits while the bucket holds no more than the reserve's share; a
-    snapshot request goes at once."""
-    budget = WeightBudget(limit=1200, fraction=1.0, burst_s=15, start_fill=1.0)
-    budget.snapshot_reserve = 600  # half the window, so half the bucket (150 of 300)
-    now = 120_000
-    sent = 0
-    while budget.reserve(10, now, history=True) == 0:
-        sent += 10
-    assert sent == 150 and budget.last_wait == "pace"
-    assert budget.reserve(10, now) == 0  # a snapshot still finds tokens
-
-
 def test_a_waiting_history_request_does_not_hold_up_a_snapshot() -> None:
     """A history request waiting for the next window must not sit on the budget's lock:
     a depth request arriving after it is sent first."""

@@ -21,9 +21,10 @@ request fits. Four rules, each against a way collectors get banned:
 And one rule of priority: **snapshots first**. A snapshot missed (a depth or a
 ticker) is lost for good; history (trades, klines, funding and fund pages) is
 fetched later from its cursor. ``snapshot_reserve`` is the weight per window that
-history requests (``reserve(..., history=True)``) leave for snapshots, in the window
-and in the pacing bucket alike; the daemon sets it to what its snapshot jobs need
-(at most :data:`MAX_SNAPSHOT_SHARE` of the allowance, so history always advances).
+history requests (``reserve(..., history=True)``) leave for snapshots; the daemon sets
+it to what its snapshot jobs need (at most :data:`MAX_SNAPSHOT_SHARE` of the
+allowance, so history always advances). The pacing bucket is shared first come, first
+served: a snapshot that finds it empty waits a second or two, not for the next window.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class WeightBudget:
         (nothing reserved; :attr:`last_wait` says which rule held it back).
 
         ``history``: a request whose data can be fetched later (a page of a series); it
-        leaves :attr:`snapshot_reserve` of the window and of the bucket to snapshots.
+        leaves :attr:`snapshot_reserve` of the window to snapshots.
         A request heavier than the whole allowance is let through at the start of an
         empty window, or it could never be sent.
         """
@@ -135,10 +136,9 @@ class WeightBudget:
         if raw_allowed is not None and self.raw_used + 1 > raw_allowed:
             waits.append((self.raw_window_start + self.raw_window_ms - now_ms, "raw"))
         needed = min(float(weight), capacity)
-        floor = capacity * kept / allowed  # the bucket's share kept for snapshots
-        if self._tokens - floor < needed:
+        if self._tokens < needed:
             rate = allowed / self.window_ms
-            waits.append((max(1, math.ceil((needed + floor - self._tokens) / rate)), "pace"))
+            waits.append((max(1, math.ceil((needed - self._tokens) / rate)), "pace"))
         if waits:
             wait, self.last_wait = max(waits)
             return wait

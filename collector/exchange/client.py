@@ -446,18 +446,20 @@ class JexClient:
     async def _wait_until_allowed(self, weight: int, context: dict[str, Any]) -> None:
         """Wait until the budget lets a request of ``weight`` go, and reserve it.
 
-        Snapshot requests wait holding the budget's lock (first come, first served);
-        history requests (:data:`HISTORY_ENDPOINTS`) wait outside it, so the snapshots
-        due meanwhile go first, and leave the budget's ``snapshot_reserve`` to them."""
+        Requests wait their turn holding the budget's lock (first come, first served),
+        pacing waits included. A history request (:data:`HISTORY_ENDPOINTS`) held back
+        by its window (it leaves the budget's ``snapshot_reserve`` to snapshots) waits
+        for the next one outside the lock, so the snapshots due meanwhile go first."""
         history = context["endpoint"] in HISTORY_ENDPOINTS
         while True:
             async with self._budget_lock:
-                wait_s = self._wait_or_reserve(weight, context, history)
-                if wait_s <= 0:
-                    return
-                if not history:
+                while True:  # the lock is kept across these waits: first come, first served
+                    wait_s = self._wait_or_reserve(weight, context, history)
+                    if wait_s <= 0:
+                        return
+                    if history and self.budget.last_wait == "window":
+                        break
                     await self._sleep(wait_s)
-                    continue
             await self._sleep(wait_s)
 
     def _wait_or_reserve(self, weight: int, context: dict[str, Any], history: bool) -> float:
