@@ -1097,10 +1097,20 @@ def _plain(value: Any) -> Any:
 def _print_table(columns: list[str], rows: list[tuple[Any, ...]], max_rows: int) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(*columns, show_lines=False)
+    from collector.logs import escape_controls
+
+    def cell(value: Any) -> Text:
+        # Text, not a str: rich would read "[...]" in a value as its markup; and control
+        # characters (an ESC from a value the exchange sent) are shown escaped.
+        return Text("" if value is None else escape_controls(str(_plain(value))))
+
+    table = Table(show_lines=False)
+    for column in columns:
+        table.add_column(cell(column))
     for row in rows[:max_rows]:
-        table.add_row(*("" if v is None else str(_plain(v)) for v in row))
+        table.add_row(*(cell(v) for v in row))
     console = Console()
     console.print(table)
     more = len(rows) - max_rows

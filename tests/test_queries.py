@@ -343,3 +343,21 @@ def test_the_read_only_connection_leaves_the_shared_database_open(sim_archive: P
         assert shared.execute("SELECT current_setting('enable_external_access')").fetchone() == (
             True,
         )
+
+
+def test_query_tables_show_control_characters_and_markup_escaped(sim_archive: Path) -> None:
+    """Issue 14, case 8: a value with an ESC sequence (say, text the exchange sent) does
+    not reach the terminal raw, and brackets in a value are not read as rich markup."""
+    result = CliRunner().invoke(
+        main,
+        [
+            "query",
+            "--data-dir",
+            str(sim_archive),
+            "SELECT chr(27) || '[2J' || 'x' AS v, '[bold]y[/bold]' AS w, count(*) AS n "
+            "FROM trades",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output
+    assert r"\x1b[2Jx" in result.output and "[bold]y[/bold]" in result.output
