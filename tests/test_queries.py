@@ -354,8 +354,7 @@ def test_query_tables_show_control_characters_and_markup_escaped(sim_archive: Pa
             "query",
             "--data-dir",
             str(sim_archive),
-            "SELECT chr(27) || '[2J' || 'x' AS v, '[bold]y[/bold]' AS w, count(*) AS n "
-            "FROM trades",
+            "SELECT chr(27) || '[2J' || 'x' AS v, '[bold]y[/bold]' AS w, count(*) AS n FROM trades",
         ],
     )
     assert result.exit_code == 0, result.output
