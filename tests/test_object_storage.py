@@ -247,15 +247,26 @@ def test_two_shards_one_killed_and_restarted_archive_every_record_once(
             time.sleep(3)
             victim.kill()
             victim.communicate()
-        second = subprocess.run(
+        second = subprocess.Popen(
             [*spot_command, "--duration", "25"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(8)
+        # A compaction of every partition, today's too, while both shards write.
+        compacted = subprocess.run(
+            [sys.executable, "-m", "collector", "compact", "--all", "--data-dir", uri],
             env=env,
             capture_output=True,
             text=True,
             timeout=120,
             check=False,
         )
-        assert second.returncode == 0, second.stderr[-3000:]
+        assert compacted.returncode == 0, compacted.stdout + compacted.stderr
+        _, second_err = second.communicate(timeout=120)
+        assert second.returncode == 0, second_err[-3000:]
         _, derivs_err = derivs.communicate(timeout=120)
         assert derivs.returncode == 0, derivs_err[-3000:]
     finally:
@@ -289,7 +300,7 @@ def test_two_shards_one_killed_and_restarted_archive_every_record_once(
                 f"FROM {dataset} WHERE symbol = 'BTCUSDT'"
             )
             assert count == distinct == last - first + 1 and first == 1, dataset
-        # The derivs shard compacted while both wrote.
+        # Compactions committed while both shards wrote.
         table = delta.open_table(uri, "trades")
         assert table is not None
         operations = [
