@@ -53,8 +53,9 @@ from xml.etree import ElementTree
 
 #: How long a server may take to answer a signed request after it was started.
 START_TIMEOUT_S = 60.0
-#: How long ``stop()`` waits after SIGTERM before SIGKILL.
-STOP_TIMEOUT_S = 10.0
+#: How long ``stop()`` waits after SIGTERM before SIGKILL (a test server's data is thrown
+#: away; weed mini takes about 10 s to stop on SIGTERM).
+STOP_TIMEOUT_S = 2.0
 #: SeaweedFS derives some gRPC addresses as HTTP port + 10000 (its mini worker does so for
 #: the admin server even when the gRPC port is given), so every HTTP port is picked with
 #: that port free too.
