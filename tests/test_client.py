@@ -35,6 +35,7 @@ from collector.exchange.client import (
     json_depth_exceeds,
     parse_json,
 )
+from collector.exchange.turns import HISTORY, SNAPSHOT, Turns
 from tests.conftest import unpaced_budget
 
 START_MS = 1_764_000_000_000  # on a minute boundary
@@ -682,3 +683,66 @@ def test_a_waiting_history_request_does_not_hold_up_a_snapshot() -> None:
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_snapshot_goes_before_history_waiting_for_the_pacing_bucket() -> None:
+    """Snapshots first in the queue, not only in the window: a depth request arriving
+    while history requests wait for the pacing bucket is sent before them, and the
+    history requests keep their order among themselves (no one sent to the back)."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.url.path.rsplit('/', 1)[-1]}:{request.url.params['symbol']}")
+        return httpx.Response(200, json=[], headers={"X-MBX-USED-WEIGHT-1M": "0"})
+
+    async def scenario() -> None:
+        # 60 weight a second, an empty bucket: every request waits for the pacing first
+        budget = WeightBudget(limit=3600, fraction=1.0, burst_s=1, start_fill=0.0)
+        client = JexClient("http://jex.test", transport=httpx.MockTransport(handler), budget=budget)
+        history = [
+            asyncio.create_task(
+                client.get(endpoints.KLINES, market="spot", params={"symbol": s, "interval": "1m"})
+            )
+            for s in ("A", "B", "C")
+        ]
+        await asyncio.sleep(0)  # all three queued
+        depth = asyncio.create_task(
+            client.get(endpoints.DEPTH, market="spot", params={"symbol": "D"})
+        )
+        await asyncio.wait_for(asyncio.gather(*history, depth), 30)
+        await client.aclose()
+
+    asyncio.run(scenario())
+    assert sent == ["depth:D", "klines:A", "klines:B", "klines:C"]
+
+
+def test_a_request_cancelled_in_the_queue_passes_its_turn_on() -> None:
+    turns = Turns()
+    order: list[str] = []
+
+    async def scenario() -> None:
+        opened = asyncio.Event()
+
+        async def request(name: str, priority: int) -> None:
+            async with turns.queue(priority) as turn:
+                while not (turn.first and opened.is_set()):
+                    await turn.wait(0.01 if turn.first else None, asyncio.sleep)
+                order.append(name)
+
+        tasks = {
+            name: asyncio.create_task(request(name, priority))
+            for name, priority in (("h1", HISTORY), ("h2", HISTORY), ("h3", HISTORY))
+        }
+        await asyncio.sleep(0.05)
+        tasks["s1"] = asyncio.create_task(request("s1", SNAPSHOT))
+        await asyncio.sleep(0.05)
+        assert turns.first == (SNAPSHOT, 3)  # the snapshot took the first place
+        tasks["h2"].cancel()  # waiting behind
+        tasks["s1"].cancel()  # the first: h1 has its turn again
+        await asyncio.sleep(0.05)
+        opened.set()
+        await asyncio.wait_for(asyncio.gather(tasks["h1"], tasks["h3"]), 5)
+        assert tasks["h2"].cancelled() and tasks["s1"].cancelled() and len(turns) == 0
+
+    asyncio.run(scenario())
+    assert order == ["h1", "h3"]

@@ -23,8 +23,8 @@ ticker) is lost for good; history (trades, klines, funding and fund pages) is
 fetched later from its cursor. ``snapshot_reserve`` is the weight per window that
 history requests (``reserve(..., history=True)``) leave for snapshots; the daemon sets
 it to what its snapshot jobs need (at most :data:`MAX_SNAPSHOT_SHARE` of the
-allowance, so history always advances). The pacing bucket is shared first come, first
-served: a snapshot that finds it empty waits a second or two, not for the next window.
+allowance, so history always advances). The pacing bucket is shared; the client's
+queue (turns.py) gives it to a waiting snapshot before any waiting history request.
 """
 
 from __future__ import annotations

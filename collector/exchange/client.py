@@ -62,6 +62,7 @@ from collector.errors import (
 from collector.exchange import endpoints
 from collector.exchange.budget import WeightBudget
 from collector.exchange.endpoints import Endpoint
+from collector.exchange.turns import HISTORY, SNAPSHOT, Turns
 from collector.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -238,7 +239,7 @@ class JexClient:
         self._rng = rng or random.Random()  # noqa: S311 -- jitter, not security
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._budget_lock = asyncio.Lock()
+        self._turns = Turns()
         self._in_flight = asyncio.Semaphore(concurrency)
         self.paused_until = 0.0  # local monotonic seconds
         self._budget_logged_window = -1
@@ -446,21 +447,19 @@ class JexClient:
     async def _wait_until_allowed(self, weight: int, context: dict[str, Any]) -> None:
         """Wait until the budget lets a request of ``weight`` go, and reserve it.
 
-        Requests wait their turn holding the budget's lock (first come, first served),
-        pacing waits included. A history request (:data:`HISTORY_ENDPOINTS`) held back
-        by its window (it leaves the budget's ``snapshot_reserve`` to snapshots) waits
-        for the next one outside the lock, so the snapshots due meanwhile go first."""
+        Requests take turns (turns.py): snapshots before history (:data:`HISTORY_ENDPOINTS`,
+        which also leave the budget's ``snapshot_reserve`` of each window to snapshots),
+        first come, first served within each. Only the first in the queue asks the budget
+        and waits what it says, pacing and window waits alike."""
         history = context["endpoint"] in HISTORY_ENDPOINTS
-        while True:
-            async with self._budget_lock:
-                while True:  # the lock is kept across these waits: first come, first served
+        async with self._turns.queue(HISTORY if history else SNAPSHOT) as turn:
+            while True:
+                wait_s: float | None = None
+                if turn.first:
                     wait_s = self._wait_or_reserve(weight, context, history)
                     if wait_s <= 0:
                         return
-                    if history and self.budget.last_wait == "window":
-                        break
-                    await self._sleep(wait_s)
-            await self._sleep(wait_s)
+                await turn.wait(wait_s, self._sleep)
 
     def _wait_or_reserve(self, weight: int, context: dict[str, Any], history: bool) -> float:
         """0 after reserving the request, else the seconds to wait (logged once a window)."""
