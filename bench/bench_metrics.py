@@ -1,5 +1,5 @@
 """What the Prometheus metrics cost the hot paths: ``JexClient.get`` and
-``ArchiveWriter.add`` with a real :class:`~collector.metrics.Metrics` and with one whose
+``ArchiveWriter.add`` with a real :class:`~collector.ops.metrics.Metrics` and with one whose
 methods do nothing, in one process, as ratios; then each hook alone and one scrape.
 
     .venv/bin/python bench/bench_metrics.py [--requests 2000] [--adds 5000] [--rounds 5]
@@ -23,11 +23,11 @@ import httpx
 from bench_wal import depth_table, trades_table
 from prometheus_client import generate_latest
 
+from collector.collect.jobs import JobReport
 from collector.exchange import endpoints
 from collector.exchange.budget import WeightBudget
 from collector.exchange.client import JexClient
-from collector.jobs import JobReport
-from collector.metrics import Metrics, RoundReport
+from collector.ops.metrics import Metrics, RoundReport
 from collector.storage.writer import ArchiveWriter
 
 

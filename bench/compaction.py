@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import run_main
 
-from collector import catalog, datasets
+from collector import datasets
+from collector.read import catalog
 from collector.storage import compaction, delta
 from collector.storage.writer import ArchiveWriter
 

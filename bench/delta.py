@@ -14,7 +14,7 @@ open-partition policy of ``collector/storage/compaction.py``), timing:
   checkpoint);
 * the same queries on that archive ("today": partitions compacted through the day)
   and on a copy compacted as a closed day (one sorted file per partition, strongest
-  encodings), both through ``collector.catalog`` (DuckDB ``delta_scan``) in this
+  encodings), both through ``collector.read.catalog`` (DuckDB ``delta_scan``) in this
   process, best of ``--repeat``; the ratio is the figure (machines here are noisy);
 * the closed-day compaction of the whole archive;
 * files a query opens per dataset and market, and the ``_delta_log`` folder's size.
@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compaction as day_bench  # bench/compaction.py: the day's synthetic flushes
 from common import machine, table, timed, write_json
 
-from collector import catalog, datasets
+from collector import datasets
+from collector.read import catalog
 from collector.storage import compaction, delta
 from collector.storage.writer import ArchiveWriter
 

@@ -14,7 +14,7 @@ compaction merged meanwhile count too) give, per dataset, rows, files and bytes;
 row of the archive's current files written once more and compacted
 (``compact_archive``) gives the compacted ones. Each is split into a cost per file (the
 size of a one-row file written with the same options: footer, page headers) and a cost
-per row (the rest over the rows), which is the table ``collector/disk.py`` holds
+per row (the rest over the rows), which is the table ``collector/plan/disk.py`` holds
 (``BYTES``): the script prints it in that form, to paste there with the date. A
 30-minute sample compacts worse than a whole day, so with ``--day-archive`` the compacted
 bytes of trades, depth and klines come from a ``make_archive.py --days 1 --scale 1``
@@ -24,7 +24,7 @@ run get their flush bytes per row from all their rows in one file (their flush f
 are nearly all per-file cost anyway).
 
 Then it extrapolates the measured run to a day (rows and bytes times 86,400 s over the
-run's length) and prints that next to what ``collector.disk`` predicts for the same
+run's length) and prints that next to what ``collector.plan.disk`` predicts for the same
 schedule from the table in the code (trades from the simulator's 24-hour trade counts,
 as ``jex-collector plan --sim`` does). Nothing is asserted: ``tests/test_disk.py``
 checks the table against a small archive.
@@ -133,7 +133,7 @@ def read_current(data_dir: Path, name: str, files: list[delta.DataFile]) -> pa.T
 
 def collect(out: Path, *, minutes: float, warmup: float, seed: int) -> None:
     """Warm-up run, then the measured run; what the analysis needs goes to ``run.json``."""
-    from collector.daemon import Daemon
+    from collector.collect.daemon import Daemon
     from collector.sim import SimExchange, SimServer
 
     data_dir = out / "data"
@@ -303,7 +303,7 @@ def print_table(result: dict[str, Any]) -> None:
     ]
     print(text_table(headers, rows))
     print()
-    print("for collector/disk.py (BYTES):")
+    print("for collector/plan/disk.py (BYTES):")
     for name, m in result["datasets"].items():
         print(
             f'    "{name}": RowBytes({max(m["flush_row"], 0.01):.2f}, {m["flush_file"]}, '
@@ -315,12 +315,12 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def predict(seed: int) -> Any:
-    """What ``collector.disk`` predicts for the shipped schedule on the simulator of
+    """What ``collector.plan.disk`` predicts for the shipped schedule on the simulator of
     ``seed`` (trade counts of the 24 hours before now, as ``plan --sim``)."""
-    from collector.disk import plan_disk
     from collector.exchange import endpoints, instruments
     from collector.exchange.client import JexClient
-    from collector.plan import make_plan
+    from collector.plan.disk import plan_disk
+    from collector.plan.schedule import make_plan
     from collector.sim import SimExchange, SimServer
 
     async def ask(settings: config.Settings) -> Any:
@@ -379,7 +379,9 @@ def print_comparison(result: dict[str, Any]) -> None:
         ):
             totals[i] += value
     print()
-    print(f"a day: the measured run x {scale:.1f} against collector.disk ({disk.trade_source})")
+    print(
+        f"a day: the measured run x {scale:.1f} against collector.plan.disk ({disk.trade_source})"
+    )
     headers = (
         "dataset", "rows/day", "predicted", "flush MB", "predicted", "compacted MB", "predicted",
     )  # fmt: skip

@@ -4,7 +4,7 @@
     .venv/bin/python bench/loaders.py --archive /tmp/bench-archive [--repeat 3] [--json F]
 
 3. Speed: one symbol's month (spot BTCUSDT, 10.4 million rows at the archive's
-   default scale) loaded by ``collector.loaders.load_trades``, against the same rows by
+   default scale) loaded by ``collector.read.loaders.load_trades``, against the same rows by
 
    * ``pq.read_table`` of ``ideal/trades.parquet`` (one sorted file) with the symbol as
      filter, then ``to_pandas()``: the format's limit;
@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_ARCHIVE, machine, run_main, table, timed, write_json
 
 from collector import datasets
-from collector.loaders import load_trades
+from collector.read.loaders import load_trades
 from collector.storage import delta
 
 MARKET = "spot"

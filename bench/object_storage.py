@@ -23,7 +23,7 @@ they do for users) and measures, in one process, the local disk against the buck
    first (timed and reported apart); then spot BTCUSDT's month (``views.py``'s
    ``vwap_month``) and every trade of the month, each through:
 
-   * DuckDB on the ``collector.catalog`` views, local (the baseline) and S3;
+   * DuckDB on the ``collector.read.catalog`` views, local (the baseline) and S3;
    * the same on S3 with DuckDB's external file cache off (on, the default, repeated
      queries read data files from memory instead of the store);
    * Dask (``dask_deltatable.read_deltalake``, the filter on ``market`` and ``symbol``
@@ -68,7 +68,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compaction as day_bench  # bench/compaction.py: the day's synthetic flushes
 from common import DEFAULT_ARCHIVE, machine, run_main, table, write_json
 
-from collector import catalog, datasets
+from collector import datasets
+from collector.read import catalog
 from collector.storage import compaction, delta
 from collector.storage.location import Archive
 from collector.storage.writer import ArchiveWriter

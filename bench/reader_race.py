@@ -57,8 +57,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, run_main, table, write_json
 
-from collector import catalog, datasets
+from collector import datasets
 from collector.errors import StorageError
+from collector.read import catalog
 from collector.storage import compaction, delta, layout
 from collector.storage.writer import ArchiveWriter
 

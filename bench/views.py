@@ -5,7 +5,7 @@
 
 Each query runs in one DuckDB connection on three sources; only the FROM differs:
 
-* ``trades``: the view of ``collector.catalog`` (``delta_scan`` over the trades
+* ``trades``: the view of ``collector.read.catalog`` (``delta_scan`` over the trades
   table: its log read at every query, then its current files);
 * ``files``: ``read_parquet`` over the same current files, listed once from the Delta
   log when the connection is made (market and date from the hive paths): the table's
@@ -55,7 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import DEFAULT_ARCHIVE, machine, run_main, table, timed, write_json
 
-from collector import catalog, datasets
+from collector import datasets
+from collector.read import catalog
 from collector.storage import delta
 
 SIDES = {"views": "trades", "files": "table_files", "ideal": "ideal"}

@@ -29,10 +29,10 @@ _LOADERS = (
 )
 _RESEARCH = ("trades_to_bars", "book_top", "trades_with_book", "depth_wide")
 _LAZY = (
-    {name: "collector.loaders" for name in _LOADERS}
-    | {name: "collector.research" for name in _RESEARCH}
+    {name: "collector.read.loaders" for name in _LOADERS}
+    | {name: "collector.read.research" for name in _RESEARCH}
     # A DuckDB connection with every dataset and derived view, time zone pinned to UTC.
-    | {"connect": "collector.catalog"}
+    | {"connect": "collector.read.catalog"}
 )
 __all__ = [  # a literal, for linters; the test suite checks it against the lazy names
     "__version__",
@@ -57,7 +57,7 @@ __all__ = [  # a literal, for linters; the test suite checks it against the lazy
 ]
 
 if TYPE_CHECKING:
-    from collector.loaders import (
+    from collector.read.loaders import (
         load,
         load_avg_price,
         load_book_ticker,
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
         load_tickers,
         load_trades,
     )
-    from collector.research import book_top, depth_wide, trades_to_bars, trades_with_book
+    from collector.read.research import book_top, depth_wide, trades_to_bars, trades_with_book
 
 
 def __getattr__(name: str) -> Any:

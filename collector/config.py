@@ -446,7 +446,7 @@ def _selects(patterns: Literal["all"] | tuple[str, ...], symbol: str) -> bool:
 JOB_NAMES = tuple(datasets.DATASETS)
 
 #: Jobs that archive every symbol of a market whatever ``symbols`` says
-#: (:func:`collector.jobs.refresh_instruments`): two shards may not share their markets.
+#: (:func:`collector.collect.jobs.refresh_instruments`): two shards may not share their markets.
 WHOLE_MARKET_JOBS = frozenset({"instruments"})
 
 

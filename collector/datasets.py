@@ -1,7 +1,7 @@
 """Every dataset of the archive: its name, Arrow schema, key and partition rule.
 
 This is the one place a column is defined. The folder under ``data/``, the
-DuckDB view, the pandas loader (:mod:`collector.loaders`) and the docs
+DuckDB view, the pandas loader (:mod:`collector.read.loaders`) and the docs
 (``docs/datasets.md``, checked by a test) all take their names and types from here.
 
 Conventions: ``market`` and ``symbol`` are strings; times are UTC
@@ -345,7 +345,7 @@ def markdown() -> str:
         "`market` and `date` (the UTC date of the time column; folders",
         "`market=<m>/date=<YYYY-MM-DD>/`), a DuckDB view of the same name (its columns,",
         'then `date`) and a pandas loader: `collector.load("<dataset>")` or the typed one',
-        "(`load_trades`, `load_klines`, `load_depth`, ...; `collector/loaders.py`).",
+        "(`load_trades`, `load_klines`, `load_depth`, ...; `collector/read/loaders.py`).",
         "",
         "In the table, `market` and `date` are partition columns: their values are in the",
         "Delta log and the folder names, not inside the data files. Delta readers",

@@ -4,7 +4,7 @@
 ``text`` is the classic line (UTC time, level, logger, message). ``json`` writes
 one object per line::
 
-    {"time": "2026-11-24T03:10:05.112+00:00", "level": "INFO", "logger": "collector.jobs",
+    {"time": "2026-11-24T03:10:05.112+00:00", "level": "INFO", "logger": "collector.collect.jobs",
      "message": "job trades market=spot symbols=3 rows=18 ms=21", "job": "trades",
      "dataset": "trades", "market": "spot", "symbols": 3, "rows": 18, "duration_ms": 21,
      "errors": 0}

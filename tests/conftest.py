@@ -71,7 +71,7 @@ def sim_archive(sim_exchange: SimExchange, tmp_path_factory: pytest.TempPathFact
     """An archive filled by the daemon from the simulator (``fast_settings``, 8 s), shared
     by the tests that read it (loaders, views, the query cookbook). Read it, never write:
     copy it first when a test must change it."""
-    from collector.daemon import Daemon  # the daemon imports APScheduler; only when used
+    from collector.collect.daemon import Daemon  # the daemon imports APScheduler; only when used
 
     data_dir = tmp_path_factory.mktemp("sim-archive")
     with SimServer(sim_exchange) as server:

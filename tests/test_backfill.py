@@ -12,9 +12,10 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector import catalog, datasets
-from collector.backfill import Backfill
+from collector import datasets
+from collector.collect.backfill import Backfill
 from collector.exchange.client import ExchangeClock, JexClient
+from collector.read import catalog
 from collector.sim import SimExchange, create_app
 from collector.storage.writer import ArchiveWriter
 from tests.conftest import unpaced_budget
@@ -221,8 +222,8 @@ def test_a_backfill_next_to_a_running_daemon_shares_the_weight_without_429s(
     count from the headers, so neither walks into a 429, let alone a ban."""
     import datetime as dt
 
-    from collector.backfill_run import run_backfill
-    from collector.daemon import Daemon
+    from collector.collect.backfill_run import run_backfill
+    from collector.collect.daemon import Daemon
     from collector.sim import SimServer
     from tests.conftest import fast_settings
 

@@ -11,8 +11,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from collector import catalog, datasets
+from collector import datasets
 from collector.errors import ConfigError
+from collector.read import catalog
 from collector.storage import compaction, delta
 from collector.storage.writer import ArchiveWriter
 

@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from collector import catalog, datasets
+from collector import datasets
 from collector.cli import main
-from collector.daemon import Daemon
+from collector.collect.daemon import Daemon
+from collector.read import catalog
 from collector.sim import SimServer
 from collector.storage import compaction, delta, layout
 from collector.storage.writer import ArchiveWriter, dedupe_on_key
@@ -461,7 +462,7 @@ def test_the_daemon_compacts_closed_days_while_it_keeps_collecting(
     settings = settings.model_copy(
         update={"storage": settings.storage.model_copy(update={"compact_every": 1.0})}
     )
-    caplog.set_level("INFO", logger="collector.daemon")
+    caplog.set_level("INFO", logger="collector.collect.daemon")
 
     asyncio.run(Daemon(settings).run(8.0, handle_signals=False))
 

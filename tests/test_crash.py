@@ -29,9 +29,10 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from collector import catalog, config, datasets
-from collector.daemon import Daemon
+from collector import config, datasets
+from collector.collect.daemon import Daemon
 from collector.errors import FatalStorageError
+from collector.read import catalog
 from collector.sim import SimExchange, SimServer
 from collector.storage import delta
 from collector.storage.wal import WAL_DIR, read_stream
@@ -196,7 +197,7 @@ class JobLines(logging.Handler):
 @contextlib.contextmanager
 def job_lines() -> Iterator[JobLines]:
     handler = JobLines()
-    jobs_log = logging.getLogger("collector.jobs")
+    jobs_log = logging.getLogger("collector.collect.jobs")
     previous = jobs_log.level
     jobs_log.setLevel(logging.INFO)
     jobs_log.addHandler(handler)

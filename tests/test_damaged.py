@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from collector import catalog, footers, jobs
+from collector.check.verify import verify
 from collector.cli import main
-from collector.daemon import Daemon
+from collector.collect import jobs
+from collector.collect.daemon import Daemon
+from collector.read import catalog
 from collector.sim import SimExchange, SimServer
-from collector.storage import delta
-from collector.verify import verify
+from collector.storage import delta, footers
 from tests.conftest import fast_settings
 
 
@@ -47,7 +48,7 @@ def test_the_cursors_come_from_the_readable_files_and_the_log_names_the_damaged_
     intact = jobs.CollectorState()
     jobs.load_cursors(str(sim_archive), intact)
     state = jobs.CollectorState()
-    with caplog.at_level(logging.WARNING, logger="collector.catalog"):
+    with caplog.at_level(logging.WARNING, logger="collector.read.catalog"):
         jobs.load_cursors(str(tmp_path / "archive"), state)
     assert [r.getMessage() for r in caplog.records if name in r.getMessage()], caplog.text
     # Every series resumes; the damaged file's trades only are not counted.

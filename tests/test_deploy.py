@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from collector.cli import main
-from collector.daemon import DRAIN_S
+from collector.collect.daemon import DRAIN_S
 
 UNIT = Path(__file__).resolve().parent.parent / "deploy" / "jex-collector.service"
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from collector import catalog, derived, sqlfiles, verify
+from collector.check import verify
 from collector.errors import ConfigError
+from collector.read import catalog, derived, sqlfiles
 
 
 def write(directory: Path, name: str, body: str, title: str = "a view") -> Path:

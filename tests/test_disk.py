@@ -18,12 +18,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import config, datasets, disk
+from collector import config, datasets
 from collector.cli import main
+from collector.collect.daemon import Daemon
 from collector.config import JobSettings
-from collector.daemon import Daemon
 from collector.exchange.client import JexClient
-from collector.plan import Plan, make_plan
+from collector.plan import disk
+from collector.plan.schedule import Plan, make_plan
 from collector.sim import SimExchange, SimServer
 from collector.storage import compaction, delta
 from tests.conftest import fast_settings
@@ -284,7 +285,7 @@ def test_the_daemon_logs_the_disk_estimate_at_start(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     exchange = SimExchange(seed=3, history_days=1)
-    caplog.set_level(logging.INFO, logger="collector.daemon")
+    caplog.set_level(logging.INFO, logger="collector.collect.daemon")
     with SimServer(exchange) as server:
         asyncio.run(Daemon(fast_settings(server.base_url, tmp_path)).run(1.0, handle_signals=False))
     plan_logs = [r.getMessage() for r in caplog.records if "schedule" in r.getMessage()]

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from collector import catalog, datasets
-from collector.daemon import Daemon
+from collector import datasets
+from collector.collect.daemon import Daemon
+from collector.read import catalog
 from collector.sim import SimExchange, SimServer
 from collector.storage import delta
 from tests.conftest import fast_settings

@@ -22,10 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collector import catalog, datasets, logs
+from collector import datasets, logs
+from collector.collect.daemon import Daemon
+from collector.collect.quarantine import DIR_NAME
 from collector.config import Settings
-from collector.daemon import Daemon
-from collector.quarantine import DIR_NAME
+from collector.read import catalog
 from collector.sim import Faults, SimExchange, SimServer
 from collector.sim.faults import KINDS
 from collector.sim.mutations import HOSTILE_SYMBOLS, UNLISTED_SYMBOLS

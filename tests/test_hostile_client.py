@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from collector import catalog
+from collector.collect.daemon import Daemon
+from collector.collect.quarantine import DIR_NAME, Quarantine
 from collector.config import Settings
-from collector.daemon import Daemon
 from collector.errors import (
     BannedError,
     PayloadError,
@@ -38,7 +38,7 @@ from collector.exchange.client import (
     JexClient,
     wall_clock_ms,
 )
-from collector.quarantine import DIR_NAME, Quarantine
+from collector.read import catalog
 from collector.sim import SimServer
 from tests.conftest import fast_settings, unpaced_budget
 from tests.hostile import HostileServer

@@ -20,10 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
-from collector import catalog, intake
-from collector.daemon import Daemon
+from collector.collect import intake
+from collector.collect.daemon import Daemon
+from collector.collect.quarantine import DIR_NAME
 from collector.exchange import instruments, parsers
-from collector.quarantine import DIR_NAME
+from collector.read import catalog
 from collector.sim import SimExchange, SimServer
 from tests.conftest import fast_settings
 from tests.hostile import HostileServer

@@ -14,9 +14,10 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from collector import catalog, jobs, paging
+from collector.collect import jobs, paging
+from collector.collect.quarantine import DIR_NAME, Quarantine
 from collector.exchange.client import ExchangeClock, JexClient
-from collector.quarantine import DIR_NAME, Quarantine
+from collector.read import catalog
 from collector.sim import Faults, SimExchange, create_app
 from collector.sim.mutations import HOSTILE_SYMBOLS, UNLISTED_SYMBOLS
 from collector.storage.writer import ArchiveWriter

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from collector import catalog, datasets
+from collector import datasets
+from collector.read import catalog
 from collector.storage import compaction, delta
 from collector.storage.writer import ArchiveWriter
 

@@ -11,8 +11,9 @@ import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector import catalog, jobs
+from collector.collect import jobs
 from collector.exchange.client import ExchangeClock, JexClient
+from collector.read import catalog
 from collector.sim import SimExchange, create_app
 from collector.storage.writer import ArchiveWriter
 from tests.conftest import fast_settings, unpaced_budget

@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import collector
-from collector import catalog, datasets, loaders
-from collector.research import book_top, depth_wide, trades_to_bars, trades_with_book
+from collector import datasets
+from collector.read import catalog, loaders
+from collector.read.research import book_top, depth_wide, trades_to_bars, trades_with_book
 from collector.sim import SimExchange
 from collector.storage import compaction, delta, layout
 from collector.storage.writer import ArchiveWriter

@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from collector import jobs, logs
+from collector import logs
+from collector.collect import jobs
 from collector.exchange.client import JexClient
 from collector.sim import SimExchange, create_app
 from collector.storage.writer import ArchiveWriter
@@ -50,7 +51,9 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def record(message: str = "hello %s", *args: Any, **fields: Any) -> logging.LogRecord:
-    made = logging.LogRecord("collector.jobs", logging.INFO, __file__, 1, message, args, None)
+    made = logging.LogRecord(
+        "collector.collect.jobs", logging.INFO, __file__, 1, message, args, None
+    )
     made.created, made.msecs = T0, 0.0
     made.__dict__.update(fields)
     return made
@@ -85,7 +88,7 @@ def test_json_lines_carry_the_fields_of_a_job_round(
         assert dt.datetime.fromisoformat(line["time"]).utcoffset() == dt.timedelta(0)
     rounds = {(line["job"], line["market"]): line for line in lines if "job" in line}
     spot = rounds[("depth", "spot")]
-    assert spot["level"] == "INFO" and spot["logger"] == "collector.jobs"
+    assert spot["level"] == "INFO" and spot["logger"] == "collector.collect.jobs"
     assert spot["dataset"] == "depth" and spot["symbols"] == 3
     assert spot["rows"] > 0 and spot["errors"] == 0 and isinstance(spot["duration_ms"], int)
     assert "error" not in spot, "fields a record does not carry are left out"
@@ -107,7 +110,7 @@ def test_an_exception_is_one_json_line_with_its_traceback(restore_logging: None)
     try:
         raise ValueError("broken parser")
     except ValueError:
-        logging.getLogger("collector.daemon").exception("job %s failed", "depth")
+        logging.getLogger("collector.collect.daemon").exception("job %s failed", "depth")
     (line,) = json_lines(stream.getvalue())
     assert line["level"] == "ERROR" and line["message"] == "job depth failed"
     assert "Traceback" in line["exc"] and "ValueError: broken parser" in line["exc"]
@@ -117,7 +120,7 @@ def test_the_level_filters_json_and_text_alike(restore_logging: None) -> None:
     for fmt in logs.FORMATS:
         stream = io.StringIO()
         logs.setup("warning", fmt, stream=stream)
-        log = logging.getLogger("collector.jobs")
+        log = logging.getLogger("collector.collect.jobs")
         log.debug("quiet debug")
         log.info("quiet info")
         log.warning("loud warning")
@@ -126,14 +129,14 @@ def test_the_level_filters_json_and_text_alike(restore_logging: None) -> None:
         assert stream.getvalue().count("loud") == 2, fmt
     stream = io.StringIO()
     logs.setup("debug", "json", stream=stream)
-    logging.getLogger("collector.jobs").debug("now shown")
+    logging.getLogger("collector.collect.jobs").debug("now shown")
     logging.getLogger("httpx").info("HTTP Request: GET ...")  # per request: kept down
     assert [line["message"] for line in json_lines(stream.getvalue())] == ["now shown"]
 
 
 def test_the_text_format_is_the_classic_line_in_utc() -> None:
     line = logs.text_formatter().format(record("job %s market=%s", "trades", "spot", rows=3))
-    assert line == "2025-11-24 16:00:00,000 INFO    collector.jobs: job trades market=spot"
+    assert line == "2025-11-24 16:00:00,000 INFO    collector.collect.jobs: job trades market=spot"
 
 
 # -- secrets ---------------------------------------------------------------------------------------
@@ -193,11 +196,11 @@ def test_exchange_text_cannot_clear_a_terminal_or_forge_a_log_line(fmt: str) -> 
     handler = logs.setup("info", fmt, stream=stream)
     try:
         hostile = "bad symbol\x1b[2J\rINFO fake line\n2026-01-01 ERROR forged\u202eevil"
-        logging.getLogger("collector.jobs").error("exchange said: %s", hostile)
+        logging.getLogger("collector.collect.jobs").error("exchange said: %s", hostile)
         try:
             raise ValueError(hostile)
         except ValueError:
-            logging.getLogger("collector.jobs").exception("round failed")
+            logging.getLogger("collector.collect.jobs").exception("round failed")
     finally:
         logging.getLogger().removeHandler(handler)
     text = stream.getvalue()

@@ -17,13 +17,13 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector import cli, datasets
-from collector.daemon import Daemon
+from collector.collect.daemon import Daemon
+from collector.collect.quarantine import Quarantine
 from collector.errors import BannedError, ConfigError, RateLimitError
 from collector.exchange import endpoints
 from collector.exchange.client import JexClient
 from collector.exchange.endpoints import Endpoint
-from collector.metrics import Metrics
-from collector.quarantine import Quarantine
+from collector.ops.metrics import Metrics
 from collector.sim import SimExchange, SimServer
 from collector.storage.writer import ArchiveWriter
 from tests.conftest import fast_settings, unpaced_budget
@@ -266,7 +266,7 @@ def test_quarantined_and_dropped_payloads_are_counted(tmp_path: Path) -> None:
 
 
 def test_a_round_with_errors_does_not_move_the_last_success_time() -> None:
-    from collector.jobs import JobReport
+    from collector.collect.jobs import JobReport
 
     now = [1000.0]
     metrics = Metrics(clock=lambda: now[0])

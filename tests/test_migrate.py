@@ -25,12 +25,13 @@ import pytest
 from click.testing import CliRunner
 from deltalake import DeltaTable
 
-from collector import catalog, config, datasets
+from collector import config, datasets
 from collector.cli import main
-from collector.daemon import Daemon
+from collector.collect.daemon import Daemon
 from collector.errors import LegacyArchiveError
-from collector.migrate import app_id, migrate_archive
+from collector.read import catalog
 from collector.storage import compaction, delta, layout, legacy
+from collector.storage.migrate import app_id, migrate_archive
 from collector.storage.writer import ArchiveWriter, dedupe_on_key
 
 DAY = dt.date(2026, 1, 5)
@@ -420,7 +421,7 @@ def test_the_daemon_refuses_an_old_archive_before_writing_anything(tmp_path: Pat
 def test_the_loaders_refuse_an_old_archive_with_the_command_that_converts_it(
     tmp_path: Path,
 ) -> None:
-    from collector import loaders
+    from collector.read import loaders
 
     old = tmp_path / "data"
     build_old_archive(old)

@@ -24,11 +24,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from collector import catalog, config, datasets, loaders, runstate
-from collector.daemon import Daemon
+from collector import config, datasets
+from collector.collect.daemon import Daemon
+from collector.collect.quarantine import Quarantine
 from collector.errors import ConfigError
 from collector.exchange.client import Response
-from collector.quarantine import Quarantine
+from collector.ops import runstate
+from collector.read import catalog, loaders
 from collector.sim import SimExchange, SimServer
 from collector.storage import compaction, delta
 from collector.storage.location import Archive
@@ -98,7 +100,8 @@ def test_flushes_compaction_views_and_loaders_work_on_an_s3_archive(on_s3: str) 
 
 
 def test_the_report_and_verify_read_an_s3_archive(on_s3: str, tmp_path: Path) -> None:
-    from collector import report, verify
+    from collector import report
+    from collector.check import verify
 
     writer = ArchiveWriter(on_s3)
     writer.add("trades", trades_table(list(range(1, 200)), int(time.time() * 1000) - 60_000))

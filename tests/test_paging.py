@@ -11,9 +11,11 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector import catalog, config, jobs, paging
+from collector import config
+from collector.collect import jobs, paging
 from collector.exchange.client import ExchangeClock, JexClient
 from collector.exchange.instruments import Listing
+from collector.read import catalog
 from collector.storage.writer import ArchiveWriter
 
 T0 = 1_764_000_000_000
@@ -180,7 +182,7 @@ def test_an_exchange_ignoring_from_id_costs_one_request_a_round(tmp_path: Path) 
     assert archived_ids(tmp_path) == list(range(1501, 2001))
 
 
-# -- pages with records that could not be read (collector.paging) ------------------------------
+# -- pages with records that could not be read (collector.collect.paging) ----------------------
 
 
 def test_first_unread_is_the_first_record_that_could_not_be_read() -> None:

@@ -14,7 +14,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from collector import catalog, datasets
+from collector import datasets
+from collector.read import catalog
 from collector.storage import compaction, delta, parquet_format
 from collector.storage.writer import ArchiveWriter
 

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from collector import config
 from collector.cli import main
+from collector.collect.daemon import Daemon
 from collector.config import JobSettings
-from collector.daemon import Daemon
 from collector.errors import ConfigError
-from collector.plan import HEADROOM, MAX_SNAPSHOT_STRETCH, PAGING_JOBS, make_plan
+from collector.plan.schedule import HEADROOM, MAX_SNAPSHOT_STRETCH, PAGING_JOBS, make_plan
 from collector.sim import SimExchange, SimServer
 from tests.conftest import fast_settings
 

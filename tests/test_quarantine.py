@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from collector.collect.quarantine import DIR_NAME, ORPHAN_AGE_S, REDACTED, Quarantine
 from collector.exchange.client import Response
-from collector.quarantine import DIR_NAME, ORPHAN_AGE_S, REDACTED, Quarantine
 from collector.storage.location import Archive
 from tests.test_runstate import fresh_prefix, s3_server_bucket
 

@@ -12,8 +12,8 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from collector import catalog, derived, sqlfiles
 from collector.cli import main
+from collector.read import catalog, derived, sqlfiles
 
 QUERIES = sqlfiles.queries_dir()
 COOKBOOK = sorted(QUERIES.glob("*.sql"))

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from collector import runstate
-from collector.daemon import Daemon
-from collector.jobs import JobReport
+from collector.collect.daemon import Daemon
+from collector.collect.jobs import JobReport
+from collector.ops import runstate
 from collector.sim import SimServer
 from collector.storage.location import Archive
 from tests.conftest import fast_settings
@@ -163,7 +163,7 @@ def test_a_write_that_fails_is_logged_once_and_never_raises(
 ) -> None:
     (tmp_path / "_state").write_text("a file where the folder should be")
     state = runstate.RunState(tmp_path, clock=FakeClock())
-    with caplog.at_level(logging.WARNING, logger="collector.runstate"):
+    with caplog.at_level(logging.WARNING, logger="collector.ops.runstate"):
         results = [state.save(force=True) for _ in range(3)]
         state.record("depth", [JobReport("depth", "spot")])
         state.stopped()
@@ -172,7 +172,7 @@ def test_a_write_that_fails_is_logged_once_and_never_raises(
     assert not list(tmp_path.rglob("*.tmp"))
     # Once the folder can be made, the next write works and says so.
     (tmp_path / "_state").unlink()
-    with caplog.at_level(logging.INFO, logger="collector.runstate"):
+    with caplog.at_level(logging.INFO, logger="collector.ops.runstate"):
         assert state.save(force=True)
     assert "is written again" in caplog.text
     saved = runstate.load(tmp_path)
@@ -346,7 +346,7 @@ def test_load_all_reads_only_valid_names_and_skips_what_it_cannot_read(
     (folder / "list.json").write_text("[]")
     (folder / "binary.json").write_bytes(b"\xff\xfe{")
     (folder / ".derivs.json.123.tmp").write_text(good)  # a write under way
-    with caplog.at_level(logging.WARNING, logger="collector.runstate"):
+    with caplog.at_level(logging.WARNING, logger="collector.ops.runstate"):
         found = runstate.load_all(tmp_path)
     assert list(found) == ["spot"]
     warned = " ".join(r.getMessage() for r in caplog.records)
@@ -448,7 +448,7 @@ def test_an_unreachable_object_store_never_fails_the_daemon(
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     missing = "s3://no-such-bucket-" + uuid.uuid4().hex[:8]
     state = runstate.RunState(missing, name="spot", clock=FakeClock())
-    with caplog.at_level(logging.WARNING, logger="collector.runstate"):
+    with caplog.at_level(logging.WARNING, logger="collector.ops.runstate"):
         assert state.save(force=True) is False
         state.record("depth", [JobReport("depth", "spot", rows=1)])  # for the heartbeat
         assert asyncio.run(state.beat()) is False

@@ -44,7 +44,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 from deltalake.transaction import AddAction
 
-from collector import catalog
+from collector.read import catalog
 from tests.s3server import S3Server, start_seaweedfs
 
 BUCKET = "archive"

@@ -475,9 +475,9 @@ def test_a_shard_running_on_another_host_is_refused_and_a_dead_one_taken_over(
     import datetime as dt
     import json
 
-    from collector import runstate
-    from collector.daemon import Daemon
+    from collector.collect.daemon import Daemon
     from collector.errors import ArchiveLockedError
+    from collector.ops import runstate
 
     raw = {
         "storage": {"uri": str(tmp_path / "data")},

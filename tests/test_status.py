@@ -20,11 +20,13 @@ from click.testing import CliRunner
 from deltalake.transaction import AddAction
 from rich.console import Console
 
-from collector import catalog, datasets, runstate, status, status_table
+from collector import datasets
 from collector.cli import main
+from collector.collect.jobs import JobReport
+from collector.collect.quarantine import Quarantine
 from collector.exchange.client import PAUSE_FILE, Response
-from collector.jobs import JobReport
-from collector.quarantine import Quarantine
+from collector.ops import runstate, status, status_table
+from collector.read import catalog
 from collector.storage import compaction, delta, layout
 from collector.storage.lock import ArchiveLock
 from collector.storage.writer import ArchiveWriter

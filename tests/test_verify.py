@@ -9,11 +9,11 @@ import pyarrow as pa
 from click.testing import CliRunner
 
 from collector import datasets
+from collector.check.repair import RepairReport, remove_duplicates
+from collector.check.verify import verify
 from collector.cli import main
-from collector.repair import RepairReport, remove_duplicates
 from collector.storage import delta
 from collector.storage.writer import ArchiveWriter
-from collector.verify import verify
 
 T0 = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 
@@ -201,7 +201,7 @@ def test_repair_fills_holes_from_the_exchange_and_removes_duplicates(tmp_path: P
     assert "added 100 missing row(s) to trades" in result.output
     assert "added 3 missing row(s) to klines" in result.output
     assert "0 duplicate(s), 0 hole(s)" in result.output
-    from collector import catalog
+    from collector.read import catalog
 
     ids = catalog.query(tmp_path, "SELECT trade_id FROM trades ORDER BY 1")["trade_id"]
     assert ids.to_pylist() == [t.id for t in truth]

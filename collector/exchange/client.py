@@ -63,7 +63,7 @@ from collector.exchange import endpoints
 from collector.exchange.budget import WeightBudget
 from collector.exchange.endpoints import Endpoint
 from collector.exchange.turns import HISTORY, SNAPSHOT, Turns
-from collector.metrics import Metrics
+from collector.ops.metrics import Metrics
 
 if TYPE_CHECKING:
     from collector.config import Settings
@@ -155,7 +155,7 @@ class Response:
 class QuarantineHook(Protocol):
     """Called with a response the client cannot use (``payload`` None, ``body`` what
     arrived), the error and a ``kind``, before the client raises; see
-    :mod:`collector.quarantine`. Kinds: ``invalid_json`` (not JSON, or nested deeper than
+    :mod:`collector.collect.quarantine`. Kinds: ``invalid_json`` (not JSON, or nested deeper than
     :data:`MAX_JSON_DEPTH`), ``too_large`` (beyond the endpoint's size cap),
     ``deadline_exceeded`` (not complete within the request deadline), ``wrong_shape``
     (``serverTime`` unusable)."""

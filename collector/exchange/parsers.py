@@ -107,7 +107,7 @@ class Parsed:
     undocumented fields seen, as (endpoint, field) pairs.
 
     ``outside``: records set aside because their id lies outside the page's run (see
-    :func:`collector.intake.set_aside_outliers`); a paged job must not stop at them.
+    :func:`collector.collect.intake.set_aside_outliers`); a paged job must not stop at them.
     """
 
     dataset: str

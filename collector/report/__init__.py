@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from collector import catalog, datasets
+from collector import datasets
 from collector.config import Settings
 from collector.errors import CollectorError
+from collector.read import catalog
 from collector.report import coverage, page, series
 from collector.report.model import By, Report, Window, default_window, to_datetime
 from collector.storage.location import Archive

@@ -10,9 +10,9 @@ What is expected depends on the dataset:
   gap is a hole in the ids. A cell without rows inside a stretch of contiguous ids is
   complete: nothing happened then. Trade ids are the only ids the exchange documents
   as consecutive;
-* funding_rate: one event per funding interval (the rule of :mod:`collector.verify`:
+* funding_rate: one event per funding interval (the rule of :mod:`collector.check.verify`:
   ``contract_info``'s interval, or the shortest spacing); a gap is a spacing longer
-  than :data:`collector.verify.FUNDING_GAP_INTERVALS` intervals;
+  than :data:`collector.check.verify.FUNDING_GAP_INTERVALS` intervals;
 * protection_fund: no spacing and no id sequence is guaranteed: rows are shown, no gap
   is claimed;
 * trades without ids (the recent-trades fallback): a cell with no trade between cells
@@ -33,7 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector import datasets, verify
+from collector import datasets
+from collector.check import verify
 from collector.config import KLINE_INTERVALS
 from collector.report.model import (
     SNAPSHOT_GAP_INTERVALS,
@@ -156,7 +157,7 @@ def _gap_total(found: list[tuple[Any, ...]]) -> int:
 
 def _funding(connection: Any, window: Window) -> DatasetCoverage:
     """Funding events against the funding interval (the largest of the series', as
-    verify judges them: see :func:`collector.verify.funding_intervals_sql`)."""
+    verify judges them: see :func:`collector.check.verify.funding_intervals_sql`)."""
     row = connection.execute(
         f"SELECT max(interval_ms) FROM ({verify.funding_intervals_sql()})"  # noqa: S608
     ).fetchone()

@@ -44,7 +44,7 @@ from deltalake.exceptions import DeltaError
 
 from collector import datasets
 from collector.errors import FatalStorageError, StorageError
-from collector.metrics import Metrics
+from collector.ops.metrics import Metrics
 from collector.storage import delta, layout, parquet_format
 from collector.storage.location import Archive
 from collector.storage.wal import WAL_DIR, WriteAheadLog

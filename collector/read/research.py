@@ -22,7 +22,7 @@ _KEYS = ("market", "symbol")
 
 
 def trades_to_bars(trades: pd.DataFrame, interval: str | dt.timedelta = "1min") -> pd.DataFrame:
-    """Time bars from trades (as :func:`collector.loaders.load_trades` returns them).
+    """Time bars from trades (as :func:`collector.read.loaders.load_trades` returns them).
 
     ``interval`` is a fixed length: ``"1min"``, ``"5min"``, ``"1h"``, ``"1D"`` (also the
     kline spellings ``"1m"``, ``"1h"``, ``"1d"``, ``"1w"``) or a ``timedelta``. Bars are
@@ -89,7 +89,7 @@ def _fill_empty_bars(bars: pd.DataFrame, step: pd.Timedelta, keys: list[str]) ->
 
 
 def depth_wide(depth: pd.DataFrame, levels: int | None = None) -> pd.DataFrame:
-    """Long depth rows (as :func:`collector.loaders.load_depth` returns them) as one row
+    """Long depth rows (as :func:`collector.read.loaders.load_depth` returns them) as one row
     per snapshot (``load_depth(wide=True)`` is this).
 
     A snapshot is one (market, symbol, time); columns are ``market``, ``symbol``,
@@ -125,7 +125,7 @@ def depth_wide(depth: pd.DataFrame, levels: int | None = None) -> pd.DataFrame:
 
 def book_top(depth: pd.DataFrame, levels: int = TOP_LEVELS) -> pd.DataFrame:
     """The top of the book per snapshot, from depth rows (long, as
-    :func:`collector.loaders.load_depth` returns them, or its ``wide=True`` form).
+    :func:`collector.read.loaders.load_depth` returns them, or its ``wide=True`` form).
 
     Columns, the same as the SQL view ``depth_top``: ``market``, ``symbol``, ``best_bid``,
     ``best_ask`` (level 0 of each side, NaN when the side is empty), ``bid_qty_0``,

@@ -26,10 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector import catalog, datasets
+from collector import datasets
 from collector.config import KLINE_INTERVALS
 from collector.exchange import endpoints, parsers
 from collector.exchange.client import JexClient
+from collector.read import catalog
 from collector.storage.writer import ArchiveWriter
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The terminal view of ``jex-collector status`` (:mod:`collector.status`): a line about
+"""The terminal view of ``jex-collector status`` (:mod:`collector.ops.status`): a line about
 the daemon, one table row per dataset and market (about 115 columns), the jobs' last
 errors, the quarantine, and the verdict. With several daemons (shards), a line and a
 table per daemon (the rows of its jobs), then the rows with files that none of them
@@ -20,8 +20,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from collector.quarantine import DIR_NAME as QUARANTINE_DIR
-from collector.status import (
+from collector.collect.quarantine import DIR_NAME as QUARANTINE_DIR
+from collector.ops.status import (
     DaemonStatus,
     JobStatus,
     Report,

@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector import catalog, datasets
+from collector import datasets
 from collector.config import KLINE_INTERVALS
+from collector.read import catalog
 
 #: Gap ranges listed per group (all are counted).
 MAX_RANGES = 5

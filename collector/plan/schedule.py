@@ -18,7 +18,7 @@ the plan says so).
 Stretching is the daemon's way out; the plan also says what an operator could change
 instead (:class:`Suggestion`): for the heaviest jobs, the interval (or the number of
 symbols) at which that job alone makes the schedule fit, and a note when a schedule
-fits with little room left. What the schedule costs in disk is :mod:`collector.disk`.
+fits with little room left. What the schedule costs in disk is :mod:`collector.plan.disk`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ either the old rows or the de-duplicated ones, never both and never neither. A c
 leaves the old rows (duplicates, never a loss), which the next repair removes. Files
 the daemon commits to the partition meanwhile are not among those replaced, and stay.
 
-Damaged data files (:func:`set_aside`, found by :mod:`collector.footers`) are removed
+Damaged data files (:func:`set_aside`, found by :mod:`collector.storage.footers`) are removed
 from their table by one Delta commit each, their bytes kept as evidence under
 ``_quarantine/damaged/``; verify then runs again, and the holes their removal opened
 are fetched again like any other, where the exchange still has them (snapshots, and
@@ -22,14 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector import footers
-from collector.backfill import Backfill
+from collector.check.verify import Finding, verify
+from collector.collect.backfill import Backfill
 from collector.config import KLINE_INTERVALS, Settings
 from collector.errors import StorageError
-from collector.storage import compaction, delta
+from collector.storage import compaction, delta, footers
 from collector.storage.location import Archive
 from collector.storage.writer import ArchiveWriter
-from collector.verify import Finding, verify
 
 #: Where damaged data files are kept after being set aside (relative to the archive).
 DAMAGED_DIR = "_quarantine/damaged"

@@ -45,7 +45,7 @@ DEFAULT_ADDR = "127.0.0.1"
 
 
 class RoundReport(Protocol):
-    """What :meth:`Metrics.job_rounds` reads of a :class:`collector.jobs.JobReport`."""
+    """What :meth:`Metrics.job_rounds` reads of a :class:`collector.collect.jobs.JobReport`."""
 
     @property
     def market(self) -> str: ...

@@ -33,9 +33,10 @@ from urllib.parse import urlsplit
 import duckdb
 import pyarrow as pa
 
-from collector import datasets, derived, footers
+from collector import datasets
 from collector.errors import ConfigError
-from collector.storage import delta, location
+from collector.read import derived
+from collector.storage import delta, footers, location
 from collector.storage.location import Archive
 
 if TYPE_CHECKING:
@@ -221,7 +222,8 @@ def _readable_files_sql(
 
 def damaged_files(data_dir: str | Path | Archive) -> list[footers.DamagedFile]:
     """The damaged files of the archive that are still in their tables: found by this
-    process, or recorded in the archive by another one (:func:`collector.footers.damaged`)."""
+    process, or recorded in the archive by another one
+    (:func:`collector.storage.footers.damaged`)."""
     archive = Archive.of(data_dir)
     with _damaged_lock:
         mine = [
@@ -412,7 +414,7 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the ``delta`` extension loaded, the time zone set to
     UTC, every dataset as a view (each query reads its table's latest version), and the
-    derived views of ``queries/views`` (:mod:`collector.derived`). Close it when done.
+    derived views of ``queries/views`` (:mod:`collector.read.derived`). Close it when done.
 
     The views are TEMP views of this connection, on the process's shared in-memory
     database (:func:`_shared_database`). Creating a derived view binds the dataset views

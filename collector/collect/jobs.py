@@ -8,16 +8,16 @@ Id- and time-keyed datasets (trades, klines, funding_rate, protection_fund)
 continue from a cursor: the largest key already archived or buffered. The
 cursor starts from the archive (see :func:`load_cursors`), so a restart neither
 repeats nor skips rows, and it never moves past a record that could not be read
-(see :mod:`collector.paging`). Nor does it jump further than a page proves: a record
+(see :mod:`collector.collect.paging`). Nor does it jump further than a page proves: a record
 whose id lies far outside its page's run is set aside and quarantined, the page's
-other records are kept (:func:`collector.intake.set_aside_outliers`; the largest gap
+other records are kept (:func:`collector.collect.intake.set_aside_outliers`; the largest gap
 allowed is the page size for trades, whose ids are consecutive, and
 :data:`HISTORY_ID_SPREAD` pages for funding and protection-fund ids, which the API
 does not promise consecutive).
 
-Every response goes through :func:`collector.intake.parse`: a payload that
+Every response goes through :func:`collector.collect.intake.parse`: a payload that
 cannot be read at all raises :class:`PayloadError`, records set aside are
-logged, and both go to the quarantine (:mod:`collector.quarantine`);
+logged, and both go to the quarantine (:mod:`collector.collect.quarantine`);
 undocumented fields are logged once.
 """
 
@@ -34,14 +34,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector import catalog, intake, paging
+from collector.collect import intake, paging
+from collector.collect.quarantine import Quarantine
 from collector.config import KLINE_INTERVALS, JobSettings, Settings
 from collector.errors import CollectorError, UnknownSymbolError
 from collector.exchange import endpoints, instruments, parsers
 from collector.exchange.client import JexClient
 from collector.exchange.endpoints import Endpoint
 from collector.exchange.parsers import Parsed
-from collector.quarantine import Quarantine
+from collector.read import catalog
 from collector.storage.writer import ArchiveWriter
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def load_cursors(data_dir: str, state: CollectorState) -> None:
     """Start every cursor from what the archive already holds.
 
     The archive's max is trusted as it is: an id archived before the page-run check
-    (:func:`collector.intake.set_aside_outliers`) existed, say newest + 10**12, still
+    (:func:`collector.collect.intake.set_aside_outliers`) existed, say newest + 10**12, still
     holds its series until the exchange's ids reach it. Such a row must be removed from
     the archive by hand; nothing written since can put one there.
     """

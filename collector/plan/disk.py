@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from collector.config import KLINE_INTERVALS, JobSettings, Settings
 from collector.errors import CollectorError
 from collector.exchange import endpoints, parsers
-from collector.plan import JobLoad, Plan
+from collector.plan.schedule import JobLoad, Plan
 from collector.storage import location
 from collector.storage.location import Archive
 

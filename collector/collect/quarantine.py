@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.exchange.client import Response, wall_clock_ms
-from collector.metrics import Metrics
+from collector.ops.metrics import Metrics
 from collector.storage.location import Archive
 
 log = logging.getLogger(__name__)

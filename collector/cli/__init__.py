@@ -31,8 +31,9 @@ try:
     import click
     from pydantic import SecretStr
 
-    from collector import __version__, catalog, config
+    from collector import __version__, config
     from collector.errors import CollectorError, ConfigError, LegacyArchiveError
+    from collector.read import catalog
 except BaseException as exc:  # Ctrl-C while Python loads the program: nothing began yet
     if _by_ctrl_c(exc):
         sys.exit(130)
@@ -286,13 +287,13 @@ def _run(
     _refuse_legacy(settings.storage.data_dir)
     if metrics_addr is not None and metrics_port is None:
         _fail("--metrics-addr needs --metrics-port", 2)
-    from collector.metrics import DEFAULT_ADDR
+    from collector.ops.metrics import DEFAULT_ADDR
 
     address = None if metrics_port is None else (metrics_addr or DEFAULT_ADDR, metrics_port)
     server = None
     if sim:
         server, settings = _start_sim(settings, sim_seed)
-    from collector.daemon import Daemon
+    from collector.collect.daemon import Daemon
 
     try:
         asyncio.run(Daemon(settings, metrics_address=address).run(duration))
@@ -351,7 +352,7 @@ def plan(
     for each traded symbol's trades of the last 24 hours (one of weight 1 per symbol).
     Exits 1 when the schedule does not fit (the daemon then stretches or refuses, as
     exchange.on_over_budget says)."""
-    from collector.plan_report import format_report, report_dict
+    from collector.plan.table import format_report, report_dict
 
     settings = _settings(config_path, data_dir=data_dir, base_url=base_url, shard=shard)
     server = None
@@ -372,10 +373,10 @@ def plan(
 
 
 async def _plan(settings: config.Settings) -> Any:
-    from collector.disk import plan_disk
     from collector.exchange import endpoints, instruments
     from collector.exchange.client import JexClient
-    from collector.plan import make_plan
+    from collector.plan.disk import plan_disk
+    from collector.plan.schedule import make_plan
 
     async with JexClient.from_settings(settings) as client:
         await client.sync_clock()
@@ -561,7 +562,7 @@ def query(
     """
     import duckdb
 
-    from collector import sqlfiles
+    from collector.read import sqlfiles
 
     given = _params(params)
     if (sql is None) == (sql_file is None):
@@ -621,7 +622,7 @@ def _os_reason(exc: BaseException) -> str:
 def _quiet_damaged_log() -> None:
     """The command names damaged files itself, once each: the reads' log line would
     say it again."""
-    logging.getLogger("collector.catalog").setLevel(logging.ERROR)
+    logging.getLogger("collector.read.catalog").setLevel(logging.ERROR)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -699,7 +700,7 @@ def backfill(
     log_format: str,
 ) -> None:
     """Fill a time range of a dataset, fetching only what the archive lacks (resumable)."""
-    from collector.backfill_run import run_backfill
+    from collector.collect.backfill_run import run_backfill
 
     settings = _settings(config_path, data_dir=data_dir, base_url=base_url)
     _setup_logging(log_level, log_format, settings)
@@ -748,14 +749,14 @@ def verify(
 ) -> None:
     """Check every dataset for duplicate keys and holes, and every data file it reads;
     exit 1 when there are any (a damaged file is named and left out of the checks)."""
-    from collector import verify as checks
+    from collector.check import verify as checks
 
     directory = _data_dir(config_path, data_dir)
     _quiet_damaged_log()
     findings = checks.verify(directory)
     damaged = catalog.damaged_files(directory)
     if repair and (damaged or any(not f.ok for f in findings)):
-        from collector.repair import repair as run_repair
+        from collector.check.repair import repair as run_repair
 
         settings = _settings(config_path, data_dir=directory, base_url=base_url)
         try:
@@ -942,8 +943,8 @@ def status(config_path: Path, data_dir: str | None, state_dir: Path | None, as_j
     the daemon is not running, or it never ran on this archive."""
     from rich.console import Console
 
-    from collector import status as health
-    from collector import status_table
+    from collector.ops import status as health
+    from collector.ops import status_table
 
     directory = _data_dir(config_path, data_dir)
     _require_archive(directory)
@@ -993,7 +994,7 @@ def migrate(source: Path, target: Path, ignore_wal: bool, quiet: bool) -> None:
     Resumable: run it again after an interruption and it skips partitions already
     committed. The old archive is not changed; remove it once the new one serves you.
     """
-    from collector import migrate as migration
+    from collector.storage import migrate as migration
 
     def progress(result: migration.PartitionMigration) -> None:
         if not quiet or result.status == "failed":

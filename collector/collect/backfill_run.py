@@ -11,8 +11,8 @@ import fnmatch
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from collector import jobs
-from collector.backfill import Backfill, Result
+from collector.collect import jobs
+from collector.collect.backfill import Backfill, Result
 from collector.config import Settings
 from collector.datasets import get as get_dataset
 from collector.exchange.client import JexClient

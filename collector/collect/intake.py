@@ -2,11 +2,11 @@
 
 The jobs pass every response through :func:`parse`. A payload a parser cannot
 read at all raises :class:`PayloadError`; records a parser set aside are logged;
-both go to the quarantine (:mod:`collector.quarantine`) with the raw body. An
+both go to the quarantine (:mod:`collector.collect.quarantine`) with the raw body. An
 undocumented field is logged once per (endpoint, field) and otherwise ignored.
 
 For paged series, :func:`cut_at_unreadable` keeps a cursor from moving past a
-record that was set aside (the rule is in :mod:`collector.paging`), and
+record that was set aside (the rule is in :mod:`collector.collect.paging`), and
 :func:`set_aside_outliers` keeps one from jumping further than the page itself
 proves: a record whose id lies far outside the page's run (:func:`page_run`) is set
 aside like an unreadable one, and the page's other records are kept.
@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector import paging
+from collector.collect import paging
 from collector.errors import PayloadError
 from collector.exchange import parsers
 from collector.exchange.client import Response
 from collector.exchange.parsers import Parsed
 
 if TYPE_CHECKING:
-    from collector.jobs import Cursor, JobContext
+    from collector.collect.jobs import Cursor, JobContext
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from collector.disk import DiskPlan
-from collector.plan import Plan, duration_text
+from collector.plan.disk import DiskPlan
+from collector.plan.schedule import Plan, duration_text
 
 
 def format_report(plan: Plan, disk: DiskPlan | None) -> str:

@@ -2,13 +2,13 @@
 
 Reads, never the exchange and never the data itself:
 
-* every daemon's state file (:mod:`collector.runstate`, ``_state/daemons/<name>.json``:
+* every daemon's state file (:mod:`collector.ops.runstate`, ``_state/daemons/<name>.json``:
   one per shard, ``all`` for a daemon that runs every job): whether it runs, and per
   job and market the last run, success and failure;
-* each dataset's Delta log (:mod:`collector.footers`): per dataset and market, rows
+* each dataset's Delta log (:mod:`collector.storage.footers`): per dataset and market, rows
   today and in total, first and last event time, files and bytes, from the statistics
   the log keeps for every file (no data file is opened);
-* the quarantine folder (:mod:`collector.quarantine`): payloads set aside in the
+* the quarantine folder (:mod:`collector.collect.quarantine`): payloads set aside in the
   last hour, counted from the file names (and the ``market`` field at the top of
   each file);
 * on this host only, the *state dir* (``state_dir``: the local folder of a daemon's
@@ -29,7 +29,7 @@ plan stretched it). Without a state file (no daemon ever ran on this archive) th
 archive is still shown, and the report is not healthy: nothing says it collects.
 
 Every function takes ``now`` (UTC, the local clock), so that tests need no sleeping.
-:mod:`collector.status_table` draws the report for a terminal; :meth:`Report.as_dict`
+:mod:`collector.ops.status_table` draws the report for a terminal; :meth:`Report.as_dict`
 is the ``--json`` document.
 """
 
@@ -48,12 +48,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from collector import datasets, footers, runstate
+from collector import datasets
+from collector.collect.quarantine import DIR_NAME as QUARANTINE_DIR
+from collector.collect.quarantine import _file_part as quarantine_name
 from collector.exchange import endpoints
 from collector.exchange.client import PAUSE_FILE
-from collector.quarantine import DIR_NAME as QUARANTINE_DIR
-from collector.quarantine import _file_part as quarantine_name
-from collector.storage import delta, lock
+from collector.ops import runstate
+from collector.storage import delta, footers, lock
 from collector.storage.location import Archive
 
 log = logging.getLogger(__name__)
@@ -489,7 +490,7 @@ def _retired_hint(archive: Archive, name: str, state: runstate.DaemonState) -> s
 
 
 def table_groups(archive: Archive, today: dt.date) -> dict[tuple[str, str], footers.GroupSummary]:
-    """Per dataset and market, the figures of :func:`collector.footers.summarize`: from
+    """Per dataset and market, the figures of :func:`collector.storage.footers.summarize`: from
     each table's Delta log, opened by deltalake at the archive's URI.
 
     On an object store only the log is read: a file committed without statistics (the

@@ -62,7 +62,7 @@ import pyarrow.dataset as pads
 
 from collector import datasets
 from collector.config import KLINE_INTERVALS
-from collector.research import depth_wide
+from collector.read.research import depth_wide
 from collector.storage import delta, layout, legacy
 from collector.storage.location import Archive
 

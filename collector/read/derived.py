@@ -1,8 +1,8 @@
 """Derived views: one ``queries/views/<name>.sql`` file each, installed next to the
-dataset views (in ``archive.duckdb`` and in :func:`collector.catalog.connect`).
+dataset views (in ``archive.duckdb`` and in :func:`collector.read.catalog.connect`).
 
 A file holds one bare SELECT (or WITH ... SELECT) under a header comment with a
-``-- title:`` line (see :mod:`collector.sqlfiles`); the installer wraps it in
+``-- title:`` line (see :mod:`collector.read.sqlfiles`); the installer wraps it in
 ``CREATE OR REPLACE VIEW <name> AS`` and comments the view with the title. The
 view is named after the file stem, which must match ``^[a-z][a-z0-9_]*$`` and not
 be a dataset's name. A view may select from another derived view: views are
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import duckdb
 
-from collector import datasets, sqlfiles
+from collector import datasets
 from collector.errors import ConfigError
+from collector.read import sqlfiles
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

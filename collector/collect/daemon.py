@@ -6,7 +6,7 @@ log a crash left behind, remove temporary files, rebuild the DuckDB views, wait
 out a ban or pause the exchange imposed on an earlier run, measure the exchange
 clock, read the instrument lists and rate limits (retrying until the exchange
 answers), plan the schedule against the budget (stretching it or refusing to
-start when it does not fit, see :mod:`collector.plan`), resume every cursor from
+start when it does not fit, see :mod:`collector.plan.schedule`), resume every cursor from
 the archive, then schedule one job per dataset, their first runs spread out and
 their requests paced so the start is not a burst.
 
@@ -37,9 +37,10 @@ import httpx
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from collector import catalog, datasets, jobs, runstate
+from collector import datasets
+from collector.collect import jobs
+from collector.collect.quarantine import Quarantine
 from collector.config import Settings
-from collector.disk import FULL_WARNING_DAYS, plan_disk
 from collector.errors import (
     ArchiveLockedError,
     CollectorError,
@@ -48,10 +49,12 @@ from collector.errors import (
     RateLimitError,
 )
 from collector.exchange.client import MAX_INLINE_WAIT_S, JexClient
-from collector.metrics import Metrics, MetricsServer
-from collector.plan import Plan, make_plan
-from collector.plan_report import format_plan, format_report
-from collector.quarantine import Quarantine
+from collector.ops import runstate
+from collector.ops.metrics import Metrics, MetricsServer
+from collector.plan.disk import FULL_WARNING_DAYS, plan_disk
+from collector.plan.schedule import Plan, make_plan
+from collector.plan.table import format_plan, format_report
+from collector.read import catalog
 from collector.storage import compaction, delta, legacy, wal
 from collector.storage.location import Archive
 from collector.storage.lock import ArchiveLock
@@ -160,7 +163,7 @@ class Daemon:
         elsewhere: another host, or another state dir here (the local lock only guards
         one state dir). Judged by its heartbeat: a daemon that died is taken over once
         its heartbeat is older than ``status.HEARTBEAT_STALE_S``."""
-        from collector.status import HEARTBEAT_STALE_S
+        from collector.ops.status import HEARTBEAT_STALE_S
 
         try:
             other = runstate.load(self.archive, self.settings.shard_name)

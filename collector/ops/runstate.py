@@ -1,7 +1,7 @@
 """Each daemon's state file, ``<archive>/_state/daemons/<name>.json``: what it runs and how it went.
 
 Every daemon keeps its own file current so that ``jex-collector status``
-(:mod:`collector.status`), a monitoring script or a human with ``cat`` can tell, without
+(:mod:`collector.ops.status`), a monitoring script or a human with ``cat`` can tell, without
 reading logs and from any host, whether each collector of the archive is alive and which
 jobs work. ``<name>`` is the daemon's shard, or ``all`` for a daemon that runs every job
 (:data:`UNSHARDED`); names are :data:`NAME` (lowercase letters, digits, ``_`` and ``-``,
@@ -16,7 +16,7 @@ disk or an object store alike. It holds:
   crash), ``phase`` (``starting``: first contact with the exchange; ``collecting``;
   ``stopped``), ``collecting_since`` and the exchange ``clock_offset_ms``;
 * per enabled job: ``every_s`` (the interval it runs at, after the plan stretched it,
-  see :mod:`collector.plan`), ``configured_every_s`` (schedules.yaml's),
+  see :mod:`collector.plan.schedule`), ``configured_every_s`` (schedules.yaml's),
   ``running_since`` (when the round under way started, null between rounds), and per market
   (``all`` for the instruments job) a :class:`MarketRecord`: the last run, the last
   success, the last failure with its first error, the rows, symbols and duration of the
@@ -68,8 +68,8 @@ from collector.errors import StorageError
 from collector.storage.location import Archive
 
 if TYPE_CHECKING:
+    from collector.collect.jobs import JobReport
     from collector.config import JobSettings
-    from collector.jobs import JobReport
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ its Parquet footer read.
 Damaged files (:func:`check_files`, :func:`record_damaged`, :func:`damaged`): a data file
 the log names whose footer cannot be read, or whose size differs from the one the log
 recorded (a truncated file), is left out of the collector's reads
-(:func:`collector.catalog.readable`) and recorded in ``_state/damaged.json``, so that
+(:func:`collector.read.catalog.readable`) and recorded in ``_state/damaged.json``, so that
 ``status`` and ``verify`` name it until ``verify --repair`` sets it aside.
 """
 

@@ -1,0 +1,1 @@
+"""Checking the archive: verify (holes, duplicates, damaged files) and repair."""

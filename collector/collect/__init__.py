@@ -1,0 +1,1 @@
+"""Collecting: the jobs the daemon schedules, from a response to rows in the archive."""

@@ -1,0 +1,1 @@
+"""Running the collector: daemon state, status and metrics."""

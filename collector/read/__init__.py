@@ -1,0 +1,1 @@
+"""Reading the archive: DuckDB views, SQL files, pandas loaders and research helpers."""
