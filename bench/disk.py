@@ -303,10 +303,10 @@ def print_table(result: dict[str, Any]) -> None:
     ]
     print(text_table(headers, rows))
     print()
-    print("for collector/plan/disk.py (BYTES):")
+    print("for the registry entries in collector/datasets.py:")
     for name, m in result["datasets"].items():
         print(
-            f'    "{name}": RowBytes({max(m["flush_row"], 0.01):.2f}, {m["flush_file"]}, '
+            f"    {name}: bytes=RowBytes({max(m['flush_row'], 0.01):.2f}, {m['flush_file']}, "
             f"{max(m['compacted_row'], 0.01):.2f}, {m['compacted_file']}),"
         )
 

@@ -16,8 +16,12 @@ inside the data files, so every Delta reader gets one type for each.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pyarrow as pa
+
+from collector.exchange import endpoints
+from collector.exchange.endpoints import Endpoint
 
 MARKETS: tuple[str, ...] = ("spot", "option", "contract")
 
@@ -36,9 +40,48 @@ class Column:
     nullable: bool = False
 
 
+#: How a dataset is collected. ``snapshot``: what the exchange shows now, polled (a
+#: snapshot missed is lost); ``id_paged`` and ``time_paged``: a series paged forward
+#: from a cursor (nothing missed is lost); ``listing``: the instrument lists.
+Kind = Literal["snapshot", "id_paged", "time_paged", "listing"]
+#: How a round's requests are made. ``per_symbol``: one request per symbol (times the
+#: intervals for klines); ``all_symbols_if_cheaper``: the no-symbol form when it costs
+#: no more weight than one request per symbol; ``per_round``: the ``endpoints`` once.
+RequestForm = Literal["per_symbol", "all_symbols_if_cheaper", "per_round"]
+#: What the exchange guarantees about a series, which ``verify`` and the coverage
+#: report check: ``consecutive_ids`` (a missing id is a hole), ``open_times`` (one row
+#: at every open time of the interval), ``funding_interval`` (one event per funding
+#: interval), ``unique`` (only duplicates are checked), ``snapshot`` (the job's interval).
+Continuity = Literal["consecutive_ids", "open_times", "funding_interval", "unique", "snapshot"]
+#: The disk model's rows per day: ``symbol`` one per symbol and poll, ``levels`` one per
+#: side and level of each symbol and poll, ``intervals`` one per kline, ``events``
+#: :attr:`Dataset.events_per_day` per symbol, ``trades`` the exchange's trade counts.
+RowModel = Literal["symbol", "levels", "intervals", "events", "trades"]
+
+
+@dataclass(frozen=True)
+class RowBytes:
+    """One dataset's measured bytes: per row and per file, flushed and compacted."""
+
+    flush_row: float
+    flush_file: int
+    compacted_row: float
+    compacted_file: int
+
+
+@dataclass(frozen=True)
+class CursorRule:
+    """Where a paged series continues from: the largest ``column`` of each ``group``."""
+
+    column: str
+    group: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset: one folder, one DuckDB view, one loader."""
+    """A dataset, and every fact the rest of the code derives from it: one table, one
+    DuckDB view, one loader, one job; its requests and their cost for the plan, its
+    disk model, its cursor, and what ``verify`` and the coverage report check."""
 
     name: str
     doc: str
@@ -46,6 +89,56 @@ class Dataset:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     time_column: str
+    kind: Kind = "snapshot"
+    #: What a round requests (with an API key, for datasets that need one); further
+    #: endpoints here are asked once a round too (``per_round``).
+    endpoints: tuple[Endpoint, ...] = ()
+    #: The endpoint used instead when no API key is set (trades: the recent trades).
+    keyless_endpoint: Endpoint | None = None
+    request: RequestForm = "per_symbol"
+    #: Asked once per symbol and kline interval.
+    per_interval: bool = False
+    #: Records a page holds at most (paged datasets).
+    page_size: int = 0
+    cursor: CursorRule | None = None
+    continuity: Continuity = "snapshot"
+    #: What one record is called in reports: ``"trades"``, ``"funding events"``.
+    unit: str = "snapshots"
+    rows: RowModel = "symbol"
+    #: Records per symbol and day the exchange writes on its own clock (``events``).
+    events_per_day: int = 0
+    #: Bytes per row and per file, flushed (zstd 3) and compacted (zstd 9/19), for the disk plan.
+    #: Measured on 2026-12-06 on the Delta tables (pyarrow 26.0.1, deltalake 1.6.6) with
+    #:     .venv/bin/python bench/make_archive.py --days 1 --scale 1 --out /tmp/day
+    #:     .venv/bin/python bench/disk.py --day-archive /tmp/day --minutes 30 --warmup 300 --seed 1
+    #: i.e. the shipped schedules.yaml against the simulator's 13 instruments for 30 minutes
+    #: (flushes every 30 s), compacted trades, depth and klines from whole simulated days.
+    #: Re-measure after changing collector/storage/parquet_format.py or the flush interval's
+    #: default; tests/test_disk.py checks these against a small archive within a factor of 2.
+    bytes: RowBytes = RowBytes(32.0, 2000, 32.0, 2000)
+
+    @property
+    def paging(self) -> bool:
+        """Complete by paging (or listing) whatever its interval: the plan stretches
+        it last, history requests yield the budget to snapshots."""
+        return self.kind != "snapshot"
+
+    @property
+    def id_column(self) -> str | None:
+        """The id column whose values ``verify`` checks (consecutive or unique)."""
+        if self.cursor is not None and self.kind == "id_paged":
+            return self.cursor.column
+        return None
+
+    @property
+    def loader(self) -> str:
+        """The name of its pandas loader in :mod:`collector.read.loaders`."""
+        return f"load_{self.name}"
+
+    @property
+    def all_endpoints(self) -> tuple[Endpoint, ...]:
+        """Every endpoint whose responses become this dataset's rows."""
+        return self.endpoints + ((self.keyless_endpoint,) if self.keyless_endpoint else ())
 
     @property
     def schema(self) -> pa.Schema:
@@ -131,6 +224,15 @@ DATASETS: dict[str, Dataset] = {
             ),
             ("market", "symbol", "trade_id"),
             "time",
+            kind="id_paged",
+            endpoints=(endpoints.HISTORICAL_TRADES,),
+            keyless_endpoint=endpoints.TRADES,
+            page_size=endpoints.HISTORICAL_TRADES_MAX,
+            cursor=CursorRule("trade_id", ("market", "symbol")),
+            continuity="consecutive_ids",
+            unit="trades",
+            rows="trades",
+            bytes=RowBytes(17.45, 2084, 7.76, 2084),
         ),
         Dataset(
             "depth",
@@ -153,6 +255,9 @@ DATASETS: dict[str, Dataset] = {
             ),
             ("market", "symbol", "received_at", "side", "level"),
             "received_at",
+            endpoints=(endpoints.DEPTH,),
+            rows="levels",
+            bytes=RowBytes(6.89, 1977, 4.81, 1977),
         ),
         Dataset(
             "klines",
@@ -176,6 +281,15 @@ DATASETS: dict[str, Dataset] = {
             ),
             ("market", "symbol", "interval", "open_time"),
             "open_time",
+            kind="time_paged",
+            endpoints=(endpoints.KLINES,),
+            per_interval=True,
+            page_size=endpoints.KLINES_MAX,
+            cursor=CursorRule("open_time", ("market", "symbol", "interval")),
+            continuity="open_times",
+            unit="klines",
+            rows="intervals",
+            bytes=RowBytes(32.03, 3643, 29.41, 3643),
         ),
         Dataset(
             "ticker_24hr",
@@ -184,6 +298,9 @@ DATASETS: dict[str, Dataset] = {
             (MARKET, SYMBOL, RECEIVED_AT, *_TICKER_PRICES),
             ("market", "symbol", "received_at"),
             "received_at",
+            endpoints=(endpoints.TICKER_24HR,),
+            request="all_symbols_if_cheaper",
+            bytes=RowBytes(73.77, 6187, 76.18, 6187),
         ),
         Dataset(
             "ticker_price",
@@ -192,6 +309,9 @@ DATASETS: dict[str, Dataset] = {
             (MARKET, SYMBOL, RECEIVED_AT, _c("price", F64, "Last traded price.")),
             ("market", "symbol", "received_at"),
             "received_at",
+            endpoints=(endpoints.TICKER_PRICE,),
+            request="all_symbols_if_cheaper",
+            bytes=RowBytes(6.02, 1053, 5.50, 1053),
         ),
         Dataset(
             "book_ticker",
@@ -208,6 +328,9 @@ DATASETS: dict[str, Dataset] = {
             ),
             ("market", "symbol", "received_at"),
             "received_at",
+            endpoints=(endpoints.BOOK_TICKER,),
+            request="all_symbols_if_cheaper",
+            bytes=RowBytes(32.42, 1938, 15.94, 1938),
         ),
         Dataset(
             "avg_price",
@@ -222,6 +345,8 @@ DATASETS: dict[str, Dataset] = {
             ),
             ("market", "symbol", "received_at"),
             "received_at",
+            endpoints=(endpoints.AVG_PRICE,),
+            bytes=RowBytes(10.42, 1312, 11.08, 1312),
         ),
         Dataset(
             "indices_price",
@@ -237,6 +362,9 @@ DATASETS: dict[str, Dataset] = {
             ),
             ("market", "symbol", "received_at"),
             "received_at",
+            endpoints=(endpoints.INDICES_PRICE,),
+            request="all_symbols_if_cheaper",
+            bytes=RowBytes(15.26, 1671, 13.40, 1671),
         ),
         Dataset(
             "funding_rate",
@@ -252,6 +380,15 @@ DATASETS: dict[str, Dataset] = {
             ),
             ("market", "symbol", "id"),
             "time",
+            kind="id_paged",
+            endpoints=(endpoints.HISTORY_RATE,),
+            page_size=endpoints.HISTORY_RATE_MAX,
+            cursor=CursorRule("id", ("market", "symbol")),
+            continuity="funding_interval",
+            unit="funding events",
+            rows="events",
+            events_per_day=144,
+            bytes=RowBytes(16.69, 1627, 17.95, 1627),
         ),
         Dataset(
             "protection_fund",
@@ -266,6 +403,15 @@ DATASETS: dict[str, Dataset] = {
             ),
             ("market", "symbol", "id"),
             "time",
+            kind="id_paged",
+            endpoints=(endpoints.PROTECTION_FUND,),
+            page_size=endpoints.PROTECTION_FUND_MAX,
+            cursor=CursorRule("id", ("market", "symbol")),
+            continuity="unique",
+            unit="fund records",
+            rows="events",
+            events_per_day=1440,
+            bytes=RowBytes(5.83, 1314, 5.35, 1314),
         ),
         Dataset(
             "instruments",
@@ -289,6 +435,10 @@ DATASETS: dict[str, Dataset] = {
             ),
             ("market", "symbol", "received_at"),
             "received_at",
+            kind="listing",
+            endpoints=(endpoints.EXCHANGE_INFO, endpoints.OPTION_INFO),
+            request="per_round",
+            bytes=RowBytes(7.62, 3788, 8.51, 3788),
         ),
         Dataset(
             "contract_info",
@@ -308,6 +458,9 @@ DATASETS: dict[str, Dataset] = {
             ),
             ("market", "symbol", "received_at"),
             "received_at",
+            endpoints=(endpoints.CONTRACT_INFO,),
+            request="per_round",
+            bytes=RowBytes(25.13, 2939, 23.69, 2939),
         ),
     )
 }

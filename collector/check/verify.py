@@ -60,9 +60,6 @@ class Finding:
 # SQL text below is built from dataset and column names of the registry only; the
 # interval step comes from a fixed table, and symbols never enter the text.
 
-_ID_KEYED = {"trades": "trade_id"}
-#: Datasets keyed by an id that says nothing about continuity (duplicates only).
-_ID_NOT_CONSECUTIVE = {"funding_rate": "id", "protection_fund": "id"}
 #: A spacing of funding events longer than this many funding intervals is a hole (a
 #: late event is no hole; one missing event makes two intervals).
 FUNDING_GAP_INTERVALS = 1.5
@@ -136,7 +133,7 @@ def _not_consecutive(connection: Any, dataset: str, column: str) -> list[Finding
         f"min({time_column}), max({time_column}) FROM {dataset} GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     holes: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
-    if dataset == "funding_rate":
+    if datasets.get(dataset).continuity == "funding_interval":
         for market, symbol, low, high, missing in connection.execute(
             f"WITH rule AS ({funding_intervals_sql()}), "  # noqa: S608 (fixed SQL text)
             "events AS (SELECT DISTINCT market, symbol, epoch_ms(time) AS t FROM funding_rate), "
@@ -249,12 +246,14 @@ def verify(data_dir: str | Path) -> list[Finding]:
     def read() -> list[Finding]:
         findings: list[Finding] = []
         with catalog.connect(data_dir, derived_views=False) as connection:
-            for name in datasets.DATASETS:
-                if name in _ID_KEYED:
-                    findings += _id_keyed(connection, name, _ID_KEYED[name])
-                elif name in _ID_NOT_CONSECUTIVE:
-                    findings += _not_consecutive(connection, name, _ID_NOT_CONSECUTIVE[name])
-                elif name == "klines":
+            for name, spec in datasets.DATASETS.items():
+                # The registry's continuity rule says what a hole is; the key's last
+                # column is the record's id.
+                if spec.continuity == "consecutive_ids":
+                    findings += _id_keyed(connection, name, spec.key[-1])
+                elif spec.continuity in ("funding_interval", "unique"):
+                    findings += _not_consecutive(connection, name, spec.key[-1])
+                elif spec.continuity == "open_times":
                     findings += _klines(connection)
                 else:
                     findings += _snapshots(connection, name)

@@ -34,6 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from collector import datasets
 from collector.collect import intake, paging
 from collector.collect.quarantine import Quarantine
 from collector.config import KLINE_INTERVALS, JobSettings, Settings
@@ -111,15 +112,12 @@ def load_cursors(data_dir: str, state: CollectorState) -> None:
     holds its series until the exchange's ids reach it. Such a row must be removed from
     the archive by hand; nothing written since can put one there.
     """
-    sources: list[tuple[str, str, tuple[str, ...]]] = [
-        ("trades", "trade_id", ("market", "symbol")),
-        ("klines", "open_time", ("market", "symbol", "interval")),
-        ("funding_rate", "id", ("market", "symbol")),
-        ("protection_fund", "id", ("market", "symbol")),
-    ]
-    for dataset, column, group in sources:
-        for key, value in catalog.max_by_group(data_dir, dataset, column, group).items():
-            state.cursors[(dataset, *key)] = int(value)
+    for spec in datasets.DATASETS.values():
+        if spec.cursor is None:
+            continue
+        found = catalog.max_by_group(data_dir, spec.name, spec.cursor.column, spec.cursor.group)
+        for key, value in found.items():
+            state.cursors[(spec.name, *key)] = int(value)
     # Without an API key, the first poll after a restart overlaps what was archived last.
     state.recent_trades.update(catalog.last_recent_trades(data_dir, endpoints.RECENT_TRADES_MAX))
 

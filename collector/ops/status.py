@@ -78,23 +78,9 @@ _QUARANTINE_HEAD_BYTES = 2048
 
 #: Quarantine file name part of each endpoint -> the dataset its responses feed.
 _ENDPOINT_DATASETS: dict[str, str] = {
-    quarantine_name(endpoint.name): dataset
-    for endpoint, dataset in (
-        (endpoints.DEPTH, "depth"),
-        (endpoints.TRADES, "trades"),
-        (endpoints.HISTORICAL_TRADES, "trades"),
-        (endpoints.KLINES, "klines"),
-        (endpoints.AVG_PRICE, "avg_price"),
-        (endpoints.TICKER_24HR, "ticker_24hr"),
-        (endpoints.TICKER_PRICE, "ticker_price"),
-        (endpoints.BOOK_TICKER, "book_ticker"),
-        (endpoints.INDICES_PRICE, "indices_price"),
-        (endpoints.HISTORY_RATE, "funding_rate"),
-        (endpoints.PROTECTION_FUND, "protection_fund"),
-        (endpoints.CONTRACT_INFO, "contract_info"),
-        (endpoints.EXCHANGE_INFO, "instruments"),
-        (endpoints.OPTION_INFO, "instruments"),
-    )
+    quarantine_name(endpoint.name): spec.name
+    for spec in datasets.DATASETS.values()
+    for endpoint in spec.all_endpoints
 }
 #: Endpoints that serve one market only, whose quarantine files name none.
 _ENDPOINT_MARKETS = {quarantine_name(endpoints.OPTION_INFO.name): "option"}

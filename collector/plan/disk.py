@@ -41,7 +41,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from collector import datasets
 from collector.config import KLINE_INTERVALS, JobSettings, Settings
+from collector.datasets import RowBytes
 from collector.errors import CollectorError
 from collector.exchange import endpoints, parsers
 from collector.plan.schedule import JobLoad, Plan
@@ -56,38 +58,8 @@ DAY_S = 86_400
 FULL_WARNING_DAYS = 7.0
 
 
-@dataclass(frozen=True)
-class RowBytes:
-    """One dataset's measured bytes: per row and per file, flushed and compacted."""
-
-    flush_row: float
-    flush_file: int
-    compacted_row: float
-    compacted_file: int
-
-
-#: Bytes per row and per file of every dataset, flushed (zstd 3) and compacted (zstd 9/19).
-#: Measured on 2026-12-06 on the Delta tables (pyarrow 26.0.1, deltalake 1.6.6) with
-#:     .venv/bin/python bench/make_archive.py --days 1 --scale 1 --out /tmp/day
-#:     .venv/bin/python bench/disk.py --day-archive /tmp/day --minutes 30 --warmup 300 --seed 1
-#: i.e. the shipped schedules.yaml against the simulator's 13 instruments for 30 minutes
-#: (flushes every 30 s), compacted trades, depth and klines from whole simulated days.
-#: Re-measure after changing collector/storage/parquet_format.py or the flush interval's
-#: default; tests/test_disk.py checks these against a small archive within a factor of 2.
-BYTES: dict[str, RowBytes] = {
-    "trades": RowBytes(17.45, 2084, 7.76, 2084),
-    "depth": RowBytes(6.89, 1977, 4.81, 1977),
-    "klines": RowBytes(32.03, 3643, 29.41, 3643),
-    "ticker_24hr": RowBytes(73.77, 6187, 76.18, 6187),
-    "ticker_price": RowBytes(6.02, 1053, 5.50, 1053),
-    "book_ticker": RowBytes(32.42, 1938, 15.94, 1938),
-    "avg_price": RowBytes(10.42, 1312, 11.08, 1312),
-    "indices_price": RowBytes(15.26, 1671, 13.40, 1671),
-    "funding_rate": RowBytes(16.69, 1627, 17.95, 1627),
-    "protection_fund": RowBytes(5.83, 1314, 5.35, 1314),
-    "instruments": RowBytes(7.62, 3788, 8.51, 3788),
-    "contract_info": RowBytes(25.13, 2939, 23.69, 2939),
-}
+#: Bytes per row and per file of every dataset, from its registry entry (``bytes=``).
+BYTES: dict[str, RowBytes] = {d.name: d.bytes for d in datasets.DATASETS.values()}
 
 #: Trades per symbol and day assumed when the exchange's counts cannot be read: about the
 #: simulator's averages (spot and futures 4,200 an hour, options 360).
@@ -95,19 +67,9 @@ ASSUMED_TRADES_PER_DAY: dict[str, int] = {"spot": 100_000, "contract": 100_000, 
 #: Records per contract and day of the datasets the exchange writes on its own schedule:
 #: the simulator's (funding every 10 minutes, the fund every minute). An exchange that
 #: funds every 8 hours writes 3 a day: a small dataset either way.
-EVENTS_PER_DAY: dict[str, int] = {"funding_rate": 144, "protection_fund": 1440}
-#: Jobs that write one row per symbol per poll.
-_ONE_ROW_PER_POLL = frozenset(
-    {
-        "ticker_24hr",
-        "ticker_price",
-        "book_ticker",
-        "avg_price",
-        "indices_price",
-        "contract_info",
-        "instruments",
-    }
-)
+EVENTS_PER_DAY: dict[str, int] = {
+    d.name: d.events_per_day for d in datasets.DATASETS.values() if d.rows == "events"
+}
 
 
 @dataclass(frozen=True)
@@ -239,15 +201,16 @@ def rows_per_day(
 ) -> float:
     """Rows job ``name`` writes a day at its planned interval (see the module's docstring)."""
     polls = DAY_S / load.planned_every
-    if name == "depth":
+    model = datasets.get(name).rows
+    if model == "levels":
         return load.symbols * 2 * (job.limit or 20) * polls
-    if name in _ONE_ROW_PER_POLL:
+    if model == "symbol":
         return load.symbols * polls
-    if name == "klines":
+    if model == "intervals":
         return load.symbols * sum(DAY_S * 1000 / KLINE_INTERVALS[i] for i in job.intervals)
-    if name in EVENTS_PER_DAY:
+    if model == "events":
         return load.symbols * EVENTS_PER_DAY[name]
-    if name == "trades":
+    if model == "trades":
         cap = math.inf if has_api_key else endpoints.RECENT_TRADES_MAX * polls
         return sum(min(count, cap) for counts in trades.counts.values() for count in counts)
     raise ValueError(f"no row model for job {name!r}")
@@ -257,7 +220,7 @@ def _arrivals_per_day(name: str, job: JobSettings, load: JobLoad) -> float:
     """How often new rows arrive: at most every poll, and for data the exchange writes on
     its own clock (klines, funding, the fund) at most as often as it writes."""
     polls = DAY_S / load.planned_every
-    if name == "klines":
+    if datasets.get(name).per_interval:
         shortest = min(KLINE_INTERVALS[i] for i in job.intervals) / 1000
         return min(polls, DAY_S / shortest)
     if name in EVENTS_PER_DAY:
@@ -282,7 +245,8 @@ def estimate(
         job = jobs[load.job]
         sizes = BYTES[load.job]
         rows = rows_per_day(load.job, job, load, trades, has_api_key=has_api_key)
-        markets = sum(1 for m in job.markets if load.job == "instruments" or symbols(job, m) > 0)
+        listing = datasets.get(load.job).kind == "listing"
+        markets = sum(1 for m in job.markets if listing or symbols(job, m) > 0)
         if rows <= 0:
             markets = 0
         flush_files = markets * min(flushes, _arrivals_per_day(load.job, job, load))

@@ -28,9 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector import datasets
 from collector.config import JobSettings, Settings
-from collector.exchange import endpoints
-from collector.exchange.endpoints import Endpoint
 
 #: Share of the budget the steady schedule may plan for; the rest absorbs catch-up
 #: pages, first-start backfills, clock syncs and symbols listed later.
@@ -42,20 +41,7 @@ CLOSE_TO_FULL = 0.8
 #: Suggestions name at most this many jobs.
 MAX_SUGGESTIONS = 3
 #: Datasets complete by paging (by id or time) whatever their interval.
-PAGING_JOBS = frozenset({"trades", "klines", "funding_rate", "protection_fund", "instruments"})
-
-_PER_SYMBOL: dict[str, Endpoint] = {
-    "depth": endpoints.DEPTH,
-    "avg_price": endpoints.AVG_PRICE,
-    "funding_rate": endpoints.HISTORY_RATE,
-    "protection_fund": endpoints.PROTECTION_FUND,
-}
-_CHEAPER_FORM: dict[str, Endpoint] = {
-    "ticker_24hr": endpoints.TICKER_24HR,
-    "ticker_price": endpoints.TICKER_PRICE,
-    "book_ticker": endpoints.BOOK_TICKER,
-    "indices_price": endpoints.INDICES_PRICE,
-}
+PAGING_JOBS = frozenset(d.name for d in datasets.DATASETS.values() if d.paging)
 
 
 @dataclass(frozen=True)
@@ -186,34 +172,30 @@ def stretched_interval(every: float, factor: float) -> float:
 def job_load(
     name: str, job: JobSettings, symbols: Callable[[JobSettings, str], int], has_api_key: bool
 ) -> JobLoad:
-    """The requests and weight of one round of job ``name``."""
+    """The requests and weight of one round of job ``name`` (its registry entry says how
+    a round asks the exchange)."""
+    dataset = datasets.get(name)
+    endpoint = dataset.endpoints[0]
+    if dataset.keyless_endpoint is not None and not has_api_key:
+        endpoint = dataset.keyless_endpoint
     requests = weight = count = 0
-    if name in ("instruments", "contract_info"):
-        # One request for every symbol: the lists (exchangeInfo + optionInfo) or contractInfo.
-        group = (
-            (endpoints.EXCHANGE_INFO, endpoints.OPTION_INFO)
-            if name == "instruments"
-            else (endpoints.CONTRACT_INFO,)
-        )
-        requests, weight = len(group), sum(endpoint.weight for endpoint in group)
+    if dataset.request == "per_round":
+        # One round asks for every symbol at once: the lists, or contractInfo.
+        requests = len(dataset.endpoints)
+        weight = sum(e.weight for e in dataset.endpoints)
         count = sum(symbols(job, market) for market in job.markets)
     else:
         for market in job.markets:
             n = symbols(job, market)
             count += n
-            if name in _CHEAPER_FORM:
-                r, w = _CHEAPER_FORM[name].round_cost(n)
-            elif name == "trades":
-                endpoint = endpoints.HISTORICAL_TRADES if has_api_key else endpoints.TRADES
-                r, w = n, n * endpoint.weight
-            elif name == "klines":
-                r = n * len(job.intervals)
-                w = r * endpoints.KLINES.weight
+            if dataset.request == "all_symbols_if_cheaper":
+                r, w = endpoint.round_cost(n)
             else:
-                r, w = n, n * _PER_SYMBOL[name].weight
+                r = n * (len(job.intervals) if dataset.per_interval else 1)
+                w = r * endpoint.weight
             requests += r
             weight += w
-    paging = name in PAGING_JOBS and (name != "trades" or has_api_key)
+    paging = dataset.paging and (dataset.keyless_endpoint is None or has_api_key)
     return JobLoad(name, tuple(job.markets), count, job.every, requests, weight, paging)
 
 
@@ -321,7 +303,8 @@ def _explain(plan: Plan, paging: float, snapshot: float, has_api_key: bool) -> N
             f"snapshot jobs (depth, tickers) are stretched x{snapshot:.2f}; paging jobs "
             + ("keep their intervals" if paging <= 1.0 else f"are stretched x{paging:.2f}")
         )
-    if paging > 1.0 and not has_api_key and any(load.job == "trades" for load in plan.loads):
+    keyless = [load for load in plan.loads if datasets.get(load.job).keyless_endpoint]
+    if paging > 1.0 and not has_api_key and keyless:
         plan.notes.append(
             "trades without an API key read only the last 60 trades per poll: a longer "
             "interval can lose trades on busy symbols (set JEX_API_KEY)"
@@ -336,7 +319,7 @@ _NICE_MINUTES = (1, 1.5, 2, 3, 4, 5, 10, 15, 20, 30, 60)
 _NICE_INTERVALS = tuple(float(s) for s in _NICE_SECONDS) + tuple(60.0 * m for m in _NICE_MINUTES)
 #: Jobs whose weight and requests grow in proportion to their symbols (no all-symbols form).
 _PER_SYMBOL_JOBS = frozenset(
-    {"depth", "trades", "klines", "avg_price", "funding_rate", "protection_fund"}
+    d.name for d in datasets.DATASETS.values() if d.request == "per_symbol"
 )
 
 

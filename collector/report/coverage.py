@@ -48,11 +48,16 @@ from collector.report.model import (
 
 #: Gaps fetched per dataset (the longest); all are counted.
 MAX_GAPS = 5_000
-#: Column holding the id of the datasets whose ids must be contiguous.
-ID_COLUMNS = {"trades": "trade_id"}
+#: Column holding the id of the datasets whose ids must be contiguous (the registry's
+#: ``consecutive_ids`` rule; the key's last column).
+ID_COLUMNS = {
+    d.name: d.key[-1] for d in datasets.DATASETS.values() if d.continuity == "consecutive_ids"
+}
 
-_ID_WORDS = {"trades": "trade id", "funding_rate": "funding id", "protection_fund": "fund id"}
-_UNITS = {"trades": "trades", "funding_rate": "funding events", "protection_fund": "fund records"}
+
+def _unit(dataset: str) -> str:
+    return datasets.get(dataset).unit
+
 
 RowKey = tuple[str, str, str | None]
 
@@ -89,13 +94,14 @@ def dataset_coverage(
 ) -> DatasetCoverage:
     """Coverage of one dataset in ``window``; ``every_s`` is its job's interval (None when
     the schedule has no job for it: the median spacing of its snapshots is used)."""
-    if dataset == "klines":
+    rule = datasets.get(dataset).continuity  # what the exchange guarantees (the registry)
+    if rule == "open_times":
         return _klines(connection, window)
-    if dataset == "funding_rate":
+    if rule == "funding_interval":
         return _funding(connection, window)
-    if dataset == "protection_fund":
+    if rule == "unique":
         return _snapshots(connection, dataset, window, None, claim_gaps=False)
-    if dataset in ID_COLUMNS:
+    if rule == "consecutive_ids":
         return _ids(connection, dataset, ID_COLUMNS[dataset], window)
     return _snapshots(connection, dataset, window, every_s)
 
@@ -200,7 +206,7 @@ def _snapshots(
         params,
     ).fetchall():
         cells.add((market, symbol, None), int(cell), int(count), int(low), int(high))
-    unit = _UNITS.get(dataset, "snapshots")
+    unit = _unit(dataset)
     if not cells.present:
         return DatasetCoverage(dataset, unit, "", [], [], 0)
     spacing = (
@@ -298,8 +304,8 @@ def _ids(connection: Any, dataset: str, id_column: str, window: Window) -> Datas
         if ids:
             with_ids.add(key)
     if not cells.present:
-        return DatasetCoverage(dataset, _UNITS.get(dataset, "snapshots"), "", [], [], 0)
-    word = _ID_WORDS[dataset]
+        return DatasetCoverage(dataset, _unit(dataset), "", [], [], 0)
+    word = id_column.replace("_", " ")
     # Holes: consecutive archived ids (in id order) more than one apart. Duplicates
     # follow each other with a difference of 0, so they are no hole.
     holes = (
@@ -382,7 +388,7 @@ def _ids(connection: Any, dataset: str, id_column: str, window: Window) -> Datas
             f"; for trades without ids (no API key), {_a(window.by)} without a trade between trades"
         )
     return DatasetCoverage(
-        dataset, _UNITS[dataset], rule + ".", list(rows.values()), gaps, gap_count
+        dataset, _unit(dataset), rule + ".", list(rows.values()), gaps, gap_count
     )
 
 
