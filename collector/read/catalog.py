@@ -17,18 +17,20 @@ in the DuckDB CLI).
 
 SQL text is built only from names in :mod:`collector.datasets` and the archive's
 own directory (quoted); values go in as bound parameters.
+
+The extensions, SQL literals and S3 secret are in :mod:`collector.read.duck_setup`, the
+damaged files' bookkeeping (:func:`readable`, :func:`damaged_files`) in
+:mod:`collector.read.damaged`; this module re-exports their public names.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -36,7 +38,21 @@ import pyarrow as pa
 from collector import datasets
 from collector.errors import ConfigError
 from collector.read import derived
-from collector.storage import delta, footers, location
+from collector.read.damaged import READ_ATTEMPTS as READ_ATTEMPTS
+from collector.read.damaged import READ_ERRORS as READ_ERRORS
+from collector.read.damaged import damaged_files as damaged_files
+from collector.read.damaged import find_damaged as find_damaged
+from collector.read.damaged import left_out_paths, readable_files_sql
+from collector.read.damaged import readable as readable
+from collector.read.duck_setup import DUCKDB_TYPES, aws_environment
+from collector.read.duck_setup import extension_file as extension_file
+from collector.read.duck_setup import load_delta as load_delta
+from collector.read.duck_setup import load_extension as load_extension
+from collector.read.duck_setup import path_literal as path_literal
+from collector.read.duck_setup import sql_string as sql_string
+from collector.read.duck_setup import table_path as table_path
+from collector.read.duck_setup import use_object_store as use_object_store
+from collector.storage import delta
 from collector.storage.location import Archive
 
 if TYPE_CHECKING:
@@ -46,101 +62,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DB_NAME = "archive.duckdb"
-T = TypeVar("T")
-
-_DUCKDB_TYPES: dict[pa.DataType, str] = {
-    pa.string(): "VARCHAR",
-    pa.float64(): "DOUBLE",
-    pa.int64(): "BIGINT",
-    pa.int16(): "SMALLINT",
-    pa.bool_(): "BOOLEAN",
-    datasets.TIMESTAMP: "TIMESTAMPTZ",
-}
-
-
-def extension_file(name: str) -> Path | None:
-    """The DuckDB extension ``name`` shipped by the pip package ``duckdb-extension-<name>``
-    for the installed DuckDB version, or None when that package (or that version's
-    binary) is not installed."""
-    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
-        if path.is_file():
-            return path
-    return None
-
-
-def load_extension(connection: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Load the DuckDB extension ``name`` (``delta``, ``httpfs``) into ``connection``.
-
-    Tried in order: already loaded; installed in DuckDB's extension folder (``INSTALL``);
-    the binary of the pip package ``duckdb-extension-<name>`` (a dependency of ours, so
-    no download is needed). Only when neither is there, a plain ``LOAD``, which DuckDB
-    may satisfy by downloading it. A ConfigError says how to install it when all fail.
-    """
-    if not name.isidentifier() or not name.islower():
-        raise ValueError(f"not a DuckDB extension name: {name!r}")
-    state = connection.execute(
-        "SELECT loaded, installed FROM duckdb_extensions() WHERE extension_name = $name",
-        {"name": name},
-    ).fetchone()
-    if state is not None and state[0]:
-        return
-    shipped = extension_file(name)
-    targets = [name] if state is not None and state[1] else []
-    if shipped is not None:
-        targets.append(path_literal(shipped))
-    failure: duckdb.Error | None = None
-    for target in targets or [name]:
-        try:
-            connection.execute(f"LOAD {target}")
-        except duckdb.Error as exc:
-            failure = exc
-            continue
-        return
-    raise ConfigError(
-        f"DuckDB (version {duckdb.__version__}) cannot load its {name!r} extension, "
-        f"which the archive's views need: {failure}. Install it with "
-        f"`pip install duckdb-extension-{name}=={duckdb.__version__}` (a dependency of "
-        f"jex-collector), or once in DuckDB with `INSTALL {name}; LOAD {name};`",
-        source=f"duckdb extension {name}",
-    ) from failure
-
-
-def load_delta(connection: duckdb.DuckDBPyConnection) -> None:
-    """Load DuckDB's ``delta`` extension (``delta_scan``) into ``connection``."""
-    load_extension(connection, "delta")
-
-
-def sql_string(value: str) -> str:
-    """A SQL string literal of text from the dataset registry (view comments)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def path_literal(path: str | Path) -> str:
-    """The one way a path enters SQL text: validated, then quoted.
-
-    View DDL cannot take bound parameters, so a table's location is written into the
-    view. Only an absolute path or an ``s3://`` URI (checked by
-    :class:`~collector.storage.location.Archive`) without control characters is
-    accepted; quotes are doubled, which is all a DuckDB string literal needs.
-    """
-    text = str(path)
-    if any(ord(char) < 32 or ord(char) == 127 for char in text):
-        raise ValueError(f"a path with control characters cannot be used in SQL: {text!r}")
-    if location.is_remote(text):
-        Archive.of(text)  # bucket and prefix checked
-    elif not text.startswith("/"):
-        raise ValueError(f"expected an absolute path in SQL, got {text!r}")
-    return sql_string(text)
-
-
-def table_path(data_dir: str | Path | Archive, dataset: str) -> str:
-    """Where ``dataset``'s Delta table is in the archive ``data_dir``: an absolute folder,
-    or an ``s3://`` URI."""
-    return Archive.of(data_dir).table_uri(dataset)
 
 
 def has_files(data_dir: str | Path | Archive, dataset: str) -> bool:
@@ -158,14 +79,14 @@ def source_sql(data_dir: str | Path | Archive, dataset: str, *, attached: str | 
     spec = datasets.get(dataset)
     if not delta.is_table(Archive.of(data_dir).uri, dataset):
         columns = ", ".join(
-            f"CAST(NULL AS {_DUCKDB_TYPES[c.type]}) AS {c.name}" for c in spec.columns
+            f"CAST(NULL AS {DUCKDB_TYPES[c.type]}) AS {c.name}" for c in spec.columns
         )
         return f"SELECT {columns}, CAST(NULL AS DATE) AS date WHERE false"
     columns = ", ".join(spec.column_names)
     # Names come from the dataset registry; the path is checked and quoted by path_literal.
     # The table's partition columns (market, date) come from its log, not the files.
-    left_out = _left_out(data_dir, dataset)
-    readable_sql = _readable_files_sql(data_dir, dataset, left_out) if left_out else None
+    left_out = left_out_paths(data_dir, dataset)
+    readable_sql = readable_files_sql(data_dir, dataset, left_out) if left_out else None
     if readable_sql is not None:
         return readable_sql
     if attached is not None:
@@ -174,141 +95,12 @@ def source_sql(data_dir: str | Path | Archive, dataset: str, *, attached: str | 
     return f"SELECT {columns}, date FROM delta_scan({location})"  # noqa: S608
 
 
-# -- damaged files ----------------------------------------------------------------------
-
-#: Files found damaged by this process, per table location: left out of every view and
-#: read made here (:func:`readable`), so one damaged file never stops a read.
-_damaged: dict[str, dict[str, footers.DamagedFile]] = {}
-_damaged_lock = threading.Lock()
-#: Reads tried again after damaged files were found: more than one damaged file found
-#: one at a time (files the footers pass but DuckDB cannot read) take one each.
-READ_ATTEMPTS = 4
-#: DuckDB's errors when a Parquet file cannot be read (a truncated file, a bad page).
-READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException)
-
-
-def _left_out(data_dir: str | Path | Archive, dataset: str) -> set[str]:
-    with _damaged_lock:
-        return set(_damaged.get(table_path(data_dir, dataset), {}))
-
-
-def _readable_files_sql(
-    data_dir: str | Path | Archive, dataset: str, left_out: set[str]
-) -> str | None:
-    """A SELECT over the files of the table's current version but ``left_out``; None
-    when the version holds none of them (set aside by a repair, or compacted away)."""
-    spec = datasets.get(dataset)
-    columns = ", ".join(spec.column_names)
-    table = delta.open_table(Archive.of(data_dir).uri, dataset)
-    files = [] if table is None else delta.files(table, dataset)
-    if not any(f.path in left_out for f in files):
-        return None
-    paths = [
-        path_literal(delta.file_path(Archive.of(data_dir).uri, dataset, f.path))
-        for f in files
-        if f.path not in left_out
-    ]
-    if not paths:
-        empty = ", ".join(
-            f"CAST(NULL AS {_DUCKDB_TYPES[c.type]}) AS {c.name}" for c in spec.columns
-        )
-        return f"SELECT {empty}, CAST(NULL AS DATE) AS date WHERE false"
-    # Paths from the table's log, each checked and quoted by path_literal.
-    return (
-        f"SELECT {columns}, date FROM read_parquet([{', '.join(paths)}], "  # noqa: S608
-        "hive_partitioning = true, hive_types = {'market': VARCHAR, 'date': DATE})"
-    )
-
-
-def damaged_files(data_dir: str | Path | Archive) -> list[footers.DamagedFile]:
-    """The damaged files of the archive that are still in their tables: found by this
-    process, or recorded in the archive by another one
-    (:func:`collector.storage.footers.damaged`)."""
-    archive = Archive.of(data_dir)
-    with _damaged_lock:
-        mine = [
-            file
-            for name in datasets.DATASETS
-            for file in _damaged.get(table_path(archive, name), {}).values()
-        ]
-    return footers.damaged(archive, also=mine)
-
-
-def find_damaged(
-    data_dir: str | Path | Archive, names: Iterable[str], error: BaseException | None = None
-) -> list[footers.DamagedFile]:
-    """Look for damaged files in the tables ``names`` (their footers and sizes), after
-    ``error`` (a failed read, which may name the file); the new ones are left out of
-    this process's reads from now on, logged and recorded in the archive."""
-    archive = Archive.of(data_dir)
-    found: list[footers.DamagedFile] = []
-    for name in names:
-        table = delta.open_table(archive.uri, name)
-        if table is None:
-            continue
-        known = _left_out(archive, name)
-        files = [f for f in delta.files(table, name) if f.path not in known]
-        bad = footers.check_files(archive, name, files)
-        if not bad and error is not None:
-            # The footer is fine but a page is not: DuckDB's message names the file.
-            text = str(error)
-            base = table_path(archive, name) + "/"
-            bad = [
-                footers.DamagedFile(name, f.path, f"unreadable ({text.splitlines()[0]})")
-                for f in files
-                if base + f.path in text
-            ]
-        found += bad
-    if found:
-        with _damaged_lock:
-            for file in found:
-                _damaged.setdefault(table_path(archive, file.dataset), {})[file.path] = file
-        for file in found:
-            log.warning(
-                "%s: left out of every read; `jex-collector verify --repair` sets it aside "
-                "and fetches its rows again where the exchange still has them",
-                file.line(),
-            )
-        footers.record_damaged(archive, found)
-    return found
-
-
-def readable(data_dir: str | Path | Archive, names: Iterable[str], read: Callable[[], T]) -> T:
-    """``read()`` (which makes its own connection), tried again without the damaged
-    files of the tables ``names`` when DuckDB cannot read one: a damaged file is left
-    out, logged and recorded, never the end of the read. Raises the error when no
-    damaged file explains it."""
-    tables = tuple(names)
-    for attempt in range(1, READ_ATTEMPTS + 1):
-        try:
-            return read()
-        except READ_ERRORS as exc:
-            if attempt == READ_ATTEMPTS or not find_damaged(data_dir, tables, exc):
-                raise
-    raise AssertionError("unreachable")
-
-
 _database: duckdb.DuckDBPyConnection | None = None
 _database_lock = threading.Lock()
 _attached: dict[str, str] = {}
 #: The AWS_* settings the shared database's S3 secret was made from (use_object_store),
 #: or None before the first one: made again when the environment changes.
 _object_store: list[tuple[str, ...] | None] = [None]
-
-
-def _aws_environment() -> tuple[str, ...]:
-    return tuple(os.environ.get(name, "") for name in _AWS_VARIABLES)
-
-
-_AWS_VARIABLES = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-)
 
 
 def _shared_database() -> duckdb.DuckDBPyConnection:
@@ -362,48 +154,8 @@ def _attach(data_dir: str | Path | Archive, dataset: str) -> str | None:
 def _shared_object_store() -> None:
     database = _shared_database()
     with _database_lock:
-        if _object_store[0] != _aws_environment():
+        if _object_store[0] != aws_environment():
             use_object_store(database)
-            _object_store[0] = _aws_environment()
-
-
-def use_object_store(connection: duckdb.DuckDBPyConnection) -> None:
-    """Let ``connection``'s database read ``s3://`` tables: the ``httpfs`` extension and a
-    temporary secret (kept in memory, never in a database file, redacted in
-    ``duckdb_secrets()``) made from the standard AWS environment variables: the key and
-    secret (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``),
-    the region, and the endpoint from ``AWS_ENDPOINT_URL`` (path-style requests, TLS as
-    its scheme says). DuckDB's ``delta`` extension reads no environment variable itself,
-    and the ``credential_chain`` provider needs DuckDB's ``aws`` extension, which is not
-    on the package registry."""
-    load_extension(connection, "httpfs")
-    options = ["TYPE s3"]
-    for option, variable in (
-        ("KEY_ID", "AWS_ACCESS_KEY_ID"),
-        ("SECRET", "AWS_SECRET_ACCESS_KEY"),
-        ("SESSION_TOKEN", "AWS_SESSION_TOKEN"),
-    ):
-        value = os.environ.get(variable)
-        if value:
-            options.append(f"{option} {sql_string(value)}")
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        parts = urlsplit(endpoint)
-        host = parts.netloc or parts.path
-        if not host or any(ch in host for ch in "'\\ \t\n"):
-            raise ConfigError(
-                f"AWS_ENDPOINT_URL is not an http(s) URL: {endpoint!r}",
-                source="environment",
-            )
-        options += [
-            f"ENDPOINT {sql_string(host)}",
-            "URL_STYLE 'path'",
-            f"USE_SSL {'false' if parts.scheme == 'http' else 'true'}",
-        ]
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        options.append(f"REGION {sql_string(region)}")
-    connection.execute(f"CREATE OR REPLACE TEMPORARY SECRET jex_s3 ({', '.join(options)})")
 
 
 def connect(
@@ -648,7 +400,7 @@ def _last_recent_trades(
     table = delta.open_table(archive.uri, "trades")
     # Paths from the log, not file_uris(): those are URIs (a space becomes %20).
     found_files = [] if table is None else delta.files(table, "trades")
-    left_out = _left_out(archive, "trades")
+    left_out = left_out_paths(archive, "trades")
     files = [
         delta.file_path(archive.uri, "trades", file.path)
         for file in found_files

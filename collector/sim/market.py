@@ -13,6 +13,9 @@ hour by a seeded Brownian bridge on a one-minute grid.
 
 Nothing later than ``clock()`` is ever returned, and nothing before the
 simulator's genesis (``history_days`` before the day it was created).
+
+The records it returns (:class:`SimTrade`, :class:`SimKline`, …) and their OHLCV are in
+:mod:`collector.sim.records`, re-exported here.
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from collector.sim.records import SimFund as SimFund
+from collector.sim.records import SimFunding as SimFunding
+from collector.sim.records import SimKline as SimKline
+from collector.sim.records import SimTrade as SimTrade
+from collector.sim.records import Stats as Stats
+from collector.sim.records import decimal_string as decimal_string
+from collector.sim.records import merge_stats, trade_stats
 
 HOUR = 3_600_000
 MINUTE = 60_000
@@ -58,53 +69,6 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def decimal_string(value: float, decimals: int) -> str:
-    """The exchange's format: the value rounded to ``decimals``, padded to 18 digits."""
-    text = f"{value:.{decimals}f}"
-    if decimals == 0:
-        text += "."
-    return text + "0" * (18 - decimals)
-
-
-@dataclass(frozen=True)
-class SimTrade:
-    id: int
-    time: int
-    price: str
-    qty: str
-    buyer_maker: bool
-
-
-@dataclass(frozen=True)
-class SimKline:
-    open_time: int
-    close_time: int
-    open: str
-    high: str
-    low: str
-    close: str
-    volume: str
-    quote_volume: str
-    trade_count: int
-    taker_buy_volume: str
-    taker_buy_quote_volume: str
-
-
-@dataclass(frozen=True)
-class SimFunding:
-    id: int
-    time: int
-    funding_rate: float
-    funding_rate_day: float
-
-
-@dataclass(frozen=True)
-class SimFund:
-    id: int
-    time: int
-    insurance_fund: float
-
-
 @dataclass(frozen=True)
 class Instrument:
     market: str
@@ -135,42 +99,7 @@ class Block:
     buyer_maker: npt.NDArray[np.bool_]
 
 
-@dataclass(frozen=True)
-class Stats:
-    """OHLCV of a run of trades; ``open`` is None when there were none."""
-
-    open: float | None
-    high: float
-    low: float
-    close: float
-    volume: float
-    quote_volume: float
-    count: int
-    taker_buy_volume: float
-    taker_buy_quote_volume: float
-
-
 ASSETS = {"BTC": 65_000.0, "ETH": 3_500.0, "JEX": 0.05}
-
-
-def _stats(
-    prices: npt.NDArray[np.float64], qtys: npt.NDArray[np.float64], maker: npt.NDArray[np.bool_]
-) -> Stats:
-    if len(prices) == 0:
-        return Stats(None, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, 0.0)
-    quote = prices * qtys
-    taker_buy = ~maker
-    return Stats(
-        float(prices[0]),
-        float(prices.max()),
-        float(prices.min()),
-        float(prices[-1]),
-        float(qtys.sum()),
-        float(quote.sum()),
-        len(prices),
-        float(qtys[taker_buy].sum()),
-        float(quote[taker_buy].sum()),
-    )
 
 
 class SimExchange:
@@ -409,7 +338,7 @@ class SimExchange:
 
     def _make_hour_stats(self, market: str, symbol: str, hour: int) -> Stats:
         block = self._block(market, symbol, hour)
-        return _stats(block.prices, block.qtys, block.buyer_maker)
+        return trade_stats(block.prices, block.qtys, block.buyer_maker)
 
     def stats(self, market: str, symbol: str, start_ms: int, end_ms: int) -> Stats:
         """OHLCV of the trades in [start, end) that have happened (whole hours cached)."""
@@ -426,9 +355,11 @@ class SimExchange:
                 block = self._block(market, symbol, hour)
                 a = int(np.searchsorted(block.times, lo, side="left"))
                 b = int(np.searchsorted(block.times, hi, side="left"))
-                parts.append(_stats(block.prices[a:b], block.qtys[a:b], block.buyer_maker[a:b]))
+                parts.append(
+                    trade_stats(block.prices[a:b], block.qtys[a:b], block.buyer_maker[a:b])
+                )
             hour += 1
-        return _merge(parts)
+        return merge_stats(parts)
 
     def klines(
         self, market: str, symbol: str, interval: str, start_ms: int, end_ms: int
@@ -511,20 +442,3 @@ class SimExchange:
     def last_fund_id(self) -> int:
         ids = self._event_ids(self.genesis, self.now_ms() + 1, FUND_INTERVAL)
         return ids[-1] if len(ids) else 0
-
-
-def _merge(parts: list[Stats]) -> Stats:
-    filled = [p for p in parts if p.open is not None]
-    if not filled:
-        return Stats(None, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, 0.0)
-    return Stats(
-        filled[0].open,
-        max(p.high for p in filled),
-        min(p.low for p in filled),
-        filled[-1].close,
-        sum(p.volume for p in filled),
-        sum(p.quote_volume for p in filled),
-        sum(p.count for p in filled),
-        sum(p.taker_buy_volume for p in filled),
-        sum(p.taker_buy_quote_volume for p in filled),
-    )
