@@ -10,6 +10,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -51,9 +52,15 @@ def test_the_cursors_come_from_the_readable_files_and_the_log_names_the_damaged_
     with caplog.at_level(logging.WARNING, logger="collector.read.catalog"):
         jobs.load_cursors(str(tmp_path / "archive"), state)
     assert [r.getMessage() for r in caplog.records if name in r.getMessage()], caplog.text
-    # Every series resumes; the damaged file's trades only are not counted.
-    assert set(state.cursors) == set(intact.cursors)
-    assert all(state.cursors[key] <= intact.cursors[key] for key in intact.cursors)
+    # Every series resumes; the damaged file's trades only are not counted (a series
+    # whose every trade was in that file starts again as on a first start).
+    in_victim = set(pq.read_table(sim_archive / name, columns=["symbol"])["symbol"].to_pylist())
+    for key, value in intact.cursors.items():
+        if key[:2] == ("trades", "spot") and key[2] in in_victim:
+            assert state.cursors.get(key, -1) <= value, key
+        else:
+            assert state.cursors.get(key) == value, key
+    assert set(state.cursors) <= set(intact.cursors)
     assert state.recent_trades.keys() <= intact.recent_trades.keys()
     assert [f.name for f in catalog.damaged_files(tmp_path / "archive")] == [name]
 
