@@ -49,7 +49,7 @@ from deltalake.exceptions import DeltaError
 from collector import datasets
 from collector.errors import StorageError
 from collector.storage import delta, layout, parquet_format
-from collector.storage.location import Archive
+from collector.storage.location import Archive, is_remote
 from collector.storage.writer import dedupe_on_key
 
 log = logging.getLogger(__name__)
@@ -319,6 +319,16 @@ def _day_end_ms(date: dt.date) -> int:
 def closed_before_ms(now_ms: int, closed_after_s: float = CLOSED_AFTER_S) -> int:
     """The ``closed_before_ms`` that selects partitions closed at ``now_ms``."""
     return now_ms - int(closed_after_s * 1000)
+
+
+def closed_before_beside_daemon(data_dir: str | Path, now_ms: int) -> int | None:
+    """The ``closed_before_ms`` of a compaction started beside the daemon: the daemon's
+    own (:func:`closed_before_ms`) when one is or may be collecting into ``data_dir``
+    (it holds the archive's lock, or the archive is on an object store, where daemons on
+    other hosts hold no local lock); None (every partition whole) when none can be."""
+    if is_remote(data_dir) or daemon_running(data_dir):
+        return closed_before_ms(now_ms)
+    return None
 
 
 # -- one partition --------------------------------------------------------------------------
