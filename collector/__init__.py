@@ -12,20 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from collector.datasets import DATASETS as _DATASETS
+
+#: ``load`` and one loader per dataset of the registry (``load_<dataset>``), plus the
+#: earlier short names.
 _LOADERS = (
     "load",
-    "load_trades",
-    "load_klines",
-    "load_depth",
-    "load_book_ticker",
+    *(spec.loader for spec in _DATASETS.values()),
     "load_tickers",
-    "load_ticker_price",
-    "load_avg_price",
     "load_indices",
     "load_funding",
-    "load_protection_fund",
-    "load_instruments",
-    "load_contract_info",
 )
 _RESEARCH = ("trades_to_bars", "book_top", "trades_with_book", "depth_wide")
 _LAZY = (
@@ -34,45 +30,53 @@ _LAZY = (
     # A DuckDB connection with every dataset and derived view, time zone pinned to UTC.
     | {"connect": "collector.read.catalog"}
 )
-__all__ = [  # a literal, for linters; the test suite checks it against the lazy names
-    "__version__",
-    "book_top",
-    "connect",
-    "depth_wide",
-    "load",
-    "load_avg_price",
-    "load_book_ticker",
-    "load_contract_info",
-    "load_depth",
-    "load_funding",
-    "load_indices",
-    "load_instruments",
-    "load_klines",
-    "load_protection_fund",
-    "load_ticker_price",
-    "load_tickers",
-    "load_trades",
-    "trades_to_bars",
-    "trades_with_book",
-]
+__all__ = ["__version__", *sorted(_LAZY)]  # the registry names the loaders
 
+# Explicit re-exports (``X as X``) for type checkers; the names come from _LAZY.
 if TYPE_CHECKING:
     from collector.read.loaders import (
-        load,
-        load_avg_price,
-        load_book_ticker,
-        load_contract_info,
-        load_depth,
-        load_funding,
-        load_indices,
-        load_instruments,
-        load_klines,
-        load_protection_fund,
-        load_ticker_price,
-        load_tickers,
-        load_trades,
+        load as load,
     )
-    from collector.read.research import book_top, depth_wide, trades_to_bars, trades_with_book
+    from collector.read.loaders import (
+        load_avg_price as load_avg_price,
+    )
+    from collector.read.loaders import (
+        load_book_ticker as load_book_ticker,
+    )
+    from collector.read.loaders import (
+        load_contract_info as load_contract_info,
+    )
+    from collector.read.loaders import (
+        load_depth as load_depth,
+    )
+    from collector.read.loaders import (
+        load_funding as load_funding,
+    )
+    from collector.read.loaders import (
+        load_indices as load_indices,
+    )
+    from collector.read.loaders import (
+        load_instruments as load_instruments,
+    )
+    from collector.read.loaders import (
+        load_klines as load_klines,
+    )
+    from collector.read.loaders import (
+        load_protection_fund as load_protection_fund,
+    )
+    from collector.read.loaders import (
+        load_ticker_price as load_ticker_price,
+    )
+    from collector.read.loaders import (
+        load_tickers as load_tickers,
+    )
+    from collector.read.loaders import (
+        load_trades as load_trades,
+    )
+    from collector.read.research import book_top as book_top
+    from collector.read.research import depth_wide as depth_wide
+    from collector.read.research import trades_to_bars as trades_to_bars
+    from collector.read.research import trades_with_book as trades_with_book
 
 
 def __getattr__(name: str) -> Any:

@@ -75,6 +75,8 @@ class CursorRule:
 
     column: str
     group: tuple[str, ...]
+    #: The payload field holding the cursor's value (read from records set aside).
+    field: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,11 +126,27 @@ class Dataset:
         return self.kind != "snapshot"
 
     @property
+    def needs_api_key(self) -> bool:
+        """Collected only with ``JEX_API_KEY``: every endpoint is MARKET_DATA."""
+        return (
+            bool(self.endpoints)
+            and self.keyless_endpoint is None
+            and all(e.security == "MARKET_DATA" for e in self.endpoints)
+        )
+
+    @property
     def id_column(self) -> str | None:
         """The id column whose values ``verify`` checks (consecutive or unique)."""
         if self.cursor is not None and self.kind == "id_paged":
             return self.cursor.column
         return None
+
+    @property
+    def parser(self) -> str:
+        """The name of its parser in :mod:`collector.exchange.parsers`; the parsers of
+        datasets collected by the generic jobs take ``(payload, *, market, symbol,
+        received_at)``."""
+        return self.name
 
     @property
     def loader(self) -> str:

@@ -346,8 +346,12 @@ class Daemon:
         scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         now = dt.datetime.now(dt.UTC)
         enabled = self.settings.enabled_jobs()
-        for index, name in enumerate(enabled):
-            every = intervals.get(name, enabled[name].every)
+        for name in set(enabled) - set(intervals):
+            # Not in the plan (a dataset that needs an API key, without one): not run,
+            # and not waited for by status.
+            self.runstate.state.jobs.pop(name, None)
+        for index, name in enumerate(n for n in enabled if n in intervals):
+            every = intervals[name]
             first = now + dt.timedelta(seconds=index * STAGGER_S)
             if name == "instruments":
                 first = now + dt.timedelta(seconds=every)  # it ran at start-up

@@ -250,6 +250,20 @@ def open_time_of(record: Any, received_at: int | None = None) -> int | None:
         return NOWHERE
 
 
+def time_of(record: Any, *, field: str, received_at: int | None = None) -> int | None:
+    """The time in ``field`` of a record set aside, if that much is readable;
+    :data:`NOWHERE` for a time outside :func:`collector.exchange.parsers.record_time`'s
+    window."""
+    try:
+        parsers.millis(record[field])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    try:
+        return parsers.record_time(record[field], received_at)
+    except ValueError:
+        return NOWHERE
+
+
 def cut_at_unreadable(
     ctx: JobContext,
     parsed: Parsed,

@@ -545,6 +545,59 @@ async def collect_protection_fund(ctx: JobContext, job: JobSettings, market: str
     )
 
 
+# -- any time-paged series of the registry ---------------------------------------------------
+
+
+async def _paged_by_time(ctx: JobContext, spec: datasets.Dataset, market: str, symbol: str) -> int:
+    """A ``time_paged`` series of the registry without a job of its own: pages forward
+    from the cursor (the largest time archived) with ``startTime`` just past it; the
+    first contact takes the newest page. A full page may end inside its newest
+    millisecond, so that millisecond's records come with the next page instead."""
+    assert spec.cursor is not None
+    key: Cursor = (spec.name, market, symbol)
+    column = spec.cursor.column
+    parse = getattr(parsers, spec.parser)
+    rows = 0
+    for _ in range(MAX_PAGES_PER_ROUND):
+        cursor = ctx.state.cursors.get(key)
+        params: dict[str, Any] = {"symbol": symbol, "limit": spec.page_size}
+        if cursor is not None:
+            params["startTime"] = cursor + 1
+        response = await ctx.client.get(spec.endpoints[0], market=market, params=params)
+        parsed = intake.parse(
+            ctx, response, parse, market=market, symbol=symbol, received_at=response.received_at
+        )
+        if cursor is not None:
+            times = pc.cast(parsed.table[column], pa.int64())
+            parsed.table = parsed.table.filter(pc.greater(times, cursor))
+        full = len(response.payload) >= spec.page_size
+        times = pc.cast(parsed.table[column], pa.int64())
+        if full and parsed.rows and pc.min(times).as_py() < pc.max(times).as_py():
+            parsed.table = parsed.table.filter(pc.less(times, pc.max(times)))
+        time_of = functools.partial(
+            intake.time_of, field=spec.cursor.field, received_at=response.received_at
+        )
+        cut = intake.cut_at_unreadable(ctx, parsed, key, cursor, column, time_of)
+        if parsed.rows:
+            rows += _keep(ctx, parsed)
+            newest = pc.max(pc.cast(parsed.table[column], pa.int64())).as_py()
+            ctx.state.cursors[key] = int(newest)
+        if cut or not full or not parsed.rows:
+            break
+    return rows
+
+
+def _per_symbol(
+    fetch: Callable[[JobContext, datasets.Dataset, str, str], Awaitable[int]], name: str
+) -> PerMarket:
+    async def collect(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
+        spec = datasets.get(name)
+        symbols = ctx.symbols(job, market)
+        return await _for_each_symbol(name, market, symbols, lambda s: fetch(ctx, spec, market, s))
+
+    return collect
+
+
 # -- instruments and contract info ------------------------------------------------------------
 
 
@@ -622,6 +675,14 @@ COLLECTORS: dict[str, PerMarket] = {
     "contract_info": collect_contract_info,
     **{name: (lambda n: lambda c, j, m: collect_snapshot(c, j, m, n))(name) for name in _SNAPSHOTS},
 }
+# Time-paged datasets of the registry without a job of their own page with the generic one.
+COLLECTORS.update(
+    {
+        spec.name: _per_symbol(_paged_by_time, spec.name)
+        for spec in datasets.DATASETS.values()
+        if spec.kind == "time_paged" and spec.name not in COLLECTORS
+    }
+)
 
 
 async def run_job(ctx: JobContext, name: str) -> list[JobReport]:

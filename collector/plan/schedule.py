@@ -209,8 +209,13 @@ def make_plan(
     raw_interval_ms: int | None = None,
 ) -> Plan:
     """The cost of ``settings``' enabled jobs and, when over budget, the stretch factors."""
+    jobs = settings.enabled_jobs()
+    # A dataset whose every endpoint needs the API key is not collected without one.
+    keyless = [n for n in jobs if not has_api_key and datasets.get(n).needs_api_key]
     loads = [
-        job_load(name, job, symbols, has_api_key) for name, job in settings.enabled_jobs().items()
+        job_load(name, job, symbols, has_api_key)
+        for name, job in jobs.items()
+        if name not in keyless
     ]
     plan = Plan(
         loads,
@@ -234,6 +239,10 @@ def make_plan(
     ]
     plan.targets = (targets[0], targets[1] if len(targets) > 1 else None)
     _explain(plan, paging_factor, snapshot_factor, has_api_key)
+    if keyless:
+        plan.notes.append(
+            f"{', '.join(keyless)}: not collected without an API key (set JEX_API_KEY)"
+        )
     if not plan.fits:
         plan.suggestions = suggest(plan)
         plan.fit_fraction = _fit_fraction(plan, background)

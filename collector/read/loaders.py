@@ -52,7 +52,7 @@ import itertools
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TypedDict, Unpack, cast
+from typing import Any, TypedDict, Unpack, cast
 
 import numpy as np
 import pandas as pd
@@ -194,6 +194,27 @@ def load_instruments(**options: Unpack[LoadOptions]) -> pd.DataFrame:
 def load_contract_info(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Futures contract details (``contract_info``), indexed by ``received_at``."""
     return load("contract_info", **options)
+
+
+def __getattr__(name: str) -> Any:
+    """``load_<dataset>`` for every dataset of the registry (``load_ticker_24hr``,
+    ``load_funding_rate``, ...): the functions above where a dataset has options of its
+    own, else :func:`load` for that dataset. Made on first use, then kept."""
+    dataset = name.removeprefix("load_")
+    if name == dataset or dataset not in datasets.DATASETS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    spec = datasets.get(dataset)
+
+    def loader(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+        return load(dataset, **options)
+
+    loader.__name__ = loader.__qualname__ = name
+    loader.__doc__ = (
+        f"{spec.doc} Rows of ``{dataset}`` indexed by ``{spec.time_column}``; the options "
+        "are :func:`load`'s."
+    )
+    globals()[name] = loader
+    return loader
 
 
 # -- reading --------------------------------------------------------------------------------
