@@ -1,0 +1,145 @@
+"""Pure parsers: one JEX response in, Arrow rows of one dataset out. No I/O.
+
+Each parser survives the documented quirks (``shared/jex-api.md``): decimal
+strings (and numbers where strings were documented), trade ids as strings in
+any order, recent trades without id or side, a single-symbol book ticker
+without ``symbol``, option tickers' extra fields, negative contract quantities.
+
+A record that cannot be read is set aside with its reason and the rest of the
+response is kept (:class:`Parsed`); a payload of the wrong shape altogether
+raises :class:`PayloadError`. Fields the API reference does not document
+(:data:`DOCUMENTED`) are ignored and reported in :attr:`Parsed.unknown_fields`.
+
+Symbols from the exchange are accepted only through :func:`symbol_name`
+(upper-case ASCII, digits and ``._-``): a symbol never reaches a path or SQL text,
+but it is also a value users filter on, and a hostile one is refused here.
+
+Values are checked for plausibility, not only for type, and a record with an
+implausible one is set aside like an unreadable one (the rest of the page is kept):
+
+- ids (:func:`identifier`) and counts (:func:`count`) are integers from 0 to the
+  int64 maximum;
+- record times (:func:`record_time`) lie between :data:`EARLIEST_TIME_MS` (2017, before
+  JEX opened) and :data:`MAX_AHEAD_MS` (one day) past the exchange clock at receipt
+  (``received_at``); option expiries and next funding times may lie up to
+  :data:`MAX_EXPIRY_AHEAD_MS` ahead;
+- prices (:func:`price`) are above 0 (tickers' last, bid and ask prices may be 0: the
+  exchange's "none") and at most :data:`MAX_PRICE`; every other number is finite and at
+  most :data:`MAX_AMOUNT` in absolute value;
+- quantities (:func:`quantity`) are at least 0; a negative one is made positive only in
+  the contract market, where the API reference documents negative sells;
+- instrument statuses come from :data:`STATUSES`, assets match :data:`ASSET_RE`.
+
+Each row is also checked against its dataset's Arrow types (:func:`build_rows`), so
+a number the archive cannot hold is set aside, never raised.
+
+The parsers live in modules by family (:mod:`~collector.exchange.parsers.trades`,
+:mod:`~collector.exchange.parsers.books`, :mod:`~collector.exchange.parsers.tickers`,
+:mod:`~collector.exchange.parsers.futures`), on what they share
+(:mod:`~collector.exchange.parsers.rows`) and the record bounds
+(:mod:`~collector.exchange.parsers.bounds`); every name is re-exported here.
+"""
+
+from __future__ import annotations
+
+from collector.exchange.parsers.books import (
+    book_ticker,
+    depth,
+)
+from collector.exchange.parsers.bounds import (
+    ASSET_RE,
+    EARLIEST_TIME_MS,
+    INT64_MAX,
+    MAX_AHEAD_MS,
+    MAX_AMOUNT,
+    MAX_EXPIRY_AHEAD_MS,
+    MAX_KLINE_MS,
+    MAX_PRICE,
+    STATUSES,
+    SYMBOL_RE,
+    asset_name,
+    count,
+    decimal,
+    identifier,
+    integer,
+    millis,
+    non_negative,
+    optional_decimal,
+    optional_price,
+    optional_time,
+    price,
+    quantity,
+    record_time,
+    status,
+    symbol_name,
+)
+from collector.exchange.parsers.futures import (
+    funding_rate,
+    indices_price,
+    protection_fund,
+)
+from collector.exchange.parsers.rows import (
+    DOCUMENTED,
+    FIELD_NAME_MAX,
+    Parsed,
+    build_rows,
+    dedupe_sorted,
+    expect_shape,
+    undocumented,
+)
+from collector.exchange.parsers.tickers import (
+    avg_price,
+    ticker_24hr,
+    ticker_price,
+)
+from collector.exchange.parsers.trades import (
+    historical_trades,
+    klines,
+    recent_trades,
+)
+
+__all__ = [
+    "ASSET_RE",
+    "DOCUMENTED",
+    "EARLIEST_TIME_MS",
+    "FIELD_NAME_MAX",
+    "INT64_MAX",
+    "MAX_AHEAD_MS",
+    "MAX_AMOUNT",
+    "MAX_EXPIRY_AHEAD_MS",
+    "MAX_KLINE_MS",
+    "MAX_PRICE",
+    "STATUSES",
+    "SYMBOL_RE",
+    "Parsed",
+    "asset_name",
+    "avg_price",
+    "book_ticker",
+    "build_rows",
+    "count",
+    "decimal",
+    "dedupe_sorted",
+    "depth",
+    "expect_shape",
+    "funding_rate",
+    "historical_trades",
+    "identifier",
+    "indices_price",
+    "integer",
+    "klines",
+    "millis",
+    "non_negative",
+    "optional_decimal",
+    "optional_price",
+    "optional_time",
+    "price",
+    "protection_fund",
+    "quantity",
+    "recent_trades",
+    "record_time",
+    "status",
+    "symbol_name",
+    "ticker_24hr",
+    "ticker_price",
+    "undocumented",
+]
