@@ -31,7 +31,7 @@ from collector.exchange.client import Response
 from collector.exchange.parsers import Parsed
 
 if TYPE_CHECKING:
-    from collector.collect.jobs import Cursor, JobContext
+    from collector.collect.context import Cursor, JobContext
 
 log = logging.getLogger(__name__)
 

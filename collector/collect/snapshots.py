@@ -1,0 +1,93 @@
+"""Snapshot jobs: depth, the tickers, average price, index prices (one request per
+symbol, or one for all symbols when that costs no more weight)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from collector.collect import intake
+from collector.collect.context import (
+    JobContext,
+    JobReport,
+    for_each_symbol,
+    keep,
+)
+from collector.config import JobSettings
+from collector.exchange import endpoints, parsers
+from collector.exchange.endpoints import Endpoint
+from collector.exchange.parsers import Parsed
+
+# The jobs log under one name (collector.collect.jobs), whichever family module runs.
+log = logging.getLogger("collector.collect.jobs")
+
+
+# -- snapshots: depth, tickers, average price, indices ----------------------------------------
+
+
+async def collect_depth(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
+    async def fetch(symbol: str) -> int:
+        response = await ctx.client.get(
+            endpoints.DEPTH, market=market, params={"symbol": symbol, "limit": job.limit or 20}
+        )
+        return keep(
+            ctx, intake.parse(ctx, response, parsers.depth, market, symbol, response.received_at)
+        )
+
+    return await for_each_symbol("depth", market, ctx.symbols(job, market), fetch)
+
+
+async def collect_avg_price(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
+    async def fetch(symbol: str) -> int:
+        response = await ctx.client.get(
+            endpoints.AVG_PRICE, market=market, params={"symbol": symbol}
+        )
+        return keep(
+            ctx,
+            intake.parse(ctx, response, parsers.avg_price, market, symbol, response.received_at),
+        )
+
+    return await for_each_symbol("avg_price", market, ctx.symbols(job, market), fetch)
+
+
+SnapshotParser = Callable[[Any, str, int, str | None], Parsed]
+
+SNAPSHOTS: dict[str, tuple[Endpoint, SnapshotParser]] = {
+    "ticker_24hr": (endpoints.TICKER_24HR, parsers.ticker_24hr),
+    "ticker_price": (endpoints.TICKER_PRICE, parsers.ticker_price),
+    "book_ticker": (endpoints.BOOK_TICKER, parsers.book_ticker),
+    "indices_price": (
+        endpoints.INDICES_PRICE,
+        lambda payload, _market, received_at, symbol: parsers.indices_price(
+            payload, received_at, symbol
+        ),
+    ),
+}
+
+
+async def collect_snapshot(
+    ctx: JobContext, job: JobSettings, market: str, dataset: str
+) -> JobReport:
+    """Tickers: one all-symbols request when it costs no more weight than one per symbol."""
+    endpoint, parse = SNAPSHOTS[dataset]
+    symbols = ctx.symbols(job, market)
+    if endpoint.all_symbols_is_cheaper(len(symbols)):
+        report = JobReport(dataset, market, symbols=len(symbols))
+        response = await ctx.client.get(endpoint, market=market)
+        parsed = intake.parse(ctx, response, parse, market, response.received_at, None)
+        # Records of symbols not (or no longer) listed are not polled for, and not kept.
+        parsed.table = parsed.table.filter(
+            pc.is_in(parsed.table["symbol"], pa.array(symbols, pa.string()))
+        )
+        report.rows = keep(ctx, parsed)
+        return report
+
+    async def fetch(symbol: str) -> int:
+        response = await ctx.client.get(endpoint, market=market, params={"symbol": symbol})
+        return keep(ctx, intake.parse(ctx, response, parse, market, response.received_at, symbol))
+
+    return await for_each_symbol(dataset, market, symbols, fetch)
