@@ -22,20 +22,28 @@ What is expected depends on the dataset:
 Everything is aggregated in DuckDB; Python receives one row per cell and per gap, never
 the rows themselves. SQL text is built from registry names and the fixed interval table
 only; times and symbols are bound parameters.
+
+The cell grid and window queries shared by the rules are in
+:mod:`collector.report.coverage_cells`, the id-keyed coverage in
+:mod:`collector.report.coverage_ids`; this module chooses the rule from the registry and
+re-exports the names other modules import from it.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from collector import datasets
 from collector.check import verify
 from collector.config import KLINE_INTERVALS
+from collector.report.coverage_cells import MAX_GAPS as MAX_GAPS
+from collector.report.coverage_cells import Cells, RowKey, gap_total, mark_gaps, overlap, unit_of
+from collector.report.coverage_cells import execute as execute
+from collector.report.coverage_cells import window_filter as window_filter
+from collector.report.coverage_cells import window_params as window_params
+from collector.report.coverage_ids import ids_coverage
 from collector.report.model import (
     SNAPSHOT_GAP_INTERVALS,
     DatasetCoverage,
@@ -43,50 +51,13 @@ from collector.report.model import (
     RowCoverage,
     Window,
     format_duration,
-    to_datetime,
 )
 
-#: Gaps fetched per dataset (the longest); all are counted.
-MAX_GAPS = 5_000
 #: Column holding the id of the datasets whose ids must be contiguous (the registry's
 #: ``consecutive_ids`` rule; the key's last column).
 ID_COLUMNS = {
     d.name: d.key[-1] for d in datasets.DATASETS.values() if d.continuity == "consecutive_ids"
 }
-
-
-def _unit(dataset: str) -> str:
-    return datasets.get(dataset).unit
-
-
-RowKey = tuple[str, str, str | None]
-
-
-def window_params(window: Window) -> dict[str, Any]:
-    """Bound parameters of :func:`window_filter`, plus the cell grid."""
-    return {
-        "start": to_datetime(window.start_ms),
-        "end": to_datetime(window.end_ms),
-        "first_date": window.first_date,
-        "last_date": window.last_date,
-        "origin": window.origin_ms,
-        "cell": window.cell_ms,
-    }
-
-
-def execute(connection: Any, sql: str, params: Mapping[str, Any]) -> Any:
-    """``connection.execute`` with only the parameters ``sql`` names (DuckDB refuses
-    extra ones), so one dict of window parameters serves every query."""
-    names = set(re.findall(r"\$(\w+)", sql))
-    return connection.execute(sql, {k: v for k, v in params.items() if k in names})
-
-
-def window_filter(time_column: str) -> str:
-    """Rows in the window; the ``date`` terms let DuckDB skip whole partitions."""
-    return (
-        f"{time_column} >= $start AND {time_column} < $end "
-        "AND date >= $first_date AND date <= $last_date"
-    )
 
 
 def dataset_coverage(
@@ -102,60 +73,8 @@ def dataset_coverage(
     if rule == "unique":
         return _snapshots(connection, dataset, window, None, claim_gaps=False)
     if rule == "consecutive_ids":
-        return _ids(connection, dataset, ID_COLUMNS[dataset], window)
+        return ids_coverage(connection, dataset, ID_COLUMNS[dataset], window)
     return _snapshots(connection, dataset, window, every_s)
-
-
-@dataclass
-class _Cells:
-    """Per-row cell counts as they come from SQL."""
-
-    present: dict[RowKey, dict[int, int]] = field(default_factory=lambda: defaultdict(dict))
-    first: dict[RowKey, int] = field(default_factory=dict)
-    last: dict[RowKey, int] = field(default_factory=dict)
-
-    def add(self, key: RowKey, cell: int, count: int, low: int, high: int) -> None:
-        self.present[key][cell] = count
-        self.first[key] = min(low, self.first.get(key, low))
-        self.last[key] = max(high, self.last.get(key, high))
-
-    def rows(self) -> list[RowKey]:
-        order = {market: index for index, market in enumerate(datasets.MARKETS)}
-        return sorted(
-            self.present,
-            key=lambda k: (order.get(k[0], 9), k[0], k[1], _interval_order(k[2])),
-        )
-
-    def in_range(self, key: RowKey, window: Window) -> range:
-        return range(window.cell_of(self.first[key]), window.cell_of(self.last[key]) + 1)
-
-
-def _interval_order(interval: str | None) -> int:
-    return KLINE_INTERVALS.get(interval or "", 0)
-
-
-def _overlap(low: int, high: int, cell_low: int, cell_high: int) -> int:
-    return max(0, min(high, cell_high) - max(low, cell_low))
-
-
-def _mark_gaps(rows: dict[RowKey, RowCoverage], gaps: list[Gap], window: Window) -> None:
-    """Outline the cells a gap covers: those it lies within, or overlaps by at least
-    1% (a silence that begins 10 s before the hour does not mark the hour before)."""
-    for gap in gaps:
-        row = rows.get((gap.market, gap.symbol, gap.interval))
-        if row is None:
-            continue
-        low = max(0, window.cell_of(gap.from_ms))
-        high = min(window.cells - 1, window.cell_of(max(gap.from_ms, gap.to_ms - 1)))
-        for cell in range(low, high + 1):
-            start = window.cell_start(cell)
-            overlap = _overlap(gap.from_ms, gap.to_ms, start, start + window.cell_ms)
-            if low == high or overlap >= window.cell_ms / 100:
-                row.gap_cells.add(cell)
-
-
-def _gap_total(found: list[tuple[Any, ...]]) -> int:
-    return int(found[0][-1]) if found else 0
 
 
 # -- snapshots ------------------------------------------------------------------------------
@@ -198,7 +117,7 @@ def _snapshots(
         f"SELECT DISTINCT market, symbol, epoch_ms({spec.time_column}) AS t "  # noqa: S608
         f"FROM {dataset} WHERE {window_filter(spec.time_column)}"
     )
-    cells = _Cells()
+    cells = Cells()
     for market, symbol, cell, count, low, high in execute(
         connection,
         f"SELECT market, symbol, (t - $origin) // $cell, count(*), min(t), max(t) "  # noqa: S608
@@ -206,7 +125,7 @@ def _snapshots(
         params,
     ).fetchall():
         cells.add((market, symbol, None), int(cell), int(count), int(low), int(high))
-    unit = _unit(dataset)
+    unit = unit_of(dataset)
     if not cells.present:
         return DatasetCoverage(dataset, unit, "", [], [], 0)
     spacing = (
@@ -250,12 +169,12 @@ def _snapshots(
         fraction: list[float | None] = [None] * window.cells
         for cell in cells.in_range(key, window):
             low = window.cell_start(cell)
-            expected = _overlap(first, last, low, low + window.cell_ms) / interval_ms
+            expected = overlap(first, last, low, low + window.cell_ms) / interval_ms
             present = cells.present[key].get(cell, 0)
             fraction[cell] = 1.0 if expected <= 1 and present else min(1.0, present / expected)
         count = sum(cells.present[key].values())
         rows[key] = RowCoverage(*key, first, last, count, fraction)
-    _mark_gaps(rows, gaps, window)
+    mark_gaps(rows, gaps, window)
     if not claim_gaps:
         rule = (
             f"Archived {unit} per cell; the exchange guarantees neither their spacing nor "
@@ -267,7 +186,7 @@ def _snapshots(
             f"{unit.capitalize()} archived against {source}, from each row's first to its "
             f"last. Gap: none for more than {gap_intervals:g} intervals."
         )
-    return DatasetCoverage(dataset, unit, rule, list(rows.values()), gaps, _gap_total(found))
+    return DatasetCoverage(dataset, unit, rule, list(rows.values()), gaps, gap_total(found))
 
 
 def _silence(unit: str, length_ms: int, interval_ms: int) -> str:
@@ -279,164 +198,6 @@ def _silence(unit: str, length_ms: int, interval_ms: int) -> str:
     # Events on a fixed interval (funding): the spacing in intervals, less one, are missing.
     missing = max(1, round(length_ms / interval_ms) - 1)
     return f"{missing:,} {unit if missing != 1 else unit.rstrip('s')} missing"
-
-
-# -- ids ------------------------------------------------------------------------------------
-
-
-def _ids(connection: Any, dataset: str, id_column: str, window: Window) -> DatasetCoverage:
-    spec = datasets.get(dataset)
-    time = spec.time_column
-    params = window_params(window)
-    where = window_filter(time)
-    cells = _Cells()
-    with_ids: set[RowKey] = set()
-    for market, symbol, cell, count, ids, low, high in execute(
-        connection,
-        f"SELECT market, symbol, (epoch_ms({time}) - $origin) // $cell AS cell, "  # noqa: S608
-        f"count(DISTINCT {id_column}) + count(*) FILTER (WHERE {id_column} IS NULL), "
-        f"count({id_column}), epoch_ms(min({time})), epoch_ms(max({time})) "
-        f"FROM {dataset} WHERE {where} GROUP BY ALL",
-        params,
-    ).fetchall():
-        key: RowKey = (market, symbol, None)
-        cells.add(key, int(cell), int(count), int(low), int(high))
-        if ids:
-            with_ids.add(key)
-    if not cells.present:
-        return DatasetCoverage(dataset, _unit(dataset), "", [], [], 0)
-    word = id_column.replace("_", " ")
-    # Holes: consecutive archived ids (in id order) more than one apart. Duplicates
-    # follow each other with a difference of 0, so they are no hole.
-    holes = (
-        f"SELECT market, symbol, prev_t, t, id - prev_id - 1 AS missing FROM ("  # noqa: S608
-        f"  SELECT market, symbol, {id_column} AS id, epoch_ms({time}) AS t,"
-        f"    lag({id_column}) OVER w AS prev_id, lag(epoch_ms({time})) OVER w AS prev_t"
-        f"  FROM {dataset} WHERE {id_column} IS NOT NULL AND {where}"
-        f"   WINDOW w AS (PARTITION BY market, symbol ORDER BY {id_column})"
-        ") WHERE id - prev_id > 1"
-    )
-    execute(connection, f"CREATE OR REPLACE TEMP TABLE report_holes AS {holes}", params)
-    try:
-        # Missing ids per cell: a hole inside one cell counts there, in SQL (there may be
-        # many); a hole spanning cells is spread over them by time, in Python (at most
-        # about one per cell boundary and row).
-        missing: dict[RowKey, dict[int, float]] = defaultdict(lambda: defaultdict(float))
-        for market, symbol, cell, count in execute(
-            connection,
-            "SELECT market, symbol, (t - $origin) // $cell, sum(missing) FROM report_holes "
-            "WHERE (least(t, prev_t) - $origin) // $cell = (greatest(t, prev_t) - $origin) "
-            "// $cell GROUP BY ALL",
-            params,
-        ).fetchall():
-            missing[(market, symbol, None)][int(cell)] += float(count)
-        spanning = execute(
-            connection,
-            "SELECT market, symbol, least(t, prev_t), greatest(t, prev_t), missing "
-            "FROM report_holes WHERE (least(t, prev_t) - $origin) // $cell "
-            "<> (greatest(t, prev_t) - $origin) // $cell",
-            params,
-        ).fetchall()
-        for market, symbol, low, high, count in spanning:
-            _spread(missing[(market, symbol, None)], int(low), int(high), float(count), window)
-        found = execute(
-            connection,
-            "SELECT market, symbol, least(t, prev_t), greatest(t, prev_t), missing, "
-            "count(*) OVER () FROM report_holes "
-            "ORDER BY missing DESC, market, symbol, t LIMIT $limit",
-            {"limit": MAX_GAPS},
-        ).fetchall()
-    finally:
-        connection.execute("DROP TABLE IF EXISTS report_holes")
-    gaps = [
-        Gap(
-            market,
-            symbol,
-            None,
-            int(low),
-            int(high),
-            f"{int(count):,} {word}{'s' if count != 1 else ''} missing",
-        )
-        for market, symbol, low, high, count, _ in found
-    ]
-    gap_count = _gap_total(found)
-    empty_runs = _empty_runs(connection, dataset, time, id_column, window, with_ids)
-    gaps += empty_runs
-    gap_count += len(empty_runs)
-    rows: dict[RowKey, RowCoverage] = {}
-    for key in cells.rows():
-        fraction: list[float | None] = [None] * window.cells
-        for cell in cells.in_range(key, window):
-            present = cells.present[key].get(cell, 0)
-            if key in with_ids:
-                lost = missing[key].get(cell, 0.0)
-                # No row and no hole: the ids run on across the cell, nothing happened.
-                fraction[cell] = 1.0 if present + lost == 0 else present / (present + lost)
-            else:
-                fraction[cell] = 1.0 if present else 0.0
-        rows[key] = RowCoverage(
-            *key, cells.first[key], cells.last[key], sum(cells.present[key].values()), fraction
-        )
-    _mark_gaps(rows, gaps, window)
-    rule = (
-        f"Archived {word}s against every id from each row's first to its last (ids are "
-        f"contiguous per symbol); {_a(window.by)} without rows inside contiguous ids is "
-        "complete. Gap: a hole in the ids"
-    )
-    if dataset == "trades":
-        rule += (
-            f"; for trades without ids (no API key), {_a(window.by)} without a trade between trades"
-        )
-    return DatasetCoverage(
-        dataset, _unit(dataset), rule + ".", list(rows.values()), gaps, gap_count
-    )
-
-
-def _a(cell: str) -> str:
-    return "an hour" if cell == "hour" else f"a {cell}"
-
-
-def _spread(into: dict[int, float], low: int, high: int, count: float, window: Window) -> None:
-    """Share ``count`` missing ids among the cells of ``[low, high]`` by time."""
-    span = max(1, high - low)
-    for cell in range(max(0, window.cell_of(low)), min(window.cells, window.cell_of(high) + 1)):
-        start = window.cell_start(cell)
-        into[cell] += count * _overlap(low, high, start, start + window.cell_ms) / span
-
-
-def _empty_runs(
-    connection: Any,
-    dataset: str,
-    time: str,
-    id_column: str,
-    window: Window,
-    with_ids: set[RowKey],
-) -> list[Gap]:
-    """Trades without ids: stretches between two trades that hold a whole empty cell."""
-    if dataset != "trades":
-        return []
-    found = execute(
-        connection,
-        f"SELECT market, symbol, t, next_t FROM ("  # noqa: S608
-        f"  SELECT market, symbol, epoch_ms({time}) AS t,"
-        f"    lead(epoch_ms({time})) OVER (PARTITION BY market, symbol ORDER BY {time}) AS next_t"
-        f"  FROM {dataset} WHERE {id_column} IS NULL AND {window_filter(time)}"
-        ") WHERE (next_t - $origin) // $cell - (t - $origin) // $cell >= 2 "
-        "ORDER BY next_t - t DESC LIMIT $limit",
-        {**window_params(window), "limit": MAX_GAPS},
-    ).fetchall()
-    return [
-        Gap(
-            market,
-            symbol,
-            None,
-            int(low),
-            int(high),
-            f"no trade for {format_duration(int(high) - int(low))} (no ids to check)",
-        )
-        for market, symbol, low, high in found
-        if (market, symbol, None) not in with_ids
-    ]
 
 
 # -- klines ---------------------------------------------------------------------------------
@@ -451,7 +212,7 @@ def _klines(connection: Any, window: Window) -> DatasetCoverage:
         f"FROM klines JOIN (VALUES {steps}) AS steps(name, step) ON interval = name "
         f"WHERE {window_filter('open_time')}"
     )
-    cells = _Cells()
+    cells = Cells()
     step_of: dict[RowKey, int] = {}
     for market, symbol, interval, step, cell, count, low, high in execute(
         connection,
@@ -497,12 +258,12 @@ def _klines(connection: Any, window: Window) -> DatasetCoverage:
             present = cells.present[key].get(cell, 0)
             fraction[cell] = min(1.0, present / expected) if expected > 0 else 1.0
         rows[key] = RowCoverage(*key, first, last, sum(cells.present[key].values()), fraction)
-    _mark_gaps(rows, gaps, window)
+    mark_gaps(rows, gaps, window)
     rule = (
         "Archived klines against every open time of the interval from each row's first "
         "kline to its last. Gap: missing open times."
     )
-    return DatasetCoverage("klines", "klines", rule, list(rows.values()), gaps, _gap_total(found))
+    return DatasetCoverage("klines", "klines", rule, list(rows.values()), gaps, gap_total(found))
 
 
 def all_coverage(

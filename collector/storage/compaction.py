@@ -24,22 +24,21 @@ pass were never committed and :func:`collector.storage.delta.vacuum` deletes the
 After the partitions, each table is vacuumed (files replaced more than
 ``retention_hours`` ago, and uncommitted ones) and checkpointed, and log entries past
 the log retention are deleted, so the ``_delta_log`` folder stays small.
+
+Which partitions and files are due, and the output's names, are in
+:mod:`collector.storage.compaction_policy`, the report dataclasses in
+:mod:`collector.storage.compaction_report`; this module re-exports their public names.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import datetime as dt
 import logging
 import math
-import re
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,7 +48,24 @@ from deltalake.exceptions import DeltaError
 from collector import datasets
 from collector.errors import StorageError
 from collector.storage import delta, layout, parquet_format
-from collector.storage.location import Archive, is_remote
+from collector.storage.compaction_policy import CLOSED_AFTER_S as CLOSED_AFTER_S
+from collector.storage.compaction_policy import OPEN_FLUSH_FILES as OPEN_FLUSH_FILES
+from collector.storage.compaction_policy import OPEN_MERGED_FILES as OPEN_MERGED_FILES
+from collector.storage.compaction_policy import (
+    already_compact,
+    day_end_ms,
+    open_choice,
+    output_names,
+)
+from collector.storage.compaction_policy import (
+    closed_before_beside_daemon as closed_before_beside_daemon,
+)
+from collector.storage.compaction_policy import closed_before_ms as closed_before_ms
+from collector.storage.compaction_policy import daemon_running as daemon_running
+from collector.storage.compaction_report import CompactionReport as CompactionReport
+from collector.storage.compaction_report import GroupReport as GroupReport
+from collector.storage.compaction_report import PartitionResult as PartitionResult
+from collector.storage.location import Archive
 from collector.storage.writer import dedupe_on_key
 
 log = logging.getLogger(__name__)
@@ -66,121 +82,12 @@ ROW_GROUP_ROWS = 128 * 1024
 #: of MB compressed: every dataset of the default schedule keeps one file per day
 #: (the largest, option depth with 8 symbols, has 2.8M rows a day).
 FILE_ROWS = 32 * ROW_GROUP_ROWS
-#: How long a partition's date must have been over before it counts as closed: late
-#: flushes and the last klines of the day land within this time.
-CLOSED_AFTER_S = 3600.0
-#: An open partition's flush files are merged into one once there are this many.
-OPEN_FLUSH_FILES = 30
-#: An open partition is rewritten whole once it has this many merged files.
-OPEN_MERGED_FILES = 8
 #: Files read at once while merging (pyarrow releases the GIL while decoding).
 READ_THREADS = 4
-
-# part-<stamp>-<random>-c<NN>.parquet: the files of one full compaction share stamp and
-# random; -m<NN> marks an open partition's merged flush files.
-_COMPACTED = re.compile(
-    r"^part-(?P<stamp>\d{8}T\d{9})-(?P<set>[0-9a-f]{8})-(?P<kind>[cm])(?P<seq>\d{2})\.parquet$"
-)
-_STAMP = re.compile(r"^part-(?P<stamp>\d{8}T\d{9})-")
 
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass
-class PartitionResult:
-    """What compaction did to one partition (all zero changes when it was skipped)."""
-
-    partition: layout.Partition
-    compacted: bool
-    files_before: int
-    files_after: int
-    rows_before: int = 0
-    rows_after: int = 0
-    bytes_before: int = 0
-    bytes_after: int = 0
-
-    @property
-    def duplicates_removed(self) -> int:
-        return self.rows_before - self.rows_after
-
-
-@dataclass
-class GroupReport:
-    """Totals over the partitions of one dataset and market that compaction looked at:
-    ``partitions`` were rewritten, ``unchanged`` already were compact (their files and
-    rows count on both sides)."""
-
-    dataset: str
-    market: str
-    partitions: int = 0
-    unchanged: int = 0
-    files_before: int = 0
-    files_after: int = 0
-    rows_before: int = 0
-    rows_after: int = 0
-    duplicates_removed: int = 0
-    bytes_before: int = 0
-    bytes_after: int = 0
-
-    def add(self, result: PartitionResult) -> None:
-        if result.compacted:
-            self.partitions += 1
-        else:
-            self.unchanged += 1
-        self.files_before += result.files_before
-        self.files_after += result.files_after
-        self.rows_before += result.rows_before
-        self.rows_after += result.rows_after
-        self.duplicates_removed += result.duplicates_removed
-        self.bytes_before += result.bytes_before
-        self.bytes_after += result.bytes_after
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class CompactionReport:
-    groups: dict[tuple[str, str], GroupReport] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    #: Files deleted by vacuum (replaced ones past the retention, uncommitted ones).
-    removed: int = 0
-
-    def group(self, dataset: str, market: str) -> GroupReport:
-        return self.groups.setdefault((dataset, market), GroupReport(dataset, market))
-
-    @property
-    def files_before(self) -> int:
-        return sum(g.files_before for g in self.groups.values())
-
-    @property
-    def files_after(self) -> int:
-        return sum(g.files_after for g in self.groups.values())
-
-    @property
-    def partitions(self) -> int:
-        return sum(g.partitions for g in self.groups.values())
-
-    def summary(self) -> str:
-        """One line: partitions compacted, files before and after, duplicates, failures."""
-        duplicates = sum(g.duplicates_removed for g in self.groups.values())
-        text = (
-            f"{self.partitions} partition(s) compacted, files {self.files_before} -> "
-            f"{self.files_after}, {duplicates} duplicate row(s) removed, "
-            f"{self.removed} old file(s) vacuumed"
-        )
-        if self.errors:
-            text += f", {len(self.errors)} partition(s) failed"
-        return text
-
-
-def daemon_running(data_dir: str | Path) -> bool:
-    """Whether a collector daemon holds ``<data_dir>/.collector.lock`` (exclusively)."""
-    from collector.storage import lock
-
-    return lock.daemon_pid(data_dir) is not None
 
 
 # -- the archive ----------------------------------------------------------------------------
@@ -231,13 +138,13 @@ def compact_archive(
                 table.update_incremental()
                 found = delta.files(table, name, market=partition.market, date=partition.date)
                 stale = False
-            closed = closed_before_ms is None or _day_end_ms(partition.date) <= closed_before_ms
+            closed = closed_before_ms is None or day_end_ms(partition.date) <= closed_before_ms
             # None: the whole partition; a list: those files ([] when nothing is due).
             chosen: list[delta.DataFile] | None
             if closed:
-                chosen = None if not _already_compact(found) else []
+                chosen = None if not already_compact(found) else []
             elif open_partitions:
-                chosen = _open_choice(found, open_flush_files, open_merged_files)
+                chosen = open_choice(found, open_flush_files, open_merged_files)
             else:
                 continue
             try:
@@ -295,40 +202,8 @@ def housekeeping(
     return len(removed)
 
 
-def _open_choice(
-    found: list[delta.DataFile], flush_files: int, merged_files: int
-) -> list[delta.DataFile]:
-    """The files of an open partition to merge now: none, its flush files, or all."""
-    flushes = [f for f in found if not _COMPACTED.match(Path(f.path).name)]
-    merged = len(found) - len(flushes)
-    if len(flushes) < flush_files:
-        return []
-    if merged + 1 >= merged_files:
-        return found
-    return flushes
-
-
 def _root(data_dir: str | Path | Archive) -> Archive:
     return Archive.of(data_dir)
-
-
-def _day_end_ms(date: dt.date) -> int:
-    return (date - dt.date(1970, 1, 1)).days * 86_400_000 + 86_400_000
-
-
-def closed_before_ms(now_ms: int, closed_after_s: float = CLOSED_AFTER_S) -> int:
-    """The ``closed_before_ms`` that selects partitions closed at ``now_ms``."""
-    return now_ms - int(closed_after_s * 1000)
-
-
-def closed_before_beside_daemon(data_dir: str | Path, now_ms: int) -> int | None:
-    """The ``closed_before_ms`` of a compaction started beside the daemon: the daemon's
-    own (:func:`closed_before_ms`) when one is or may be collecting into ``data_dir``
-    (it holds the archive's lock, or the archive is on an object store, where daemons on
-    other hosts hold no local lock); None (every partition whole) when none can be."""
-    if is_remote(data_dir) or daemon_running(data_dir):
-        return closed_before_ms(now_ms)
-    return None
 
 
 # -- one partition --------------------------------------------------------------------------
@@ -358,7 +233,7 @@ def compact_partition(
     )
     if table is None or not found:
         raise FileNotFoundError(f"no partition {partition.path}")
-    if not only_with_duplicates and _already_compact(found):
+    if not only_with_duplicates and already_compact(found):
         return _unchanged(partition, found)
     return _rewrite(
         archive,
@@ -406,7 +281,7 @@ def _rewrite(
     options = parquet_format.write_options(partition.dataset, compacted=final)
     count = max(1, math.ceil(merged.num_rows / file_rows))
     per_file = math.ceil(merged.num_rows / count) if merged.num_rows else 0
-    names = _output_names([Path(f.path).name for f in inputs], count, kind, clock_ms)
+    names = output_names([Path(f.path).name for f in inputs], count, kind, clock_ms)
     adds = []
     written: list[str] = []
     try:
@@ -473,38 +348,3 @@ def _unchanged(partition: layout.Partition, found: list[delta.DataFile]) -> Part
     rows = sum(max(f.rows, 0) for f in found)
     size = sum(f.size for f in found)
     return PartitionResult(partition, False, len(found), len(found), rows, rows, size, size)
-
-
-def _already_compact(found: list[delta.DataFile]) -> bool:
-    """One file, or exactly the complete output of one earlier full compaction."""
-    if len(found) <= 1:
-        return True
-    matches = [_COMPACTED.match(Path(f.path).name) for f in found]
-    if not all(m is not None and m["kind"] == "c" for m in matches):
-        return False
-    sets = {(m["stamp"], m["set"]) for m in matches if m}
-    sequence = sorted(int(m["seq"]) for m in matches if m)
-    return len(sets) == 1 and sequence == list(range(len(found)))
-
-
-def _output_names(
-    inputs: list[str], count: int, kind: str, clock_ms: Callable[[], int]
-) -> list[str]:
-    """Names that sort where the inputs did: before any file flushed later.
-
-    Readers that need arrival order among rows of the same time (the newest recent
-    trades, ``catalog.last_recent_trades``) order by file name: the outputs carry the
-    time stamp of the newest input, and a file flushed after it has a later one.
-    """
-    stamp = None
-    for name in sorted(inputs, reverse=True):
-        if match := _STAMP.match(name):
-            stamp = match["stamp"]
-            break
-    if stamp is None:
-        stamp = layout.part_name(clock_ms())[len(layout.PART_PREFIX) :].split("-")[0]
-    token = secrets.token_hex(4)
-    return [
-        f"{layout.PART_PREFIX}{stamp}-{token}-{kind}{index:02d}{layout.PARQUET_SUFFIX}"
-        for index in range(count)
-    ]
