@@ -42,10 +42,8 @@ The parsers live in modules by family (:mod:`~collector.exchange.parsers.trades`
 
 from __future__ import annotations
 
-from collector.exchange.parsers.books import (
-    book_ticker,
-    depth,
-)
+from collector.exchange.parsers import books, futures, tickers, trades
+from collector.exchange.parsers.books import *  # noqa: F403 (its parsers, by its __all__)
 from collector.exchange.parsers.bounds import (
     ASSET_RE,
     EARLIEST_TIME_MS,
@@ -73,11 +71,7 @@ from collector.exchange.parsers.bounds import (
     status,
     symbol_name,
 )
-from collector.exchange.parsers.futures import (
-    funding_rate,
-    indices_price,
-    protection_fund,
-)
+from collector.exchange.parsers.futures import *  # noqa: F403 (its parsers, by its __all__)
 from collector.exchange.parsers.rows import (
     DOCUMENTED,
     FIELD_NAME_MAX,
@@ -87,16 +81,8 @@ from collector.exchange.parsers.rows import (
     expect_shape,
     undocumented,
 )
-from collector.exchange.parsers.tickers import (
-    avg_price,
-    ticker_24hr,
-    ticker_price,
-)
-from collector.exchange.parsers.trades import (
-    historical_trades,
-    klines,
-    recent_trades,
-)
+from collector.exchange.parsers.tickers import *  # noqa: F403 (its parsers, by its __all__)
+from collector.exchange.parsers.trades import *  # noqa: F403 (its parsers, by its __all__)
 
 __all__ = [
     "ASSET_RE",
@@ -113,33 +99,24 @@ __all__ = [
     "SYMBOL_RE",
     "Parsed",
     "asset_name",
-    "avg_price",
-    "book_ticker",
     "build_rows",
     "count",
     "decimal",
     "dedupe_sorted",
-    "depth",
     "expect_shape",
-    "funding_rate",
-    "historical_trades",
     "identifier",
-    "indices_price",
     "integer",
-    "klines",
     "millis",
     "non_negative",
     "optional_decimal",
     "optional_price",
     "optional_time",
     "price",
-    "protection_fund",
     "quantity",
-    "recent_trades",
     "record_time",
     "status",
     "symbol_name",
-    "ticker_24hr",
-    "ticker_price",
     "undocumented",
 ]
+# Each family names its parsers; adding one to a family exports it here.
+__all__ += books.__all__ + tickers.__all__ + trades.__all__ + futures.__all__

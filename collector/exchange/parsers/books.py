@@ -18,6 +18,9 @@ from collector.exchange.parsers.rows import (
     undocumented,
 )
 
+#: The parsers of this family (re-exported by the package).
+__all__ = ["book_ticker", "depth"]
+
 
 def depth(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
     """``GET /api/v1/{market}/depth``::

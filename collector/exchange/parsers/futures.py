@@ -16,6 +16,9 @@ from collector.exchange.parsers.rows import (
     record_symbol,
 )
 
+#: The parsers of this family (re-exported by the package).
+__all__ = ["funding_rate", "indices_price", "protection_fund"]
+
 
 def indices_price(payload: Any, received_at: int, symbol: str | None = None) -> Parsed:
     """``GET /api/v1/contract/ticker/indicesPrice``::

@@ -31,6 +31,8 @@ DOCUMENTED: dict[str, frozenset[str]] = {
         "ticker/indicesPrice": "symbol price indexPrice markPrice",
         "historyRate": "id fundingRate fundingRateDay symbol date",
         "protectionFund": "id createdDate symbol insuranceFund",
+        "liquidationOrder": "symbol orderId updateTime side origQty executedQty price "
+        "executedPrice status time reject type",
         "exchangeInfo": "timezone serverTime rateLimits spotSymbols optionSymbols contractSymbols",
         "exchangeInfo symbols": "symbol status baseAsset baseAssetPrecision quoteAsset "
         "quotePrecision orderTypes icebergAllowed filters",

@@ -24,6 +24,9 @@ from collector.exchange.parsers.rows import (
     record_symbol,
 )
 
+#: The parsers of this family (re-exported by the package).
+__all__ = ["avg_price", "ticker_24hr", "ticker_price"]
+
 
 def ticker_24hr(payload: Any, market: str, received_at: int, symbol: str | None = None) -> Parsed:
     """``GET /api/v1/{market}/ticker/24hr`` (one object, or a list without ``symbol``)::

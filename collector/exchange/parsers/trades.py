@@ -20,6 +20,9 @@ from collector.exchange.parsers.bounds import (
 )
 from collector.exchange.parsers.rows import Parsed, build_rows, dedupe_sorted, expect_shape
 
+#: The parsers of this family (re-exported by the package).
+__all__ = ["historical_trades", "klines", "recent_trades"]
+
 
 def historical_trades(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
     """``GET /api/v1/{market}/historicalTrades`` (ids are strings, often newest first)::
