@@ -322,14 +322,17 @@ class Daemon:
             )
         disk = await plan_disk(self.settings, plan, self.client, self.ctx.symbols)
         table = format_report(plan, disk)
+        # One record per line of the table: log lines escape newlines (exchange text must
+        # not forge a record), and a table in one record would be one unreadable line.
         if plan.fits:
-            log.info("schedule plan:\n%s", table)
+            log.info("schedule plan:")
         else:
             log.warning(
                 "the schedule does not fit the exchange's rate limits; intervals are "
-                "stretched (exchange.on_over_budget: stretch):\n%s",
-                table,
+                "stretched (exchange.on_over_budget: stretch):"
             )
+        for line in table.splitlines():
+            log.log(logging.INFO if plan.fits else logging.WARNING, "  %s", line)
         days = disk.days_until_full
         if days is not None and days < FULL_WARNING_DAYS:
             log.warning(
