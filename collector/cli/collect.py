@@ -108,6 +108,7 @@ def plan(
     for each traded symbol's trades of the last 24 hours (one of weight 1 per symbol).
     Exits 1 when the schedule does not fit (the daemon then stretches or refuses, as
     exchange.on_over_budget says)."""
+    from collector.plan import live
     from collector.plan.table import format_report, report_dict
 
     settings = common.settings(config_path, data_dir=data_dir, base_url=base_url, shard=shard)
@@ -116,7 +117,7 @@ def plan(
         server, settings = start_sim(settings, 1)
     try:
         with exits(*errors.PLAN):
-            result, disk_plan = asyncio.run(_plan(settings))
+            result, disk_plan = asyncio.run(live.ask(settings))
     finally:
         if server is not None:
             server.stop()
@@ -125,37 +126,6 @@ def plan(
     else:
         click.echo(format_report(result, disk_plan))
     sys.exit(0 if result.fits else 1)
-
-
-# TODO(issue 15): the plan of a schedule against the exchange's instruments and limits
-# belongs in collector.plan (the daemon builds its own in Daemon._plan); collector/plan
-# was not ours to change when the command line was split.
-async def _plan(settings: config.Settings) -> Any:
-    from collector.exchange import endpoints, instruments
-    from collector.exchange.client import JexClient
-    from collector.plan.disk import plan_disk
-    from collector.plan.schedule import make_plan
-
-    async with JexClient.from_settings(settings) as client:
-        await client.sync_clock()
-        info = await client.get(endpoints.EXCHANGE_INFO)
-        options = await client.get(endpoints.OPTION_INFO)
-        limits = instruments.rate_limits(info.payload)
-        _, listing = instruments.instruments(info.payload, options.payload, info.received_at)
-        now = client.clock.now_ms()
-
-        def names(job: config.JobSettings, market: str) -> list[str]:
-            return [s for s in listing.active(market, now) if job.wants(s)]
-
-        result = make_plan(
-            settings,
-            lambda job, market: len(names(job, market)),
-            has_api_key=client.has_api_key,
-            weight_limit=limits.weight_per_minute or client.budget.limit,
-            raw_limit=limits.raw_requests,
-            raw_interval_ms=limits.raw_interval_ms,
-        )
-        return result, await plan_disk(settings, result, client, names)
 
 
 @click.command()

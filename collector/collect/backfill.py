@@ -27,6 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collector import datasets
+from collector.collect import intake
+from collector.collect.context import Intake
+from collector.collect.quarantine import Quarantine
 from collector.config import KLINE_INTERVALS
 from collector.exchange import endpoints, parsers
 from collector.exchange.client import JexClient
@@ -59,10 +62,14 @@ class Backfill:
         writer: ArchiveWriter,
         data_dir: str | Path,
         progress: Progress | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.client = client
         self.writer = writer
         self.data_dir = str(data_dir)
+        #: Responses are read as the daemon's jobs read them (intake.parse): what cannot
+        #: be read is logged and goes to the quarantine.
+        self.intake = Intake(quarantine)
         self.progress = progress or (lambda rows, pages: None)
         self.result = Result()
         self._buffered = 0
@@ -159,8 +166,14 @@ class Backfill:
                         "limit": endpoints.KLINES_MAX,
                     },
                 )
-                parsed = parsers.klines(
-                    response.payload, market, symbol, interval, received_at=response.received_at
+                parsed = intake.parse(
+                    self.intake,
+                    response,
+                    parsers.klines,
+                    market,
+                    symbol,
+                    interval,
+                    received_at=response.received_at,
                 )
                 opens = pc.cast(parsed.table["open_time"], pa.int64())
                 closes = pc.cast(parsed.table["close_time"], pa.int64())
@@ -184,7 +197,9 @@ class Backfill:
         if from_id is not None:
             params["fromId"] = from_id
         response = await self.client.get(endpoints.HISTORICAL_TRADES, market=market, params=params)
-        parsed = parsers.historical_trades(response.payload, market, symbol, response.received_at)
+        parsed = intake.parse(
+            self.intake, response, parsers.historical_trades, market, symbol, response.received_at
+        )
         self.result.pages += 1
         if not parsed.rows:
             raise LookupError("no trade")
@@ -294,8 +309,13 @@ class Backfill:
                 market=market,
                 params={"symbol": symbol, "fromId": cursor, "limit": limit},
             )
-            parsed = parsers.historical_trades(
-                response.payload, market, symbol, response.received_at
+            parsed = intake.parse(
+                self.intake,
+                response,
+                parsers.historical_trades,
+                market,
+                symbol,
+                response.received_at,
             )
             if not parsed.rows:
                 break
@@ -337,7 +357,9 @@ class Backfill:
         }
         while True:
             response = await self.client.get(endpoint, params=params)
-            parsed = parse(response.payload, symbol)
+            parsed = intake.parse(
+                self.intake, response, parse, symbol, received_at=response.received_at
+            )
             if not parsed.rows:
                 break
             ids = parsed.table["id"]

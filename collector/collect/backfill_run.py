@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from collector.collect import jobs
 from collector.collect.backfill import Backfill, Result
+from collector.collect.quarantine import Quarantine
 from collector.config import Settings
 from collector.datasets import get as get_dataset
 from collector.exchange.client import JexClient
@@ -33,9 +34,12 @@ async def run_backfill(
     chosen_markets = markets or (job.markets if job else get_dataset(dataset).markets)
     chosen_intervals = intervals or (job.intervals if job and job.intervals else ("1m",))
     writer = ArchiveWriter(settings.storage.data_dir)
+    secrets = [s.get_secret_value() for s in (settings.api_key, settings.api_secret) if s]
+    quarantine = Quarantine(settings.storage.data_dir, redact=secrets)
     async with JexClient.from_settings(settings) as client:
+        client.quarantine = quarantine
         await client.sync_clock()
-        ctx = jobs.JobContext(client, writer, settings)
+        ctx = jobs.JobContext(client, writer, settings, quarantine=quarantine)
         await jobs.refresh_instruments(ctx)
         end = end_ms if end_ms is not None else client.clock.now_ms()
         groups: list[tuple[str, str, str | None]] = []
@@ -49,7 +53,7 @@ async def run_backfill(
                     groups += [(market, symbol, interval) for interval in chosen_intervals]
                 else:
                     groups.append((market, symbol, None))
-        filler = Backfill(client, writer, settings.storage.data_dir)
+        filler = Backfill(client, writer, settings.storage.data_dir, quarantine=quarantine)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),

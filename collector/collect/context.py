@@ -67,6 +67,16 @@ class JobContext:
 
 
 @dataclass
+class Intake:
+    """What reading a response needs outside the daemon's jobs (a backfill, a plan): where
+    the records set aside go (``None``: logged only) and the undocumented fields already
+    reported. A :class:`JobContext` serves as one too."""
+
+    quarantine: Quarantine | None = None
+    state: CollectorState = field(default_factory=CollectorState)
+
+
+@dataclass
 class JobReport:
     dataset: str
     market: str

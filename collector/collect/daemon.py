@@ -26,9 +26,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import math
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -42,18 +40,15 @@ from collector.collect import jobs
 from collector.collect.quarantine import Quarantine
 from collector.config import Settings
 from collector.errors import (
-    ArchiveLockedError,
     CollectorError,
-    ConfigError,
     FatalStorageError,
     RateLimitError,
 )
 from collector.exchange.client import MAX_INLINE_WAIT_S, JexClient
 from collector.ops import runstate
 from collector.ops.metrics import Metrics, MetricsServer
-from collector.plan.disk import FULL_WARNING_DAYS, plan_disk
-from collector.plan.schedule import Plan, make_plan
-from collector.plan.table import format_plan, format_report
+from collector.plan import live
+from collector.plan.schedule import Plan
 from collector.read import catalog
 from collector.storage import compaction, delta, legacy, wal
 from collector.storage.location import Archive
@@ -139,7 +134,9 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop)
         try:
             with ArchiveLock(self.state_dir), self._serving_metrics():
-                self._refuse_a_twin()
+                runstate.refuse_a_twin(
+                    self.archive, self.settings.shard_name, self.state_dir, self.data_dir
+                )
                 self.runstate.started(self.settings.enabled_jobs())
                 heartbeat = asyncio.create_task(self.runstate.heartbeat())
                 try:
@@ -157,34 +154,6 @@ class Daemon:
             await self.client.aclose()
         if self._fatal is not None:
             raise self._fatal
-
-    def _refuse_a_twin(self) -> None:
-        """Refuse to start when the archive says a daemon of the same name (shard) runs
-        elsewhere: another host, or another state dir here (the local lock only guards
-        one state dir). Judged by its heartbeat: a daemon that died is taken over once
-        its heartbeat is older than ``status.HEARTBEAT_STALE_S``."""
-        from collector.ops.status import HEARTBEAT_STALE_S
-
-        try:
-            other = runstate.load(self.archive, self.settings.shard_name)
-        except CollectorError as exc:
-            log.warning("could not read the archive's daemon states: %s", exc)
-            return
-        beat = None if other is None else runstate.parse_iso(other.heartbeat_at)
-        if other is None or other.stopped_at is not None or beat is None:
-            return
-        age = (runstate.utc_now() - beat).total_seconds()
-        here = socket.gethostname()
-        mine = str(self.state_dir.resolve())
-        if age > HEARTBEAT_STALE_S or (other.host == here and other.state_dir == mine):
-            return  # dead, or our own earlier run (the lock we hold proves it ended)
-        raise ArchiveLockedError(
-            f"collector {self.settings.shard_name!r} is already running on host "
-            f"{other.host!r} (pid {other.pid}, heartbeat {age:.0f}s ago) "
-            f"into {self.data_dir}; stop it, or run another shard (--shard)",
-            pid=other.pid,
-            path=self.data_dir,
-        )
 
     @contextlib.contextmanager
     def _serving_metrics(self) -> Iterator[None]:
@@ -233,7 +202,7 @@ class Daemon:
         stop_at = None if duration is None else loop_time() + duration
         if not await self._first_contact(stop_at):
             return
-        self.plan = await self._plan()
+        self.plan = await live.start(self.settings, self.ctx)
         await asyncio.to_thread(jobs.load_cursors, self.data_dir, self.ctx.state)
         scheduler = self._schedule(self.plan.intervals())
         scheduler.start()
@@ -294,55 +263,6 @@ class Daemon:
             if stop_at is not None and loop_time() >= stop_at:
                 return False
         return False
-
-    async def _plan(self) -> Plan:
-        """The schedule's cost against the exchange's limits (stretch it or refuse), and
-        in disk per day (a warning when the disk fills within a week)."""
-        budget = self.client.budget
-        plan = make_plan(
-            self.settings,
-            lambda job, market: len(self.ctx.symbols(job, market)),
-            has_api_key=self.client.has_api_key,
-            weight_limit=budget.limit,
-            raw_limit=budget.raw_limit,
-            raw_interval_ms=budget.raw_window_ms,
-        )
-        # Snapshots first: history pages leave the snapshot jobs' weight (and a fifth
-        # more) of every window to them, so a first start's backfill or a catch-up
-        # never opens a hole in the depth and ticker series (budget.py).
-        snapshots = sum(load.weight_per_minute for load in plan.loads if not load.paging)
-        budget.snapshot_reserve = math.ceil(snapshots * 1.2 * budget.window_ms / 60_000)
-        if not plan.fits and self.settings.exchange.on_over_budget == "refuse":
-            # Before the disk estimate: refusing sends nothing more to the exchange.
-            raise ConfigError(
-                "the schedule needs more request weight than the exchange allows, and "
-                "exchange.on_over_budget is refuse:\n" + format_plan(plan),
-                source=self.settings.source,
-                key="exchange.on_over_budget",
-            )
-        disk = await plan_disk(self.settings, plan, self.client, self.ctx.symbols)
-        table = format_report(plan, disk)
-        # One record per line of the table: log lines escape newlines (exchange text must
-        # not forge a record), and a table in one record would be one unreadable line.
-        if plan.fits:
-            log.info("schedule plan:")
-        else:
-            log.warning(
-                "the schedule does not fit the exchange's rate limits; intervals are "
-                "stretched (exchange.on_over_budget: stretch):"
-            )
-        for line in table.splitlines():
-            log.log(logging.INFO if plan.fits else logging.WARNING, "  %s", line)
-        days = disk.days_until_full
-        if days is not None and days < FULL_WARNING_DAYS:
-            log.warning(
-                "the disk at %s fills in %.1f days at %.1f MB a day (compacted): free space "
-                "or move storage.uri",
-                self.settings.storage.data_dir,
-                days,
-                disk.compacted_bytes_per_day / 1e6,
-            )
-        return plan
 
     def _schedule(self, intervals: dict[str, float]) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=dt.UTC)

@@ -1,6 +1,8 @@
 """From a response to rows: parse, and report what could not be read.
 
-The jobs pass every response through :func:`parse`. A payload a parser cannot
+Every response goes through :func:`parse`: the daemon's jobs, a backfill and the plan's
+requests alike (outside the jobs with an :class:`~collector.collect.context.Intake`). A
+payload a parser cannot
 read at all raises :class:`PayloadError`; records a parser set aside are logged;
 both go to the quarantine (:mod:`collector.collect.quarantine`) with the raw body. An
 undocumented field is logged once per (endpoint, field) and otherwise ignored.
@@ -31,7 +33,7 @@ from collector.exchange.client import Response
 from collector.exchange.parsers import Parsed
 
 if TYPE_CHECKING:
-    from collector.collect.context import Cursor, JobContext
+    from collector.collect.context import Cursor, Intake, JobContext
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ T = TypeVar("T")
 
 
 def parse(
-    ctx: JobContext,
+    ctx: JobContext | Intake,
     response: Response,
     parser: Callable[Concatenate[Any, P], T],
     *args: P.args,
@@ -87,7 +89,7 @@ def parse(
     return result
 
 
-def report(ctx: JobContext, response: Response, parsed: Parsed) -> None:
+def report(ctx: JobContext | Intake, response: Response, parsed: Parsed) -> None:
     """Log and quarantine the records set aside; log each new undocumented field once."""
     set_aside(ctx, response, parsed.rejected)
     seen = ctx.state.unknown_fields
@@ -100,7 +102,9 @@ def report(ctx: JobContext, response: Response, parsed: Parsed) -> None:
             log.warning("%d undocumented fields noted; no more are logged", len(seen))
 
 
-def set_aside(ctx: JobContext, response: Response, rejected: list[tuple[Any, str]]) -> None:
+def set_aside(
+    ctx: JobContext | Intake, response: Response, rejected: list[tuple[Any, str]]
+) -> None:
     """The one path of a record set aside: a warning line (the count and the first reason)
     and the records with their reasons in the quarantine, next to the raw body."""
     if not rejected:

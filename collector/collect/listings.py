@@ -9,13 +9,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collector.collect import intake
-from collector.collect.context import (
-    JobContext,
-    JobReport,
-    keep,
-)
+from collector.collect.context import Intake, JobContext, JobReport, keep
 from collector.config import JobSettings
 from collector.exchange import endpoints, instruments, parsers
+from collector.exchange.client import JexClient
+from collector.exchange.parsers import Parsed
 
 # The jobs log under one name (collector.collect.jobs), whichever family module runs.
 log = logging.getLogger("collector.collect.jobs")
@@ -24,18 +22,19 @@ log = logging.getLogger("collector.collect.jobs")
 # -- instruments and contract info ------------------------------------------------------------
 
 
-async def refresh_instruments(ctx: JobContext, job: JobSettings | None = None) -> JobReport:
-    """Fetch the instrument lists, archive them, and tell the other jobs what exists."""
-    report = JobReport("instruments", "all")
-    info = await ctx.client.get(endpoints.EXCHANGE_INFO)
-    options = await ctx.client.get(endpoints.OPTION_INFO)
-    intake.parse(ctx, options, parsers.expect_shape, list, "optionInfo")
+async def read_listing(client: JexClient, reader: JobContext | Intake) -> Parsed:
+    """Fetch the instrument lists, read them as every response is read, take the limits
+    ``exchangeInfo`` announces into the client's budget, and tell ``reader.state`` what
+    exists. Returns the instruments' rows."""
+    info = await client.get(endpoints.EXCHANGE_INFO)
+    options = await client.get(endpoints.OPTION_INFO)
+    intake.parse(reader, options, parsers.expect_shape, list, "optionInfo")
     parsed, listing = intake.parse(
-        ctx, info, instruments.instruments, options.payload, info.received_at
+        reader, info, instruments.instruments, options.payload, info.received_at
     )
-    intake.report(ctx, info, parsed)
+    intake.report(reader, info, parsed)
     limits = instruments.rate_limits(info.payload)
-    budget = ctx.client.budget
+    budget = client.budget
     if limits.weight_per_minute and limits.weight_per_minute != budget.limit:
         log.info("exchange weight limit: %d per minute", limits.weight_per_minute)
         budget.set_limit(limits.weight_per_minute)
@@ -46,17 +45,26 @@ async def refresh_instruments(ctx: JobContext, job: JobSettings | None = None) -
             (limits.raw_interval_ms or budget.raw_window_ms) / 60_000,
         )
         budget.set_raw_limit(limits.raw_requests, limits.raw_interval_ms)
-    ctx.state.rate_limits = limits
+    state = reader.state
+    state.rate_limits = limits
     if parsed.rejected:
-        listing = listing.including(ctx.state.listing)
-    _log_listing_changes(ctx.state.listing, listing)
-    ctx.state.listing = listing
+        listing = listing.including(state.listing)
+    _log_listing_changes(state.listing, listing)
+    state.listing = listing
+    return parsed
+
+
+async def refresh_instruments(ctx: JobContext, job: JobSettings | None = None) -> JobReport:
+    """Fetch the instrument lists, archive them (with ``job``), and tell the other jobs
+    what exists."""
+    report = JobReport("instruments", "all")
+    parsed = await read_listing(ctx.client, ctx)
     if job is not None:
         parsed.table = parsed.table.filter(
             pc.is_in(parsed.table["market"], pa.array(list(job.markets), pa.string()))
         )
         report.rows = keep(ctx, parsed)
-    report.symbols = sum(len(names) for names in listing.symbols.values())
+    report.symbols = sum(len(names) for names in ctx.state.listing.symbols.values())
     return report
 
 

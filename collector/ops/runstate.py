@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from collector import __version__
+from collector.errors import ArchiveLockedError, CollectorError
 from collector.ops.runstate_files import ALL_MARKETS as ALL_MARKETS
 from collector.ops.runstate_files import FORMAT as FORMAT
 from collector.ops.runstate_files import LEGACY_STATE_FILE as LEGACY_STATE_FILE
@@ -85,7 +86,7 @@ from collector.ops.runstate_files import utc_now as utc_now
 from collector.storage.location import Archive
 
 if TYPE_CHECKING:
-    from collector.collect.jobs import JobReport
+    from collector.collect.context import JobReport
     from collector.config import JobSettings
 
 log = logging.getLogger(__name__)
@@ -356,3 +357,31 @@ class RunState:
             text = text.replace(secret, REDACTED)
         text = " ".join(text.split())  # one line: no newlines from an HTML error page
         return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+
+
+def refuse_a_twin(archive: Archive, name: str, state_dir: Path, data_dir: str) -> None:
+    """Refuse to start when the archive says a daemon of the same ``name`` (shard) runs
+    elsewhere: another host, or another state dir here (the local lock only guards one
+    state dir). Judged by its heartbeat: a daemon that died is taken over once its
+    heartbeat is older than ``status.HEARTBEAT_STALE_S``."""
+    from collector.ops.status import HEARTBEAT_STALE_S  # status reads this module
+
+    try:
+        other = load(archive, name)
+    except CollectorError as exc:
+        log.warning("could not read the archive's daemon states: %s", exc)
+        return
+    beat = None if other is None else parse_iso(other.heartbeat_at)
+    if other is None or other.stopped_at is not None or beat is None:
+        return
+    age = (utc_now() - beat).total_seconds()
+    here = socket.gethostname()
+    mine = str(state_dir.resolve())
+    if age > HEARTBEAT_STALE_S or (other.host == here and other.state_dir == mine):
+        return  # dead, or our own earlier run (the lock we hold proves it ended)
+    raise ArchiveLockedError(
+        f"collector {name!r} is already running on host {other.host!r} (pid {other.pid}, "
+        f"heartbeat {age:.0f}s ago) into {data_dir}; stop it, or run another shard (--shard)",
+        pid=other.pid,
+        path=data_dir,
+    )

@@ -42,6 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collector import datasets
+from collector.collect import intake
+from collector.collect.context import Intake, JobContext
 from collector.config import KLINE_INTERVALS, JobSettings, Settings
 from collector.datasets import RowBytes
 from collector.errors import CollectorError
@@ -52,6 +54,9 @@ from collector.storage.location import Archive
 
 if TYPE_CHECKING:
     from collector.exchange.client import JexClient
+
+#: What reads the exchange's responses: the daemon's context, or an Intake of its own.
+Reader = Intake | JobContext
 
 DAY_S = 86_400
 #: Warn when the disk would be full in fewer days than this (at the compacted rate).
@@ -94,11 +99,16 @@ def assumed_trade_counts(symbols_per_market: Mapping[str, int]) -> TradeCounts:
     )
 
 
-async def fetch_trade_counts(client: JexClient, names: Mapping[str, Sequence[str]]) -> TradeCounts:
+async def fetch_trade_counts(
+    client: JexClient, names: Mapping[str, Sequence[str]], reader: Reader | None = None
+) -> TradeCounts:
     """Each symbol's trades in its last 24 closed hours, from the exchange's hourly klines
     (their number-of-trades field: JEX's 24hr ticker has no trade count). One request of
-    weight 1 per symbol, through the client's budget. A symbol listed less than a day ago
-    counts its hours so far, scaled to a day. Raises CollectorError when any request fails."""
+    weight 1 per symbol, through the client's budget; the responses are read as the jobs
+    read them (``reader``: the daemon's context, else logged only). A symbol listed less
+    than a day ago counts its hours so far, scaled to a day. Raises CollectorError when
+    any request fails."""
+    reader = reader or Intake()
 
     async def one(market: str, symbol: str) -> float:
         response = await client.get(
@@ -106,8 +116,8 @@ async def fetch_trade_counts(client: JexClient, names: Mapping[str, Sequence[str
             market=market,
             params={"symbol": symbol, "interval": "1h", "limit": 25},
         )
-        table = parsers.klines(
-            response.payload, market, symbol, "1h", received_at=response.received_at
+        table = intake.parse(
+            reader, response, parsers.klines, market, symbol, "1h", received_at=response.received_at
         ).table
         closes = pc.cast(table["close_time"], pa.int64()).to_pylist()
         counts = table["trade_count"].to_pylist()
@@ -125,11 +135,11 @@ async def fetch_trade_counts(client: JexClient, names: Mapping[str, Sequence[str
 
 
 async def trade_counts_or_assumed(
-    client: JexClient, names: Mapping[str, Sequence[str]]
+    client: JexClient, names: Mapping[str, Sequence[str]], reader: Reader | None = None
 ) -> TradeCounts:
     """:func:`fetch_trade_counts`, or the assumption (saying why) when the exchange fails."""
     try:
-        return await fetch_trade_counts(client, names)
+        return await fetch_trade_counts(client, names, reader)
     except CollectorError as exc:
         assumed = assumed_trade_counts({m: len(s) for m, s in names.items()})
         return TradeCounts(
@@ -277,15 +287,17 @@ async def plan_disk(
     plan: Plan,
     client: JexClient,
     names: Callable[[JobSettings, str], Sequence[str]],
+    reader: Reader | None = None,
 ) -> DiskPlan:
     """:func:`estimate` with the trade counts asked of the exchange (for the symbols
-    ``names`` gives the trades job) and the free space at ``storage.data_dir``."""
+    ``names`` gives the trades job; responses read with ``reader``) and the free space at
+    ``storage.data_dir``."""
     trades_job = settings.enabled_jobs().get("trades")
     if trades_job is None:
         trades = TradeCounts({}, "no trades job")
     else:
         wanted: dict[str, Sequence[str]] = {m: names(trades_job, m) for m in trades_job.markets}
-        trades = await trade_counts_or_assumed(client, wanted)
+        trades = await trade_counts_or_assumed(client, wanted, reader)
     free: int | None = None
     if not location.is_remote(settings.storage.data_dir):  # an object store has no "free"
         with contextlib.suppress(OSError):

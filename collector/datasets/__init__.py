@@ -11,168 +11,33 @@ Each dataset is a Delta table partitioned by ``market`` and by ``date``, the UTC
 date of the dataset's ``time_column`` (:mod:`collector.storage.delta`). Both are
 partition columns: their values live in the Delta log and the folder names, not
 inside the data files, so every Delta reader gets one type for each.
+
+The registry: each entry also carries what the rest of the code derives (its kind,
+endpoints, cursor, continuity rule, disk model; :class:`~collector.datasets.model.Dataset`
+says what each field means). Adding a dataset is an entry here, a parser in its family
+module of :mod:`collector.exchange.parsers`, the simulator's data and a schedule line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import pyarrow as pa
 
+from collector.datasets.model import BOOL as BOOL
+from collector.datasets.model import F64 as F64
+from collector.datasets.model import I64 as I64
+from collector.datasets.model import STR as STR
+from collector.datasets.model import TIMESTAMP as TIMESTAMP
+from collector.datasets.model import Column as Column
+from collector.datasets.model import Continuity as Continuity
+from collector.datasets.model import CursorRule as CursorRule
+from collector.datasets.model import Dataset as Dataset
+from collector.datasets.model import Kind as Kind
+from collector.datasets.model import RequestForm as RequestForm
+from collector.datasets.model import RowBytes as RowBytes
+from collector.datasets.model import RowModel as RowModel
 from collector.exchange import endpoints
-from collector.exchange.endpoints import Endpoint
 
 MARKETS: tuple[str, ...] = ("spot", "option", "contract")
-
-TIMESTAMP = pa.timestamp("ms", tz="UTC")
-F64 = pa.float64()
-I64 = pa.int64()
-STR = pa.string()
-BOOL = pa.bool_()
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: pa.DataType
-    doc: str
-    nullable: bool = False
-
-
-#: How a dataset is collected. ``snapshot``: what the exchange shows now, polled (a
-#: snapshot missed is lost); ``id_paged`` and ``time_paged``: a series paged forward
-#: from a cursor (nothing missed is lost); ``listing``: the instrument lists.
-Kind = Literal["snapshot", "id_paged", "time_paged", "listing"]
-#: How a round's requests are made. ``per_symbol``: one request per symbol (times the
-#: intervals for klines); ``all_symbols_if_cheaper``: the no-symbol form when it costs
-#: no more weight than one request per symbol; ``per_round``: the ``endpoints`` once.
-RequestForm = Literal["per_symbol", "all_symbols_if_cheaper", "per_round"]
-#: What the exchange guarantees about a series, which ``verify`` and the coverage
-#: report check: ``consecutive_ids`` (a missing id is a hole), ``open_times`` (one row
-#: at every open time of the interval), ``funding_interval`` (one event per funding
-#: interval), ``unique`` (only duplicates are checked), ``snapshot`` (the job's interval).
-Continuity = Literal["consecutive_ids", "open_times", "funding_interval", "unique", "snapshot"]
-#: The disk model's rows per day: ``symbol`` one per symbol and poll, ``levels`` one per
-#: side and level of each symbol and poll, ``intervals`` one per kline, ``events``
-#: :attr:`Dataset.events_per_day` per symbol, ``trades`` the exchange's trade counts.
-RowModel = Literal["symbol", "levels", "intervals", "events", "trades"]
-
-
-@dataclass(frozen=True)
-class RowBytes:
-    """One dataset's measured bytes: per row and per file, flushed and compacted."""
-
-    flush_row: float
-    flush_file: int
-    compacted_row: float
-    compacted_file: int
-
-
-@dataclass(frozen=True)
-class CursorRule:
-    """Where a paged series continues from: the largest ``column`` of each ``group``."""
-
-    column: str
-    group: tuple[str, ...]
-    #: The payload field holding the cursor's value (read from records set aside).
-    field: str = ""
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A dataset, and every fact the rest of the code derives from it: one table, one
-    DuckDB view, one loader, one job; its requests and their cost for the plan, its
-    disk model, its cursor, and what ``verify`` and the coverage report check."""
-
-    name: str
-    doc: str
-    markets: tuple[str, ...]
-    columns: tuple[Column, ...]
-    key: tuple[str, ...]
-    time_column: str
-    kind: Kind = "snapshot"
-    #: What a round requests (with an API key, for datasets that need one); further
-    #: endpoints here are asked once a round too (``per_round``).
-    endpoints: tuple[Endpoint, ...] = ()
-    #: The endpoint used instead when no API key is set (trades: the recent trades).
-    keyless_endpoint: Endpoint | None = None
-    request: RequestForm = "per_symbol"
-    #: Asked once per symbol and kline interval.
-    per_interval: bool = False
-    #: Records a page holds at most (paged datasets).
-    page_size: int = 0
-    cursor: CursorRule | None = None
-    continuity: Continuity = "snapshot"
-    #: What one record is called in reports: ``"trades"``, ``"funding events"``.
-    unit: str = "snapshots"
-    rows: RowModel = "symbol"
-    #: Records per symbol and day the exchange writes on its own clock (``events``).
-    events_per_day: int = 0
-    #: Bytes per row and per file, flushed (zstd 3) and compacted (zstd 9/19), for the disk plan.
-    #: Measured on 2026-12-06 on the Delta tables (pyarrow 26.0.1, deltalake 1.6.6) with
-    #:     .venv/bin/python bench/make_archive.py --days 1 --scale 1 --out /tmp/day
-    #:     .venv/bin/python bench/disk.py --day-archive /tmp/day --minutes 30 --warmup 300 --seed 1
-    #: i.e. the shipped schedules.yaml against the simulator's 13 instruments for 30 minutes
-    #: (flushes every 30 s), compacted trades, depth and klines from whole simulated days.
-    #: Re-measure after changing collector/storage/parquet_format.py or the flush interval's
-    #: default; tests/test_disk.py checks these against a small archive within a factor of 2.
-    bytes: RowBytes = RowBytes(32.0, 2000, 32.0, 2000)
-
-    @property
-    def paging(self) -> bool:
-        """Complete by paging (or listing) whatever its interval: the plan stretches
-        it last, history requests yield the budget to snapshots."""
-        return self.kind != "snapshot"
-
-    @property
-    def needs_api_key(self) -> bool:
-        """Collected only with ``JEX_API_KEY``: every endpoint is MARKET_DATA."""
-        return (
-            bool(self.endpoints)
-            and self.keyless_endpoint is None
-            and all(e.security == "MARKET_DATA" for e in self.endpoints)
-        )
-
-    @property
-    def id_column(self) -> str | None:
-        """The id column whose values ``verify`` checks (consecutive or unique)."""
-        if self.cursor is not None and self.kind == "id_paged":
-            return self.cursor.column
-        return None
-
-    @property
-    def parser(self) -> str:
-        """The name of its parser in :mod:`collector.exchange.parsers`; the parsers of
-        datasets collected by the generic jobs take ``(payload, *, market, symbol,
-        received_at)``."""
-        return self.name
-
-    @property
-    def loader(self) -> str:
-        """The name of its pandas loader in :mod:`collector.read.loaders`."""
-        return f"load_{self.name}"
-
-    @property
-    def all_endpoints(self) -> tuple[Endpoint, ...]:
-        """Every endpoint whose responses become this dataset's rows."""
-        return self.endpoints + ((self.keyless_endpoint,) if self.keyless_endpoint else ())
-
-    @property
-    def schema(self) -> pa.Schema:
-        return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in self.columns])
-
-    @property
-    def column_names(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-    @property
-    def sort_keys(self) -> list[tuple[str, str]]:
-        """Rows in a file are sorted by symbol, then event time, then the rest of the key."""
-        order = ["symbol", self.time_column] + [
-            k for k in self.key if k not in ("market", "symbol", self.time_column)
-        ]
-        return [(name, "ascending") for name in order]
 
 
 def _c(name: str, type_: pa.DataType, doc: str, nullable: bool = False) -> Column:
@@ -496,54 +361,8 @@ def empty_table(name: str) -> pa.Table:
     return get(name).schema.empty_table()
 
 
-_TYPE_NAMES = {
-    STR: "string",
-    F64: "float64",
-    I64: "int64",
-    pa.int16(): "int16",
-    BOOL: "bool",
-    TIMESTAMP: "timestamp[ms, UTC]",
-}
-
-
 def markdown() -> str:
-    """Every dataset's columns as Markdown: the source of ``docs/datasets.md``."""
-    lines = [
-        "# Datasets",
-        "",
-        "Generated from `collector/datasets.py` by `jex-collector schema`; a test keeps it",
-        "current. Every dataset is a Delta Lake table `data/<dataset>/`, partitioned by",
-        "`market` and `date` (the UTC date of the time column; folders",
-        "`market=<m>/date=<YYYY-MM-DD>/`), a DuckDB view of the same name (its columns,",
-        'then `date`) and a pandas loader: `collector.load("<dataset>")` or the typed one',
-        "(`load_trades`, `load_klines`, `load_depth`, ...; `collector/read/loaders.py`).",
-        "",
-        "In the table, `market` and `date` are partition columns: their values are in the",
-        "Delta log and the folder names, not inside the data files. Delta readers",
-        "(`delta_scan`, polars, deltalake) give `market`, the columns below and `date`;",
-        "they show times as Delta's microsecond timestamps holding the exchange's",
-        "millisecond values, which the views and loaders give as listed here.",
-        "",
-        "Times are UTC timestamps with millisecond precision; prices, quantities and rates",
-        "are float64 parsed from the exchange's decimal strings (exact for up to 15",
-        "significant digits); ids are int64.",
-    ]
-    for dataset in DATASETS.values():
-        lines += [
-            "",
-            f"## `{dataset.name}`",
-            "",
-            dataset.doc,
-            "",
-            f"Markets: {', '.join(dataset.markets)}. Key: {', '.join(dataset.key)}. "
-            f"Partition date from `{dataset.time_column}`.",
-            "",
-            "| column | type | null | meaning |",
-            "|---|---|---|---|",
-        ]
-        for column in dataset.columns:
-            null = "yes" if column.nullable else ""
-            lines.append(
-                f"| `{column.name}` | {_TYPE_NAMES[column.type]} | {null} | {column.doc} |"
-            )
-    return "\n".join(lines) + "\n"
+    """``docs/datasets.md``: every dataset's columns (:mod:`collector.datasets.docs`)."""
+    from collector.datasets.docs import markdown as generate
+
+    return generate()
