@@ -102,6 +102,7 @@ def fast_settings(
         "indices_price": {"every": "2s", "markets": ["contract"]},
         "funding_rate": {"every": "3s", "markets": ["contract"]},
         "protection_fund": {"every": "3s", "markets": ["contract"]},
+        "liquidation_orders": {"every": "3s", "markets": ["contract"]},
         "contract_info": {"every": "3s", "markets": ["contract"]},
         "instruments": {"every": "30s"},
     }

@@ -238,14 +238,14 @@ def test_every_suggestion_makes_the_schedule_fit_when_applied(
 
 
 def test_the_advice_names_the_heaviest_job_first_in_plain_words() -> None:
-    # Budget 560, planned to 90%: 503.9 a minute (after the clock syncs) for 578.1 wanted.
+    # Budget 560, planned to 90%: 503.9 a minute (after the clock syncs) for 580.1 wanted.
     plan = make_plan(shipped(), count, has_api_key=True, weight_limit=700)
     assert [s.job for s in plan.suggestions] == ["trades", "depth"]
     advice = next(note for note in plan.notes if note.startswith("to fit without stretching"))
-    # trades (390 a minute) down to 315.8: every 12.35 s, or 10.5 of its 13 symbols; depth
-    # (78 a minute, 1 per symbol and poll) down to 3.8: every 205 s.
-    assert "trades: every 10s -> 15s, or 13 -> 10 symbols; depth: every 10s -> 4m" in advice
-    assert any("exchange.weight_fraction from 0.8 to 0.92" in note for note in plan.notes)
+    # trades (390 a minute) down to 313.8: every 12.43 s, or 10.5 of its 13 symbols; depth
+    # (78 a minute, 1 per symbol and poll) down to 1.8: every 433 s.
+    assert "trades: every 10s -> 15s, or 13 -> 10 symbols; depth: every 10s -> 10m" in advice
+    assert any("exchange.weight_fraction from 0.8 to 0.93" in note for note in plan.notes)
 
 
 def test_a_schedule_that_fits_with_little_room_gets_a_note() -> None:
@@ -254,8 +254,8 @@ def test_a_schedule_that_fits_with_little_room_gets_a_note() -> None:
     close = make_plan(shipped(), count, has_api_key=True, weight_limit=950)
     assert close.fits and not close.suggestions
     (note,) = close.notes
-    # 578.1 of 683.9; a symbol more costs 40.2 a minute (trades 30, depth 6, klines 2, ...).
-    assert note.startswith("close to the limit: the schedule takes 84% of what it may plan for")
+    # 580.1 of 683.9; a symbol more costs 40.2 a minute (trades 30, depth 6, klines 2, ...).
+    assert note.startswith("close to the limit: the schedule takes 85% of what it may plan for")
     assert "room for about 2 more symbol(s)" in note
 
 

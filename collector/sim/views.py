@@ -393,34 +393,48 @@ class MarketViews:
         ]
 
     def liquidation_orders(self, params: Params) -> list[dict[str, Any]]:
+        """Forced liquidations of a contract: one every 37 minutes since the genesis, two
+        at the same millisecond every fifth time; ``startTime``/``endTime`` (inclusive)
+        and ``orderId`` (from that id) select, ``limit`` (default and max 500) takes the
+        oldest of a range, or the newest without ``startTime``."""
         inst = self._instrument("contract", params)
         limit = limit_param(params, "limit", 500, 500)
-        now = self.exchange.now_ms()
+        start = int_param(params, "startTime")
+        end = int_param(params, "endTime")
+        from_id = int_param(params, "orderId")
+        step = LIQUIDATION_EVERY_MS
+        lo = max(self.exchange.genesis, start if start is not None else 0)
+        hi = min(self.exchange.now_ms(), end if end is not None else self.exchange.now_ms())
         orders = []
-        # One forced liquidation every 37 minutes, priced at the trade of that moment.
-        for k in range(now // (37 * MINUTE), now // (37 * MINUTE) - 10, -1):
-            at = k * 37 * MINUTE
-            if at < self.exchange.genesis:
-                break
-            price = self.exchange.last_price("contract", inst.symbol, at)
-            side = "SELL" if k % 2 else "BUY"
-            orders.append(
-                {
-                    "symbol": inst.symbol,
-                    "orderId": str(9_000_000 + k),
-                    "updateTime": at,
-                    "side": side,
-                    "origQty": "1.000",
-                    "executedQty": "1.000",
-                    "price": price,
-                    "executedPrice": price,
-                    "status": "FILLED",
-                    "time": at,
-                    "reject": False,
-                    "type": "FLAT",
-                }
-            )
-        return list(reversed(orders))[-limit:]
+        for k in range(-(-lo // step), hi // step + 1):
+            at = k * step
+            for j in range(2 if k % 5 == 0 else 1):
+                order_id = 9_000_000 + 2 * k + j
+                if from_id is not None and order_id < from_id:
+                    continue
+                price = self.exchange.last_price("contract", inst.symbol, at)
+                qty = f"{1 + (k + j) % 7}.000"
+                orders.append(
+                    {
+                        "symbol": inst.symbol,
+                        "orderId": str(order_id),
+                        "updateTime": at,
+                        "side": "SELL" if (k + j) % 2 else "BUY",
+                        "origQty": qty,
+                        "executedQty": qty,
+                        "price": price,
+                        "executedPrice": price,
+                        "status": "FILLED",
+                        "time": at,
+                        "reject": False,
+                        "type": "FLAT",
+                    }
+                )
+        return orders[:limit] if start is not None else orders[-limit:]
+
+
+#: The simulator forces a liquidation this often on every contract.
+LIQUIDATION_EVERY_MS = 37 * MINUTE
 
 
 def _historical(trade: SimTrade) -> dict[str, Any]:
