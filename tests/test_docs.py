@@ -25,6 +25,16 @@ def test_every_cli_command_is_in_the_readme() -> None:
         assert f"jex-collector {name}" in README, name
 
 
+def test_the_coverage_cookbook_file_is_generated_from_the_registry() -> None:
+    from collector.datasets.docs import coverage_sql
+
+    assert (ROOT / "queries" / "coverage_per_day.sql").read_text() == coverage_sql(), (
+        "queries/coverage_per_day.sql is stale: run `.venv/bin/python -c \"from "
+        "collector.datasets.docs import coverage_sql; print(coverage_sql(), end='')\" > "
+        "queries/coverage_per_day.sql`"
+    )
+
+
 def test_every_dataset_is_in_the_readme() -> None:
     for name in datasets.DATASETS:
         assert f"| `{name}` |" in README, name

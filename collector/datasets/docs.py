@@ -1,4 +1,5 @@
-"""``docs/datasets.md`` from the registry (``jex-collector schema``; a test checks it)."""
+"""Files generated from the registry, each checked by a test: ``docs/datasets.md``
+(``jex-collector schema``) and the cookbook's ``queries/coverage_per_day.sql``."""
 
 from __future__ import annotations
 
@@ -58,3 +59,36 @@ def markdown() -> str:
                 f"| `{column.name}` | {_TYPE_NAMES[column.type]} | {null} | {column.doc} |"
             )
     return "\n".join(lines) + "\n"
+
+
+_COVERAGE_HEADER = """\
+-- title: Data coverage per day
+-- question: What did the archive collect each day, per dataset and market?
+-- read: One row per (dataset, market, date) of the newest `days` UTC days of the
+--   archive (counted back from the newest date of any dataset): rows, distinct
+--   symbols, and the first and last event time. A dataset missing from a day, or a day
+--   with fewer rows or a later first / earlier last time than its neighbours, had an
+--   outage; use `jex-collector verify` for holes in trade ids and funding events
+--   (judged by the funding interval, not by ids; fund records have no such rule).
+-- generated: from the dataset registry (collector/datasets); a test checks it.
+-- param: days = 7           # the newest N days of the archive (date partitions)
+"""
+
+
+def coverage_sql() -> str:
+    """``queries/coverage_per_day.sql``: one ``UNION ALL`` branch per dataset of the
+    registry, each over its time column. The text holds registry names only."""
+    names = list(DATASETS)
+    newest = ",\n".join(f"        (SELECT max(date) FROM {name})" for name in names)  # noqa: S608
+    branches = "\n    UNION ALL\n".join(
+        f"    SELECT '{name}' AS dataset, market, date, count(*) AS rows,\n"  # noqa: S608
+        f"           count(DISTINCT symbol) AS symbols, min({spec.time_column}) AS first,\n"
+        f"           max({spec.time_column}) AS last\n"
+        f"    FROM {name} WHERE date > (SELECT day FROM since) GROUP BY ALL"
+        for name, spec in DATASETS.items()
+    )
+    return (
+        _COVERAGE_HEADER  # noqa: S608 (registry names only)
+        + f"WITH since AS (\n    SELECT greatest(\n{newest}\n    ) - $days::INTEGER AS day\n)\n"
+        + f"SELECT * FROM (\n{branches}\n)\nORDER BY dataset, market, date;\n"  # noqa: S608
+    )
