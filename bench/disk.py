@@ -327,7 +327,9 @@ def predict(seed: int) -> Any:
         async with JexClient.from_settings(settings) as client:
             info = await client.get(endpoints.EXCHANGE_INFO)
             options = await client.get(endpoints.OPTION_INFO)
-            _, listing = instruments.instruments(info.payload, options.payload, info.received_at)
+            _, listing = instruments.instruments(
+                info.payload, received_at=info.received_at, options=options.payload
+            )
             now = client.clock.now_ms()
 
             def names(job: config.JobSettings, market: str) -> list[str]:

@@ -110,7 +110,9 @@ def trade_ids(data_dir: Path, symbol: str) -> list[int]:
 def test_an_id_outside_int64_or_negative_is_set_aside_never_raised(trade_id: Any) -> None:
     good = {"id": "7", "price": "4.0", "qty": "1.0", "time": START, "buyerMaker": True}
     bad = {**good, "id": trade_id}
-    parsed = parsers.historical_trades([good, bad], "spot", "BTCUSDT", START)
+    parsed = parsers.historical_trades(
+        [good, bad], market="spot", symbol="BTCUSDT", received_at=START
+    )
     assert parsed.table["trade_id"].to_pylist() == [7]
     assert parsed.rejected == [(bad, parsed.rejected[0][1])]
     assert "id out of range" in parsed.rejected[0][1]
@@ -227,16 +229,21 @@ def test_daemon_keeps_trades_and_funding_going_past_outlier_ids(
 def test_a_record_time_outside_the_window_is_set_aside(time: int, reason: str) -> None:
     good = {"id": "7", "price": "4.0", "qty": "1.0", "time": START - 1, "buyerMaker": True}
     parsed = parsers.historical_trades(
-        [good, {**good, "id": "8", "time": time}], "spot", "A", START
+        [good, {**good, "id": "8", "time": time}], market="spot", symbol="A", received_at=START
     )
     assert parsed.table["trade_id"].to_pylist() == [7]
     assert reason in parsed.rejected[0][1]
-    recent = parsers.recent_trades([good, {**good, "time": time}], "spot", "A", START)
+    recent = parsers.recent_trades(
+        [good, {**good, "time": time}], market="spot", symbol="A", received_at=START
+    )
     assert recent.rows == 1 and reason in recent.rejected[0][1]
     funding = {"id": 1, "fundingRate": 0.1, "fundingRateDay": 1.0, "symbol": "A", "date": time}
-    assert parsers.funding_rate([funding], "A", received_at=START).rows == 0
+    assert parsers.funding_rate([funding], symbol="A", received_at=START).rows == 0
     kline = [time, "1", "1", "1", "1", "1", time + 59_999, "1", 1, "1", "1", "0"]
-    assert parsers.klines([kline], "spot", "A", "1m", received_at=START).rows == 0
+    assert (
+        parsers.klines([kline], market="spot", symbol="A", received_at=START, interval="1m").rows
+        == 0
+    )
 
 
 def test_an_absurd_clock_does_not_end_every_option() -> None:
@@ -299,7 +306,7 @@ def test_daemon_archives_no_1970_or_far_future_partition(
 def test_implausible_trade_values_are_set_aside(field: str, value: str, reason: str) -> None:
     good = {"id": "7", "price": "4.0", "qty": "1.0", "time": START, "buyerMaker": True}
     parsed = parsers.historical_trades(
-        [good, {**good, "id": "8", field: value}], "spot", "A", START
+        [good, {**good, "id": "8", field: value}], market="spot", symbol="A", received_at=START
     )
     assert parsed.table["trade_id"].to_pylist() == [7]
     assert reason in parsed.rejected[0][1]
@@ -307,12 +314,14 @@ def test_implausible_trade_values_are_set_aside(field: str, value: str, reason: 
 
 def test_negative_quantities_are_made_positive_only_in_the_contract_market() -> None:
     book = {"lastUpdateId": 1, "bids": [["4.0", "2.0", []]], "asks": [["4.1", "-3.0", []]]}
-    contract = parsers.depth(book, "contract", "A", START)
+    contract = parsers.depth(book, market="contract", symbol="A", received_at=START)
     assert contract.table["qty"].to_pylist() == [2.0, 3.0]
-    spot = parsers.depth(book, "spot", "A", START)
+    spot = parsers.depth(book, market="spot", symbol="A", received_at=START)
     assert spot.table["qty"].to_pylist() == [2.0] and len(spot.rejected) == 1
     zero_bid = {**book, "bids": [["0", "1.0", []]]}
-    assert parsers.depth(zero_bid, "contract", "A", START).table["side"].to_pylist() == ["ask"]
+    assert parsers.depth(zero_bid, market="contract", symbol="A", received_at=START).table[
+        "side"
+    ].to_pylist() == ["ask"]
 
 
 @pytest.mark.parametrize(
@@ -335,7 +344,7 @@ def test_hostile_instrument_texts_are_set_aside(field: str, value: str) -> None:
         "optionSymbols": [option],
         "contractSymbols": [],
     }
-    parsed, listing = instruments.instruments(info, [], START)
+    parsed, listing = instruments.instruments(info, received_at=START, options=[])
     assert parsed.table["symbol"].to_pylist() == ["ETHUSDT", "BTC0226C9"]
     assert listing.symbols["spot"] == ("ETHUSDT",)
     assert len(parsed.rejected) == 1 and parsed.rejected[0][0][1]["symbol"] == "BADUSDT"

@@ -66,7 +66,7 @@ def test_depth_levels_in_order_and_contract_sells_positive() -> None:
         "bids": [["4.00000000", "431.00000000", []], ["3.99000000", "1.00000000", []]],
         "asks": [["4.00000200", "-12.00000000", []]],
     }
-    parsed = parsers.depth(payload, "contract", "BTCUSDT", T)
+    parsed = parsers.depth(payload, market="contract", symbol="BTCUSDT", received_at=T)
     assert_schema(parsed)
     assert column(parsed, "side") == ["bid", "bid", "ask"]
     assert column(parsed, "level") == [0, 1, 0]
@@ -83,7 +83,7 @@ def test_historical_trades_newest_first_with_string_ids_are_sorted_and_deduplica
         {"id": "28458", "price": "4.00000200", "qty": "2.0", "time": T + 1, "buyerMaker": True},
         {"id": "28457", "price": "4.00000100", "qty": "12.0", "time": T, "buyerMaker": True},
     ]
-    parsed = parsers.historical_trades(payload, "spot", "BTCUSDT", T + 10)
+    parsed = parsers.historical_trades(payload, market="spot", symbol="BTCUSDT", received_at=T + 10)
     assert_schema(parsed)
     assert column(parsed, "trade_id") == [28457, 28458, 28459]
     assert column(parsed, "is_buyer_maker") == [True, True, False]
@@ -94,7 +94,7 @@ def test_recent_trades_have_no_id_and_no_side_and_time_zero_is_set_aside() -> No
     """The docs' example has ``time: 0``: such a trade would make a 1970 partition."""
     payload = [{"price": "4.00000100", "qty": "12.00000000", "time": T - 5}] * 2
     payload.append({"price": "4.00000100", "qty": "12.00000000", "time": 0})
-    parsed = parsers.recent_trades(payload, "option", "BTC1127C64000", T)
+    parsed = parsers.recent_trades(payload, market="option", symbol="BTC1127C64000", received_at=T)
     assert_schema(parsed)
     assert column(parsed, "trade_id") == [None, None]
     assert column(parsed, "is_buyer_maker") == [None, None]
@@ -117,7 +117,9 @@ def test_klines_twelve_element_arrays() -> None:
         "28.46694368",
         "0",
     ]
-    parsed = parsers.klines([row, row], "spot", "ETHBTC", "1m")
+    parsed = parsers.klines(
+        [row, row], market="spot", symbol="ETHBTC", received_at=T, interval="1m"
+    )
     assert_schema(parsed)
     assert parsed.rows == 1  # one kline per open time
     assert column(parsed, "trade_count") == [308]
@@ -146,7 +148,7 @@ TICKER = {
 
 
 def test_24hr_ticker_keeps_close_time_before_open_time_as_documented() -> None:
-    parsed = parsers.ticker_24hr(TICKER, "spot", T, "BTCUSDT")
+    parsed = parsers.ticker_24hr(TICKER, market="spot", symbol="BTCUSDT", received_at=T)
     assert_schema(parsed)
     assert ms(parsed, "close_time")[0] < ms(parsed, "open_time")[0]
     assert column(parsed, "expiry_time") == [None]
@@ -162,7 +164,7 @@ def test_option_ticker_extra_fields() -> None:
         "referencePrice": "65000.1",
         "exertionPrice": "64000",
     }
-    parsed = parsers.ticker_24hr([option], "option", T)
+    parsed = parsers.ticker_24hr([option], market="option", received_at=T)
     assert ms(parsed, "expiry_time") == [T + 86_400_000]
     assert column(parsed, "perform_price") == [1200.5]
     assert column(parsed, "reference_price") == [65000.1]
@@ -171,30 +173,36 @@ def test_option_ticker_extra_fields() -> None:
 
 def test_single_contract_book_ticker_without_symbol_takes_the_requested_one() -> None:
     payload = {"bidPrice": "4.0", "bidQty": "431.0", "askPrice": "4.000002", "askQty": "9.0"}
-    parsed = parsers.book_ticker(payload, "contract", T, "BTCUSDT")
+    parsed = parsers.book_ticker(payload, market="contract", symbol="BTCUSDT", received_at=T)
     assert_schema(parsed)
     assert column(parsed, "symbol") == ["BTCUSDT"]
     # In the list form the symbol is required.
-    listed = parsers.book_ticker([payload], "contract", T)
+    listed = parsers.book_ticker([payload], market="contract", received_at=T)
     assert listed.rows == 0 and "symbol" in listed.rejected[0][1]
 
 
 def test_a_response_for_another_symbol_is_rejected() -> None:
-    parsed = parsers.ticker_price({"symbol": "ETHUSDT", "price": "1"}, "spot", T, "BTCUSDT")
+    parsed = parsers.ticker_price(
+        {"symbol": "ETHUSDT", "price": "1"}, market="spot", symbol="BTCUSDT", received_at=T
+    )
     assert parsed.rows == 0 and "asked for BTCUSDT" in parsed.rejected[0][1]
 
 
 def test_list_forms_and_avg_price_and_indices() -> None:
     prices = parsers.ticker_price(
-        [{"symbol": "A", "price": "1.5"}, {"symbol": "B", "price": "2"}], "spot", T
+        [{"symbol": "A", "price": "1.5"}, {"symbol": "B", "price": "2"}],
+        market="spot",
+        received_at=T,
     )
     assert column(prices, "symbol") == ["A", "B"]
-    avg = parsers.avg_price({"mins": 5, "price": "9.35751834"}, "spot", "A", T)
+    avg = parsers.avg_price(
+        {"mins": 5, "price": "9.35751834"}, market="spot", symbol="A", received_at=T
+    )
     assert_schema(avg)
     assert column(avg, "minutes") == [5] and column(avg, "price") == [9.35751834]
     indices = parsers.indices_price(
         [{"symbol": "BTCUSDT", "price": "9800.5", "indexPrice": "9801.2", "markPrice": "9800.9"}],
-        T,
+        received_at=T,
     )
     assert_schema(indices)
     assert column(indices, "index_price") == [9801.2]
@@ -219,13 +227,16 @@ def test_funding_and_protection_fund_are_json_numbers_sorted_by_id() -> None:
                 "date": T,
             },
         ],
-        "BTCUSDT",
+        symbol="BTCUSDT",
+        received_at=T,
     )
     assert_schema(funding)
     assert column(funding, "id") == [1, 2]
     assert column(funding, "funding_rate") == [-0.0001, 0.0002]
     fund = parsers.protection_fund(
-        [{"id": 7, "createdDate": T, "symbol": "BTCUSDT", "insuranceFund": 1000000.5}], "BTCUSDT"
+        [{"id": 7, "createdDate": T, "symbol": "BTCUSDT", "insuranceFund": 1000000.5}],
+        symbol="BTCUSDT",
+        received_at=T,
     )
     assert_schema(fund)
     assert column(fund, "insurance_fund") == [1000000.5]
@@ -238,7 +249,7 @@ def test_one_bad_record_is_set_aside_and_the_good_ones_kept() -> None:
         {"id": "3", "qty": "1.0", "time": T, "buyerMaker": True},
         {"id": "4", "price": "4.0", "qty": "1.0", "time": T, "buyerMaker": False, "new": 1},
     ]
-    parsed = parsers.historical_trades(payload, "spot", "BTCUSDT", T)
+    parsed = parsers.historical_trades(payload, market="spot", symbol="BTCUSDT", received_at=T)
     assert column(parsed, "trade_id") == [1, 4]  # unknown field ignored
     reasons = [reason for _, reason in parsed.rejected]
     assert len(reasons) == 2 and "price" in reasons[1]
@@ -247,11 +258,20 @@ def test_one_bad_record_is_set_aside_and_the_good_ones_kept() -> None:
 @pytest.mark.parametrize(
     ("parse", "payload"),
     [
-        (lambda p: parsers.historical_trades(p, "spot", "A", T), {"code": -1, "msg": "x"}),
-        (lambda p: parsers.recent_trades(p, "spot", "A", T), "<html>500</html>"),
-        (lambda p: parsers.depth(p, "spot", "A", T), []),
-        (lambda p: parsers.klines(p, "spot", "A", "1m"), None),
-        (lambda p: parsers.funding_rate(p, "A"), {"id": 1}),
+        (
+            lambda p: parsers.historical_trades(p, market="spot", symbol="A", received_at=T),
+            {"code": -1, "msg": "x"},
+        ),
+        (
+            lambda p: parsers.recent_trades(p, market="spot", symbol="A", received_at=T),
+            "<html>500</html>",
+        ),
+        (lambda p: parsers.depth(p, market="spot", symbol="A", received_at=T), []),
+        (
+            lambda p: parsers.klines(p, market="spot", symbol="A", received_at=T, interval="1m"),
+            None,
+        ),
+        (lambda p: parsers.funding_rate(p, symbol="A", received_at=T), {"id": 1}),
     ],
 )
 def test_a_payload_of_the_wrong_shape_raises_payload_error(parse: Any, payload: Any) -> None:
@@ -261,7 +281,7 @@ def test_a_payload_of_the_wrong_shape_raises_payload_error(parse: Any, payload: 
 
 @pytest.mark.parametrize("symbol", ["btcusdt", "../etc/passwd", "A B", "", "X" * 80, 5])
 def test_invalid_symbols_from_the_exchange_are_rejected(symbol: Any) -> None:
-    parsed = parsers.ticker_price([{"symbol": symbol, "price": "1"}], "spot", T)
+    parsed = parsers.ticker_price([{"symbol": symbol, "price": "1"}], market="spot", received_at=T)
     assert parsed.rows == 0 and parsed.rejected
 
 
@@ -355,7 +375,7 @@ def test_rate_limits_accept_both_enum_spellings() -> None:
 
 
 def test_instruments_join_option_types_and_expiries_and_keep_non_ascii_names() -> None:
-    parsed, listing = instruments.instruments(EXCHANGE_INFO, OPTION_INFO, T)
+    parsed, listing = instruments.instruments(EXCHANGE_INFO, received_at=T, options=OPTION_INFO)
     assert_schema(parsed)
     rows = {r["symbol"]: r for r in parsed.table.to_pylist()}
     assert rows["BTC0226CALL"]["option_type"] == "call"
@@ -384,7 +404,7 @@ def test_contract_info_numbers() -> None:
             "autoDeleveraging": "x",
         }
     ]
-    parsed = instruments.contract_info(payload, T)
+    parsed = instruments.contract_info(payload, received_at=T)
     assert_schema(parsed)
     assert column(parsed, "funding_interval_ms") == [600000]
     assert column(parsed, "turnover_24h") == [1234.5]
@@ -396,25 +416,30 @@ def test_contract_info_numbers() -> None:
 def test_undocumented_fields_are_ignored_and_reported_per_endpoint() -> None:
     trades = parsers.historical_trades(
         [{"id": "1", "price": "4", "qty": "1", "time": T, "buyerMaker": True, "seqNum": 9}],
-        "spot",
-        "BTCUSDT",
-        T,
+        market="spot",
+        symbol="BTCUSDT",
+        received_at=T,
     )
     assert trades.rows == 1 and trades.unknown_fields == {("historicalTrades", "seqNum")}
-    depth = parsers.depth({"lastUpdateId": 1, "bids": [], "asks": [], "E": 5}, "spot", "A", T)
+    depth = parsers.depth(
+        {"lastUpdateId": 1, "bids": [], "asks": [], "E": 5},
+        market="spot",
+        symbol="A",
+        received_at=T,
+    )
     assert depth.unknown_fields == {("depth", "E")}
     info = {
         **EXCHANGE_INFO,
         "extra": 1,
         "spotSymbols": [{**EXCHANGE_INFO["spotSymbols"][0], "x": 1}],
     }  # type: ignore[dict-item]
-    parsed, _ = instruments.instruments(info, [{**OPTION_INFO[0], "y": 2}], T)
+    parsed, _ = instruments.instruments(info, received_at=T, options=[{**OPTION_INFO[0], "y": 2}])
     assert parsed.unknown_fields == {
         ("exchangeInfo", "extra"),
         ("exchangeInfo symbols", "x"),
         ("optionInfo", "y"),
     }
-    documented = parsers.ticker_24hr([], "option", T)
+    documented = parsers.ticker_24hr([], market="option", received_at=T)
     assert documented.unknown_fields == set()
 
 
@@ -434,13 +459,13 @@ def test_depth_without_a_documented_field_is_a_payload_error(missing: str) -> No
     payload = {"lastUpdateId": 1, "bids": [["1", "1", []]], "asks": [["2", "1", []]]}
     del payload[missing]
     with pytest.raises(PayloadError, match=missing):
-        parsers.depth(payload, "spot", "BTCUSDT", T)
+        parsers.depth(payload, market="spot", symbol="BTCUSDT", received_at=T)
 
 
 def test_exchange_info_without_a_symbol_list_is_a_payload_error_not_an_empty_market() -> None:
     info = {k: v for k, v in EXCHANGE_INFO.items() if k != "optionSymbols"}
     with pytest.raises(PayloadError, match="optionSymbols"):
-        instruments.instruments(info, OPTION_INFO, T)
+        instruments.instruments(info, received_at=T, options=OPTION_INFO)
 
 
 def test_a_trade_without_its_side_is_set_aside() -> None:
@@ -448,7 +473,7 @@ def test_a_trade_without_its_side_is_set_aside() -> None:
         {"id": "1", "price": "4", "qty": "1", "time": T},
         {"id": "2", "price": "4", "qty": "1", "time": T, "isBuyerMaker": False},
     ]
-    parsed = parsers.historical_trades(payload, "spot", "BTCUSDT", T)
+    parsed = parsers.historical_trades(payload, market="spot", symbol="BTCUSDT", received_at=T)
     assert column(parsed, "trade_id") == [2] and column(parsed, "is_buyer_maker") == [False]
     assert "buyerMaker" in parsed.rejected[0][1]
 
@@ -476,18 +501,20 @@ def test_an_option_ticker_without_its_option_fields_is_set_aside() -> None:
     complete = {**base, "symbol": "BTC0226CALL", "openTime": T, "closeTime": T, **option}
     partial = {**complete, "symbol": "BTC0219PUT"}
     del partial["referencePrice"]
-    parsed = parsers.ticker_24hr([complete, partial], "option", T)
+    parsed = parsers.ticker_24hr([complete, partial], market="option", received_at=T)
     assert column(parsed, "symbol") == ["BTC0226CALL"]
     assert "referencePrice" in parsed.rejected[0][1]
     spot = parsers.ticker_24hr(
-        [{**base, "symbol": "ETHBTC", "openTime": T, "closeTime": T}], "spot", T
+        [{**base, "symbol": "ETHBTC", "openTime": T, "closeTime": T}],
+        market="spot",
+        received_at=T,
     )
     assert spot.rows == 1 and column(spot, "strike_price") == [None]
 
 
 def test_recent_trades_come_back_in_time_order() -> None:
     payload = [{"price": str(p), "qty": "1", "time": T + t} for p, t in ((1, 2), (2, 0), (3, 2))]
-    parsed = parsers.recent_trades(payload, "spot", "BTCUSDT", T)
+    parsed = parsers.recent_trades(payload, market="spot", symbol="BTCUSDT", received_at=T)
     assert ms(parsed, "time") == [T, T + 2, T + 2]
     assert column(parsed, "price") == [2.0, 1.0, 3.0], "same millisecond: exchange order kept"
 

@@ -170,10 +170,10 @@ class Backfill:
                     self.intake,
                     response,
                     parsers.klines,
-                    market,
-                    symbol,
-                    interval,
+                    market=market,
+                    symbol=symbol,
                     received_at=response.received_at,
+                    interval=interval,
                 )
                 opens = pc.cast(parsed.table["open_time"], pa.int64())
                 closes = pc.cast(parsed.table["close_time"], pa.int64())
@@ -198,7 +198,12 @@ class Backfill:
             params["fromId"] = from_id
         response = await self.client.get(endpoints.HISTORICAL_TRADES, market=market, params=params)
         parsed = intake.parse(
-            self.intake, response, parsers.historical_trades, market, symbol, response.received_at
+            self.intake,
+            response,
+            parsers.historical_trades,
+            market=market,
+            symbol=symbol,
+            received_at=response.received_at,
         )
         self.result.pages += 1
         if not parsed.rows:
@@ -313,9 +318,9 @@ class Backfill:
                 self.intake,
                 response,
                 parsers.historical_trades,
-                market,
-                symbol,
-                response.received_at,
+                market=market,
+                symbol=symbol,
+                received_at=response.received_at,
             )
             if not parsed.rows:
                 break
@@ -358,7 +363,7 @@ class Backfill:
         while True:
             response = await self.client.get(endpoint, params=params)
             parsed = intake.parse(
-                self.intake, response, parse, symbol, received_at=response.received_at
+                self.intake, response, parse, symbol=symbol, received_at=response.received_at
             )
             if not parsed.rows:
                 break

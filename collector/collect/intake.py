@@ -55,7 +55,9 @@ def parse(
     *args: P.args,
     **kwargs: P.kwargs,
 ) -> T:
-    """``parser(response.payload, *args)``; what cannot be read goes to the quarantine.
+    """``parser(response.payload, *args, **kwargs)`` (the parsers take the payload and
+    keywords: ``market``, ``symbol``, ``received_at``, ...); what cannot be read goes to
+    the quarantine.
 
     A payload the parser cannot read at all raises :class:`PayloadError` (also for a
     parser's KeyError or ValueError: whatever the exchange sends is a payload

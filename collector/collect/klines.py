@@ -53,10 +53,10 @@ async def _klines(ctx: JobContext, job: JobSettings, market: str, symbol: str) -
                 ctx,
                 response,
                 parsers.klines,
-                market,
-                symbol,
-                interval,
+                market=market,
+                symbol=symbol,
                 received_at=response.received_at,
+                interval=interval,
             )
             table = parsed.table
             closed_before = response.received_at - KLINE_CLOSE_MARGIN_MS

@@ -30,7 +30,11 @@ async def read_listing(client: JexClient, reader: JobContext | Intake) -> Parsed
     options = await client.get(endpoints.OPTION_INFO)
     intake.parse(reader, options, parsers.expect_shape, list, "optionInfo")
     parsed, listing = intake.parse(
-        reader, info, instruments.instruments, options.payload, info.received_at
+        reader,
+        info,
+        instruments.instruments,
+        received_at=info.received_at,
+        options=options.payload,
     )
     intake.report(reader, info, parsed)
     limits = instruments.rate_limits(info.payload)
@@ -83,7 +87,9 @@ def _log_listing_changes(old: instruments.Listing, new: instruments.Listing) -> 
 async def collect_contract_info(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
     report = JobReport("contract_info", market)
     response = await ctx.client.get(endpoints.CONTRACT_INFO)
-    parsed = intake.parse(ctx, response, instruments.contract_info, response.received_at)
+    parsed = intake.parse(
+        ctx, response, instruments.contract_info, received_at=response.received_at
+    )
     parsed.table = parsed.table.filter(
         pc.is_in(parsed.table["symbol"], pa.array(ctx.symbols(job, "contract"), pa.string()))
     )

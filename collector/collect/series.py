@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,6 +33,12 @@ from collector.exchange.parsers import Parsed
 log = logging.getLogger("collector.collect.jobs")
 
 
+class SeriesParser(Protocol):
+    """A parser of one symbol's page of a series."""
+
+    def __call__(self, payload: Any, *, market: str, symbol: str, received_at: int) -> Parsed: ...
+
+
 # -- futures: funding rate and protection fund ------------------------------------------------
 
 
@@ -44,7 +50,7 @@ async def _paged_by_id(
     page_size: int,
     cursor_params: Callable[[int], dict[str, Any]],
     size_param: str,
-    parse: Callable[..., Parsed],
+    parse: SeriesParser,
 ) -> int:
     key: Cursor = (dataset, "contract", symbol)
     rows = 0
@@ -55,7 +61,14 @@ async def _paged_by_id(
         params: dict[str, Any] = {"symbol": symbol, size_param: page_size}
         params.update(cursor_params(cursor))
         response = await ctx.client.get(endpoint, params=params)
-        parsed = intake.parse(ctx, response, parse, symbol, received_at=response.received_at)
+        parsed = intake.parse(
+            ctx,
+            response,
+            parse,
+            market="contract",
+            symbol=symbol,
+            received_at=response.received_at,
+        )
         parsed.table = parsed.table.filter(pc.greater(parsed.table["id"], cursor))
         intake.set_aside_outliers(ctx, response, parsed, "id", known, page_size * HISTORY_ID_SPREAD)
         cut = intake.cut_at_unreadable(ctx, parsed, key, cursor, "id", intake.id_of)
@@ -115,7 +128,7 @@ async def paged_by_time(ctx: JobContext, spec: datasets.Dataset, market: str, sy
     assert spec.cursor is not None
     key: Cursor = (spec.name, market, symbol)
     column = spec.cursor.column
-    parse = getattr(parsers, spec.parser)
+    parse: SeriesParser = getattr(parsers, spec.parser)
     rows = 0
     for _ in range(MAX_PAGES_PER_ROUND):
         cursor = ctx.state.cursors.get(key)

@@ -4,8 +4,7 @@ symbol, or one for all symbols when that costs no more weight)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,7 +34,15 @@ async def collect_depth(ctx: JobContext, job: JobSettings, market: str) -> JobRe
             endpoints.DEPTH, market=market, params={"symbol": symbol, "limit": job.limit or 20}
         )
         return keep(
-            ctx, intake.parse(ctx, response, parsers.depth, market, symbol, response.received_at)
+            ctx,
+            intake.parse(
+                ctx,
+                response,
+                parsers.depth,
+                market=market,
+                symbol=symbol,
+                received_at=response.received_at,
+            ),
         )
 
     return await for_each_symbol("depth", market, ctx.symbols(job, market), fetch)
@@ -48,24 +55,32 @@ async def collect_avg_price(ctx: JobContext, job: JobSettings, market: str) -> J
         )
         return keep(
             ctx,
-            intake.parse(ctx, response, parsers.avg_price, market, symbol, response.received_at),
+            intake.parse(
+                ctx,
+                response,
+                parsers.avg_price,
+                market=market,
+                symbol=symbol,
+                received_at=response.received_at,
+            ),
         )
 
     return await for_each_symbol("avg_price", market, ctx.symbols(job, market), fetch)
 
 
-SnapshotParser = Callable[[Any, str, int, str | None], Parsed]
+class SnapshotParser(Protocol):
+    """A parser that reads one symbol's record or every symbol's at once."""
+
+    def __call__(
+        self, payload: Any, *, market: str, symbol: str | None = None, received_at: int
+    ) -> Parsed: ...
+
 
 SNAPSHOTS: dict[str, tuple[Endpoint, SnapshotParser]] = {
     "ticker_24hr": (endpoints.TICKER_24HR, parsers.ticker_24hr),
     "ticker_price": (endpoints.TICKER_PRICE, parsers.ticker_price),
     "book_ticker": (endpoints.BOOK_TICKER, parsers.book_ticker),
-    "indices_price": (
-        endpoints.INDICES_PRICE,
-        lambda payload, _market, received_at, symbol: parsers.indices_price(
-            payload, received_at, symbol
-        ),
-    ),
+    "indices_price": (endpoints.INDICES_PRICE, parsers.indices_price),
 }
 
 
@@ -78,7 +93,9 @@ async def collect_snapshot(
     if endpoint.all_symbols_is_cheaper(len(symbols)):
         report = JobReport(dataset, market, symbols=len(symbols))
         response = await ctx.client.get(endpoint, market=market)
-        parsed = intake.parse(ctx, response, parse, market, response.received_at, None)
+        parsed = intake.parse(
+            ctx, response, parse, market=market, symbol=None, received_at=response.received_at
+        )
         # Records of symbols not (or no longer) listed are not polled for, and not kept.
         parsed.table = parsed.table.filter(
             pc.is_in(parsed.table["symbol"], pa.array(symbols, pa.string()))
@@ -88,6 +105,11 @@ async def collect_snapshot(
 
     async def fetch(symbol: str) -> int:
         response = await ctx.client.get(endpoint, market=market, params={"symbol": symbol})
-        return keep(ctx, intake.parse(ctx, response, parse, market, response.received_at, symbol))
+        return keep(
+            ctx,
+            intake.parse(
+                ctx, response, parse, market=market, symbol=symbol, received_at=response.received_at
+            ),
+        )
 
     return await for_each_symbol(dataset, market, symbols, fetch)

@@ -48,7 +48,12 @@ async def _historical_trades(ctx: JobContext, job: JobSettings, market: str, sym
             params["fromId"] = cursor + 1
         response = await ctx.client.get(endpoints.HISTORICAL_TRADES, market=market, params=params)
         parsed = intake.parse(
-            ctx, response, parsers.historical_trades, market, symbol, response.received_at
+            ctx,
+            response,
+            parsers.historical_trades,
+            market=market,
+            symbol=symbol,
+            received_at=response.received_at,
         )
         if cursor is not None:
             parsed.table = parsed.table.filter(pc.greater(parsed.table["trade_id"], cursor))
@@ -87,7 +92,12 @@ async def _first_trades_with_backfill(
         params={"symbol": symbol, "limit": page_size},
     )
     parsed = intake.parse(
-        ctx, newest, parsers.historical_trades, market, symbol, newest.received_at
+        ctx,
+        newest,
+        parsers.historical_trades,
+        market=market,
+        symbol=symbol,
+        received_at=newest.received_at,
     )
     intake.set_aside_outliers(ctx, newest, parsed, "trade_id", None, page_size)
     intake.cut_at_unreadable(ctx, parsed, key, None, "trade_id", intake.id_of)
@@ -109,7 +119,12 @@ async def _first_trades_with_backfill(
             params={"symbol": symbol, "fromId": from_id, "limit": lowest_id - from_id},
         )
         page = intake.parse(
-            ctx, response, parsers.historical_trades, market, symbol, response.received_at
+            ctx,
+            response,
+            parsers.historical_trades,
+            market=market,
+            symbol=symbol,
+            received_at=response.received_at,
         )
         page.table = page.table.filter(pc.less(page.table["trade_id"], lowest_id))
         intake.set_aside_outliers(
@@ -167,7 +182,12 @@ async def _recent_trades(ctx: JobContext, market: str, symbol: str) -> int:
         params={"symbol": symbol, "limit": endpoints.RECENT_TRADES_MAX},
     )
     parsed = intake.parse(
-        ctx, response, parsers.recent_trades, market, symbol, response.received_at
+        ctx,
+        response,
+        parsers.recent_trades,
+        market=market,
+        symbol=symbol,
+        received_at=response.received_at,
     )
     table = parsed.table
     current = list(

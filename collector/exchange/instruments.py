@@ -29,6 +29,7 @@ from collector.exchange.parsers import (
     symbol_name,
     undocumented,
 )
+from collector.exchange.parsers.rows import record_symbol
 
 _LIST_KEYS = {"spot": "spotSymbols", "option": "optionSymbols", "contract": "contractSymbols"}
 _OPTION_TYPES = {"LONGS": "call", "SHORTS": "put", "CALL": "call", "PUT": "put"}
@@ -139,7 +140,14 @@ def _optional_text(value: Any, check: Any) -> str:
     return "" if value is None else str(check(value))
 
 
-def instruments(exchange_info: Any, option_info: Any, received_at: int) -> tuple[Parsed, Listing]:
+def instruments(
+    exchange_info: Any,
+    *,
+    market: None = None,
+    symbol: None = None,
+    received_at: int,
+    options: Any,
+) -> tuple[Parsed, Listing]:
     """``exchangeInfo`` (three symbol lists) joined with ``optionInfo`` (type, expiry)::
 
     {"timezone": "UTC", "serverTime": 1565246363776, "rateLimits": [...],
@@ -152,25 +160,29 @@ def instruments(exchange_info: Any, option_info: Any, received_at: int) -> tuple
     optionInfo: [{"symbol": "BTC0226CALL", "status": "TRADING", "type": "LONGS",
                   "exertionTime": 1582704000000, "optionDesc": "...", "canRelease": true,
                   "releaseOption": null}]
+
+    ``options`` is the ``optionInfo`` payload. The instruments of every market and symbol
+    are read at once: ``market`` and ``symbol`` are ``None``, accepted only so that every
+    parser is called the same way.
     """
     expect_shape(exchange_info, dict, "exchangeInfo")
     unknown = undocumented(exchange_info, "exchangeInfo")
-    options: dict[str, Mapping[str, Any]] = {}
-    for record in expect_shape(option_info if option_info is not None else [], list, "optionInfo"):
+    by_symbol: dict[str, Mapping[str, Any]] = {}
+    for record in expect_shape(options if options is not None else [], list, "optionInfo"):
         unknown |= undocumented(record, "optionInfo")
         if isinstance(record, dict) and isinstance(record.get("symbol"), str):
-            options[record["symbol"]] = record
+            by_symbol[record["symbol"]] = record
     lists: dict[str, list[Any]] = {}
-    for market in MARKETS:
-        listed = exchange_info.get(_LIST_KEYS[market])
+    for each in MARKETS:
+        listed = exchange_info.get(_LIST_KEYS[each])
         if not isinstance(listed, list):
             # A missing list must not read as "nothing listed": the refresh fails instead
             # and the jobs keep polling what they had.
             raise PayloadError(
-                f"exchangeInfo.{_LIST_KEYS[market]} is missing or not a list",
+                f"exchangeInfo.{_LIST_KEYS[each]} is missing or not a list",
                 endpoint="exchangeInfo",
             )
-        lists[market] = listed
+        lists[each] = listed
         for record in listed:
             unknown |= undocumented(record, "exchangeInfo symbols")
 
@@ -182,7 +194,7 @@ def instruments(exchange_info: Any, option_info: Any, received_at: int) -> tuple
     def read(entry: tuple[str, Mapping[str, Any]]) -> Iterable[dict[str, Any]]:
         market, record = entry
         name = symbol_name(record["symbol"])
-        option = options.get(name, {}) if market == "option" else {}
+        option = by_symbol.get(name, {}) if market == "option" else {}
         expiry = option.get("exertionTime")
         option_type = option.get("type")
         yield {
@@ -203,11 +215,11 @@ def instruments(exchange_info: Any, option_info: Any, received_at: int) -> tuple
     parsed.unknown_fields = unknown
     table = parsed.table
     symbols: dict[str, list[str]] = {m: [] for m in MARKETS}
-    for market, name in zip(
+    for listed_in, name in zip(
         table.column("market").to_pylist(), table.column("symbol").to_pylist(), strict=True
     ):
-        if name not in symbols[market]:
-            symbols[market].append(name)
+        if name not in symbols[listed_in]:
+            symbols[listed_in].append(name)
     expiries = {
         name: expiry
         for name, expiry in zip(
@@ -220,7 +232,9 @@ def instruments(exchange_info: Any, option_info: Any, received_at: int) -> tuple
     return parsed, Listing({m: tuple(s) for m, s in symbols.items()}, expiries)
 
 
-def contract_info(payload: Any, received_at: int) -> Parsed:
+def contract_info(
+    payload: Any, *, market: str = "contract", symbol: str | None = None, received_at: int
+) -> Parsed:
     """``GET /api/v1/contractInfo`` (numbers, not strings)::
 
     [{"symbol": "BTCUSDT", "fundingRate": 0.0001, "fundingInterval": 600000,
@@ -232,8 +246,10 @@ def contract_info(payload: Any, received_at: int) -> Parsed:
 
     def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
         yield {
-            "market": "contract",
-            "symbol": symbol_name(record["symbol"]),
+            "market": market,
+            "symbol": (
+                symbol_name(record["symbol"]) if symbol is None else record_symbol(record, symbol)
+            ),
             "received_at": received_at,
             "funding_rate": decimal(record["fundingRate"]),
             "predicted_funding_rate": decimal(record["predictedFundingRate"]),

@@ -117,7 +117,13 @@ async def fetch_trade_counts(
             params={"symbol": symbol, "interval": "1h", "limit": 25},
         )
         table = intake.parse(
-            reader, response, parsers.klines, market, symbol, "1h", received_at=response.received_at
+            reader,
+            response,
+            parsers.klines,
+            market=market,
+            symbol=symbol,
+            received_at=response.received_at,
+            interval="1h",
         ).table
         closes = pc.cast(table["close_time"], pa.int64()).to_pylist()
         counts = table["trade_count"].to_pylist()

@@ -5,6 +5,12 @@ strings (and numbers where strings were documented), trade ids as strings in
 any order, recent trades without id or side, a single-symbol book ticker
 without ``symbol``, option tickers' extra fields, negative contract quantities.
 
+Every parser is called the same way: ``name(payload, *, market, symbol, received_at, ...)``,
+the payload the only positional argument, then the market, the symbol (``None`` where
+one response holds every symbol's records), the exchange clock at receipt (which bounds
+the records' times) and any keyword of its own (``interval`` for klines). The contract
+market's parsers take ``market="contract"`` by default.
+
 A record that cannot be read is set aside with its reason and the rest of the
 response is kept (:class:`Parsed`); a payload of the wrong shape altogether
 raises :class:`PayloadError`. Fields the API reference does not document

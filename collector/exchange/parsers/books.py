@@ -22,7 +22,7 @@ from collector.exchange.parsers.rows import (
 __all__ = ["book_ticker", "depth"]
 
 
-def depth(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
+def depth(payload: Any, *, market: str, symbol: str, received_at: int) -> Parsed:
     """``GET /api/v1/{market}/depth``::
 
     {"lastUpdateId": 1027024,
@@ -65,7 +65,9 @@ def depth(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
     )
 
 
-def book_ticker(payload: Any, market: str, received_at: int, symbol: str | None = None) -> Parsed:
+def book_ticker(
+    payload: Any, *, market: str, symbol: str | None = None, received_at: int
+) -> Parsed:
     """``GET /api/v1/{market}/ticker/bookTicker`` (single contract form has no ``symbol``)::
 
     {"symbol": "LTCBTC", "bidPrice": "4.00000000", "bidQty": "431.00000000",

@@ -21,7 +21,9 @@ from collector.exchange.parsers.rows import (
 __all__ = ["funding_rate", "indices_price", "liquidation_orders", "protection_fund"]
 
 
-def indices_price(payload: Any, received_at: int, symbol: str | None = None) -> Parsed:
+def indices_price(
+    payload: Any, *, market: str = "contract", symbol: str | None = None, received_at: int
+) -> Parsed:
     """``GET /api/v1/contract/ticker/indicesPrice``::
 
     {"symbol": "BTCUSDT", "price": "9800.5", "indexPrice": "9801.2", "markPrice": "9800.9"}
@@ -29,7 +31,7 @@ def indices_price(payload: Any, received_at: int, symbol: str | None = None) -> 
 
     def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
         yield {
-            "market": "contract",
+            "market": market,
             "symbol": record_symbol(record, symbol),
             "received_at": received_at,
             "last_price": price(record["price"]),
@@ -42,7 +44,9 @@ def indices_price(payload: Any, received_at: int, symbol: str | None = None) -> 
     )
 
 
-def funding_rate(payload: Any, symbol: str, *, received_at: int | None = None) -> Parsed:
+def funding_rate(
+    payload: Any, *, market: str = "contract", symbol: str, received_at: int
+) -> Parsed:
     """``GET /api/v1/contract/historyRate`` (numbers, not strings)::
 
     [{"id": 1, "fundingRate": 0.0001, "fundingRateDay": 0.0144,
@@ -52,7 +56,7 @@ def funding_rate(payload: Any, symbol: str, *, received_at: int | None = None) -
 
     def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
         yield {
-            "market": "contract",
+            "market": market,
             "symbol": record_symbol(record, symbol),
             "id": identifier(record["id"]),
             "time": record_time(record["date"], received_at),
@@ -65,7 +69,9 @@ def funding_rate(payload: Any, symbol: str, *, received_at: int | None = None) -
     return parsed
 
 
-def protection_fund(payload: Any, symbol: str, *, received_at: int | None = None) -> Parsed:
+def protection_fund(
+    payload: Any, *, market: str = "contract", symbol: str, received_at: int
+) -> Parsed:
     """``GET /api/v1/contract/protectionFund``::
 
     [{"id": 1, "createdDate": 1574150400000, "symbol": "BTCUSDT", "insuranceFund": 1000000.5}]
@@ -74,7 +80,7 @@ def protection_fund(payload: Any, symbol: str, *, received_at: int | None = None
 
     def read(record: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
         yield {
-            "market": "contract",
+            "market": market,
             "symbol": record_symbol(record, symbol),
             "id": identifier(record["id"]),
             "time": record_time(record["createdDate"], received_at),

@@ -28,7 +28,9 @@ from collector.exchange.parsers.rows import (
 __all__ = ["avg_price", "ticker_24hr", "ticker_price"]
 
 
-def ticker_24hr(payload: Any, market: str, received_at: int, symbol: str | None = None) -> Parsed:
+def ticker_24hr(
+    payload: Any, *, market: str, symbol: str | None = None, received_at: int
+) -> Parsed:
     """``GET /api/v1/{market}/ticker/24hr`` (one object, or a list without ``symbol``)::
 
         {"symbol": "BTCUSDT", "priceChange": "-94.99999800", "priceChangePercent": "-95.960",
@@ -75,7 +77,9 @@ def ticker_24hr(payload: Any, market: str, received_at: int, symbol: str | None 
     return build_rows("ticker_24hr", one_or_many(payload, "ticker/24hr"), read, "ticker/24hr")
 
 
-def ticker_price(payload: Any, market: str, received_at: int, symbol: str | None = None) -> Parsed:
+def ticker_price(
+    payload: Any, *, market: str, symbol: str | None = None, received_at: int
+) -> Parsed:
     """``GET /api/v1/{market}/ticker/price``::
 
     {"symbol": "LTCBTC", "price": "4.00000200"}
@@ -92,7 +96,7 @@ def ticker_price(payload: Any, market: str, received_at: int, symbol: str | None
     return build_rows("ticker_price", one_or_many(payload, "ticker/price"), read, "ticker/price")
 
 
-def avg_price(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
+def avg_price(payload: Any, *, market: str, symbol: str, received_at: int) -> Parsed:
     """``GET /api/v1/{market}/avgPrice``::
 
     {"mins": 5, "price": "9.35751834"}

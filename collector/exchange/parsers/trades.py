@@ -24,7 +24,7 @@ from collector.exchange.parsers.rows import Parsed, build_rows, dedupe_sorted, e
 __all__ = ["historical_trades", "klines", "recent_trades"]
 
 
-def historical_trades(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
+def historical_trades(payload: Any, *, market: str, symbol: str, received_at: int) -> Parsed:
     """``GET /api/v1/{market}/historicalTrades`` (ids are strings, often newest first)::
 
         [{"id": "28457", "price": "4.00000100", "qty": "12.00000000",
@@ -55,7 +55,7 @@ def historical_trades(payload: Any, market: str, symbol: str, received_at: int) 
     return parsed
 
 
-def recent_trades(payload: Any, market: str, symbol: str, received_at: int) -> Parsed:
+def recent_trades(payload: Any, *, market: str, symbol: str, received_at: int) -> Parsed:
     """``GET /api/v1/{market}/trades``: no id and no side (the docs show ``time: 0``)::
 
         [{"price": "4.00000100", "qty": "12.00000000", "time": 1499865549590}]
@@ -86,9 +86,7 @@ def recent_trades(payload: Any, market: str, symbol: str, received_at: int) -> P
     return parsed
 
 
-def klines(
-    payload: Any, market: str, symbol: str, interval: str, *, received_at: int | None = None
-) -> Parsed:
+def klines(payload: Any, *, market: str, symbol: str, received_at: int, interval: str) -> Parsed:
     """``GET /api/v1/{market}/klines``: 12-element arrays, the last one may be open::
 
     [[1499040000000, "0.01634790", "0.80000000", "0.01575800", "0.01577100",
