@@ -32,7 +32,7 @@ _LOADERS = (
     "load_protection_fund",
     "load_instruments",
     "load_contract_info",
-    # earlier short names of three of them
+    # the first release's names of three of them (deprecated)
     "load_tickers",
     "load_indices",
     "load_funding",
@@ -54,10 +54,13 @@ if TYPE_CHECKING:  # explicit re-exports (``X as X``) for type checkers
     from collector.read.loaders import load_contract_info as load_contract_info
     from collector.read.loaders import load_depth as load_depth
     from collector.read.loaders import load_funding as load_funding
+    from collector.read.loaders import load_funding_rate as load_funding_rate
     from collector.read.loaders import load_indices as load_indices
+    from collector.read.loaders import load_indices_price as load_indices_price
     from collector.read.loaders import load_instruments as load_instruments
     from collector.read.loaders import load_klines as load_klines
     from collector.read.loaders import load_protection_fund as load_protection_fund
+    from collector.read.loaders import load_ticker_24hr as load_ticker_24hr
     from collector.read.loaders import load_ticker_price as load_ticker_price
     from collector.read.loaders import load_tickers as load_tickers
     from collector.read.loaders import load_trades as load_trades

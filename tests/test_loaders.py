@@ -341,7 +341,7 @@ def test_errors_name_what_exists(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown market 'futures'.*spot, option, contract"):
         loaders.load_trades(market="futures", data_dir=tmp_path)
     with pytest.raises(ValueError, match=r"funding_rate exists only for contract, not for 'spot'"):
-        loaders.load_funding(market="spot", data_dir=tmp_path)
+        loaders.load_funding_rate(market="spot", data_dir=tmp_path)
     with pytest.raises(ValueError, match=r"unknown kline interval '1s'.*1m, 3m, 5m.*1w"):
         loaders.load_klines(interval="1s", data_dir=tmp_path)
     with pytest.raises(ValueError, match=r"start='yesterday-ish' is not a time"):
@@ -578,3 +578,14 @@ def test_book_top_equals_the_sql_view_depth_top(sim_archive: Path) -> None:
                 rtol=1e-12,
                 err_msg=column,
             )
+
+
+def test_the_first_release_loader_names_still_work_with_a_warning(sim_archive: Path) -> None:
+    for old, new in (
+        ("load_tickers", "load_ticker_24hr"),
+        ("load_indices", "load_indices_price"),
+        ("load_funding", "load_funding_rate"),
+    ):
+        with pytest.warns(DeprecationWarning, match=f"{old} is deprecated.*use {new}"):
+            frame = getattr(collector, old)(data_dir=sim_archive)
+        pd.testing.assert_frame_equal(frame, getattr(collector, new)(data_dir=sim_archive))

@@ -50,7 +50,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypedDict, Unpack, cast
 
@@ -155,7 +156,7 @@ def load_book_ticker(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     return load("book_ticker", **options)
 
 
-def load_tickers(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+def load_ticker_24hr(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """24-hour ticker statistics (``ticker_24hr``), indexed by ``received_at``; the last
     price alone is :func:`load_ticker_price`."""
     return load("ticker_24hr", **options)
@@ -171,14 +172,36 @@ def load_avg_price(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     return load("avg_price", **options)
 
 
-def load_indices(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+def load_indices_price(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Futures last, index and mark price (``indices_price``), indexed by ``received_at``."""
     return load("indices_price", **options)
 
 
-def load_funding(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+def load_funding_rate(**options: Unpack[LoadOptions]) -> pd.DataFrame:
     """Futures funding rate history (``funding_rate``), indexed by ``time``."""
     return load("funding_rate", **options)
+
+
+def _deprecated(old: str, new: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+    """``old``, the first release's name of ``new``: kept for one release, with a warning."""
+
+    def alias(**options: Unpack[LoadOptions]) -> pd.DataFrame:
+        warnings.warn(
+            f"{old} is deprecated and goes in the next release; use {new.__name__}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return new(**options)
+
+    alias.__name__ = alias.__qualname__ = old
+    alias.__doc__ = f"Deprecated: :func:`{new.__name__}` (one loader name per dataset)."
+    return alias
+
+
+#: The first release's names (deprecated: one loader name per dataset).
+load_tickers = _deprecated("load_tickers", load_ticker_24hr)
+load_indices = _deprecated("load_indices", load_indices_price)
+load_funding = _deprecated("load_funding", load_funding_rate)
 
 
 def load_protection_fund(**options: Unpack[LoadOptions]) -> pd.DataFrame:
