@@ -27,11 +27,12 @@ from collector.collect.backfill import Backfill
 from collector.config import KLINE_INTERVALS, Settings
 from collector.errors import StorageError
 from collector.storage import compaction, delta, footers
+from collector.storage.files import QUARANTINE_DIR
 from collector.storage.location import Archive
 from collector.storage.writer import ArchiveWriter
 
 #: Where damaged data files are kept after being set aside (relative to the archive).
-DAMAGED_DIR = "_quarantine/damaged"
+DAMAGED_DIR = f"{QUARANTINE_DIR}/damaged"
 
 
 @dataclass

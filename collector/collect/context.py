@@ -16,6 +16,7 @@ from collector.exchange import instruments
 from collector.exchange.client import JexClient
 from collector.exchange.parsers import Parsed
 from collector.storage.writer import ArchiveWriter
+from collector.units import DAY_MS
 
 # The jobs log under one name (collector.collect.jobs), whichever family module runs.
 log = logging.getLogger("collector.collect.jobs")
@@ -27,7 +28,7 @@ HISTORY_PAGES_PER_ROUND = 50
 #: Pages fetched backwards for a first start's trade backfill (500 trades each).
 MAX_BACKFILL_PAGES = 200
 #: Weekly klines open on Mondays: 1970-01-05 is the first one after the epoch.
-WEEK_ALIGN_MS = 4 * 86_400_000
+WEEK_ALIGN_MS = 4 * DAY_MS
 #: A kline counts as closed once its close time is this far behind the exchange clock.
 KLINE_CLOSE_MARGIN_MS = 2_000
 #: Funding and protection-fund ids may be one sequence shared by many symbols: the gap

@@ -46,13 +46,15 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from collector.exchange.client import Response, wall_clock_ms
+from collector.exchange.client import Response
 from collector.ops.metrics import Metrics
+from collector.storage.files import QUARANTINE_DIR, TEMP_PREFIX, TEMP_SUFFIX
 from collector.storage.location import Archive
+from collector.units import DAY_MS, HOUR_MS, wall_clock_ms
 
 log = logging.getLogger(__name__)
 
-DIR_NAME = "_quarantine"
+DIR_NAME = QUARANTINE_DIR
 REDACTED = "<redacted>"
 #: Shorter "secrets" are not real keys, and replacing them would garble every file.
 MIN_SECRET_LENGTH = 8
@@ -67,8 +69,6 @@ MAX_MAPPING_BYTES = 64 * 1024
 #: A temporary file this old (seconds) is a crash's leftover, not another collector's
 #: write under way (a write takes milliseconds).
 ORPHAN_AGE_S = 600.0
-_TEMP_PREFIX = "."
-_TEMP_SUFFIX = ".tmp"
 
 
 class Quarantine:
@@ -132,7 +132,7 @@ class Quarantine:
         (``_quarantine/<day>/<name>.json``), or None if dropped or failed."""
         endpoint = _file_part(response.endpoint or "unknown")
         now = self._clock_ms()
-        hour, day = now // 3_600_000, now // 86_400_000
+        hour, day = now // HOUR_MS, now // DAY_MS
         if self._hour_files[(endpoint, hour)] >= self.max_files_per_hour:
             self._drop(endpoint, kind, hour, f"{self.max_files_per_hour} files this hour")
             return None
@@ -175,7 +175,7 @@ class Quarantine:
             return 0
         cutoff = (time.time() if now is None else now) - ORPHAN_AGE_S
         removed = 0
-        for path in (self.archive.path / DIR_NAME).glob(f"*/{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
+        for path in (self.archive.path / DIR_NAME).glob(f"*/{TEMP_PREFIX}*{TEMP_SUFFIX}"):
             try:
                 if path.stat().st_mtime > cutoff:
                     continue  # another collector's write, under way

@@ -33,8 +33,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-WINDOW_MS = 60_000
-RAW_WINDOW_MS = 300_000
+from collector.units import MINUTE_MS
+
+WINDOW_MS = MINUTE_MS
+RAW_WINDOW_MS = 5 * MINUTE_MS
 #: The largest share of the allowance kept for snapshots: history keeps the rest.
 MAX_SNAPSHOT_SHARE = 0.75
 
@@ -54,7 +56,7 @@ class WeightBudget:
     #: Share of the bucket that is full at start.
     start_fill: float = 0.1
     penalty_factor: float = 0.5
-    penalty_ms: int = 300_000
+    penalty_ms: int = 5 * MINUTE_MS
     #: Weight per window history requests leave for snapshot requests (see the module).
     snapshot_reserve: int = 0
 

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable
 from typing import Any
 
 from collector.exchange.response import snippet
+from collector.units import DAY_MS, HOUR_MS
+from collector.units import wall_clock_ms as wall_clock_ms
 
 #: A ``serverTime`` further than this from the local clock is refused (and the offset
 #: measured before is kept): one of the two clocks is wrong, and trusting the exchange's
 #: would date every row and partition by it.
-MAX_CLOCK_OFFSET_MS = 86_400_000
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
+MAX_CLOCK_OFFSET_MS = DAY_MS
 
 
 class ExchangeClock:
@@ -53,8 +50,8 @@ class ExchangeClock:
         if abs(offset) > MAX_CLOCK_OFFSET_MS:
             raise ValueError(
                 f"time: the exchange's serverTime {server_time} ({iso(server_time)}) is "
-                f"{offset / 3_600_000:+.1f} h from the local clock, more than the "
-                f"{MAX_CLOCK_OFFSET_MS / 3_600_000:.0f} h allowed: refused, keeping the "
+                f"{offset / HOUR_MS:+.1f} h from the local clock, more than the "
+                f"{MAX_CLOCK_OFFSET_MS / HOUR_MS:.0f} h allowed: refused, keeping the "
                 f"offset {self.offset_ms:+d} ms (check the local clock and NTP)"
             )
         self.update(sent_local, server_time, received_local)

@@ -7,11 +7,9 @@ imposes (:data:`MAX_RETRY_AFTER_S`), also when a pause file of an earlier run is
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
@@ -24,13 +22,15 @@ from collector.errors import BannedError, RateLimitError
 from collector.exchange.budget import WeightBudget
 from collector.exchange.clock import iso
 from collector.exchange.response import log_fields, snippet
+from collector.storage.files import STATE_DIR, write_atomically
+from collector.units import MINUTE_MS
 
 #: The client's logger: these lines are the client's, as they were before this module
 #: was split from it (a logging configuration that names the client still covers them).
 log = logging.getLogger("collector.exchange.client")
 
 #: Where, under the data directory, the end of an exchange-imposed pause is kept.
-PAUSE_FILE = "_state/pause.json"
+PAUSE_FILE = f"{STATE_DIR}/pause.json"
 
 #: The longest pause a ``Retry-After`` (or a pause file) may impose: JEX's bans escalate
 #: from 2 minutes to at most 3 days (shared/jex-api.md, Rate limits).
@@ -119,15 +119,12 @@ def record_pause(pause_file: Path, status: int, until_ms: int) -> None:
     until ``until_ms`` (exchange time); written atomically, and only logged if it fails
     (the pause still holds in memory)."""
     record = {"status": status, "until_ms": until_ms, "until": iso(until_ms)}
-    temp = pause_file.with_name(f".{pause_file.name}.{os.getpid()}.tmp")
     try:
         pause_file.parent.mkdir(parents=True, exist_ok=True)
-        temp.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(temp, pause_file)
+        # Not fsynced: a power cut may lose the record.
+        write_atomically(pause_file, json.dumps(record), fsync=False)
     except OSError as exc:  # the pause still holds in memory
         log.warning("could not record the pause in %s: %s", pause_file, exc)
-        with contextlib.suppress(OSError):
-            temp.unlink()
 
 
 def rate_limit_error(
@@ -161,7 +158,7 @@ def rate_limit_error(
         "of the budget for %.0f minutes",
         seconds,
         budget.penalty_factor * 100,
-        budget.penalty_ms / 60_000,
+        budget.penalty_ms / MINUTE_MS,
         extra={**log_fields(context), "status": status},
     )
     return RateLimitError(

@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from collector.errors import StorageError
+from collector.storage import files
 from collector.storage.location import Archive
 
 # The state files' messages keep the logger of collector.ops.runstate, which they came from.
 log = logging.getLogger("collector.ops.runstate")
 
 #: Where, under the archive, the daemons' state files are kept (``<name>.json`` each).
-STATE_DIR = "_state/daemons"
+STATE_DIR = f"{files.STATE_DIR}/daemons"
 #: The one state file of releases before shards, read as the daemon ``all``.
-LEGACY_STATE_FILE = "_state/daemon.json"
+LEGACY_STATE_FILE = f"{files.STATE_DIR}/daemon.json"
 #: The name of a daemon that runs every job (no shard).
 UNSHARDED = "all"
 #: What a daemon's name may be: it is a file name under :data:`STATE_DIR`.

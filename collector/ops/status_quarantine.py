@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector import datasets
-from collector.collect.quarantine import DIR_NAME as QUARANTINE_DIR
 from collector.collect.quarantine import _file_part as quarantine_name
 from collector.exchange import endpoints
+from collector.storage.files import QUARANTINE_DIR
 from collector.storage.location import Archive
 
 #: Named after :mod:`collector.ops.status`, whose part this is.

@@ -20,7 +20,6 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from collector.collect.quarantine import DIR_NAME as QUARANTINE_DIR
 from collector.ops.status import (
     DaemonStatus,
     JobStatus,
@@ -30,6 +29,7 @@ from collector.ops.status import (
     duration,
     symbols_of,
 )
+from collector.storage.files import QUARANTINE_DIR
 
 #: Unicode categories never shown as they are: controls (C0, DEL, C1), format characters
 #: (bidirectional overrides, zero-width ones), line and paragraph separators, surrogates.

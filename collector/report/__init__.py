@@ -12,7 +12,6 @@ archived rows, in DuckDB), :mod:`.series` (span, symbols, prices, funding, disk)
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +22,9 @@ from collector.errors import CollectorError
 from collector.read import catalog
 from collector.report import coverage, page, series
 from collector.report.model import By, Report, Window, default_window, to_datetime
+from collector.storage.files import write_atomically
 from collector.storage.location import Archive
+from collector.units import wall_clock_ms
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ class EmptyArchiveError(CollectorError):
     """There is nothing to report: no archive, no rows, or none in the asked window."""
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def make_report(
     data_dir: str | Path,
     *,
@@ -46,7 +43,7 @@ def make_report(
     start_ms: int | None = None,
     end_ms: int | None = None,
     by: By | str = "auto",
-    clock_ms: Callable[[], int] = _wall_ms,
+    clock_ms: Callable[[], int] = wall_clock_ms,
 ) -> Report:
     """Read the archive and compute everything the page shows.
 
@@ -113,15 +110,7 @@ def write_html(text: str, out: str | Path) -> Path:
     """Write ``text`` to ``out`` atomically: a temporary file beside it, fsynced, renamed
     over it; a reader (a browser reloading) sees the old page or the new one."""
     out = Path(out)
-    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, out)
-    finally:
-        temp.unlink(missing_ok=True)
+    write_atomically(out, text)
     return out
 
 

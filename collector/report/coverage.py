@@ -52,6 +52,7 @@ from collector.report.model import (
     Window,
     format_duration,
 )
+from collector.units import MINUTE_MS
 
 #: Column holding the id of the datasets whose ids must be contiguous (the registry's
 #: ``consecutive_ids`` rule; the key's last column).
@@ -138,7 +139,7 @@ def _snapshots(
             f"SELECT median(next_t - t) FROM ({spacing}) WHERE next_t > t",  # noqa: S608
             params,
         ).fetchone()
-        interval_ms = int(median[0]) if median and median[0] else 60_000
+        interval_ms = int(median[0]) if median and median[0] else MINUTE_MS
         source = f"about every {format_duration(interval_ms)} (the median spacing: no job)"
     else:
         interval_ms = max(1, round(every_s * 1000))

@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
+from collector.units import DAY_MS as DAY_MS
+from collector.units import HOUR_MS as HOUR_MS
+from collector.units import MINUTE_MS, SECOND_MS
+
 #: ``--by auto`` switches from hour to day cells above this span.
 AUTO_DAY_ABOVE_MS = 3 * DAY_MS
 #: The default window: the whole archive, or its newest 30 days when it is longer.
@@ -228,14 +230,14 @@ def nice_step_ms(span_ms: int, points: int = 400) -> int:
 
 
 _NICE_STEPS = [
-    1_000,
-    5_000,
-    10_000,
-    30_000,
-    60_000,
-    300_000,
-    900_000,
-    1_800_000,
+    SECOND_MS,
+    5 * SECOND_MS,
+    10 * SECOND_MS,
+    30 * SECOND_MS,
+    MINUTE_MS,
+    5 * MINUTE_MS,
+    15 * MINUTE_MS,
+    30 * MINUTE_MS,
     HOUR_MS,
     4 * HOUR_MS,
     12 * HOUR_MS,

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BAN_FIRST_MS = 120_000
-BAN_MAX_MS = 3 * 86_400_000
+from collector.units import DAY_MS, MINUTE_MS
+
+BAN_FIRST_MS = 2 * MINUTE_MS
+BAN_MAX_MS = 3 * DAY_MS
 
 
 @dataclass
@@ -38,8 +40,8 @@ class _Client:
 class RateLimiter:
     weight_limit: int = 1200
     raw_limit: int = 5000
-    window_ms: int = 60_000
-    raw_window_ms: int = 300_000
+    window_ms: int = MINUTE_MS
+    raw_window_ms: int = 5 * MINUTE_MS
     clients: dict[str, _Client] = field(default_factory=dict)
 
     def admit(self, ip: str, weight: int, now_ms: int) -> Verdict:

@@ -37,14 +37,15 @@ from collector.sim.records import SimTrade as SimTrade
 from collector.sim.records import Stats as Stats
 from collector.sim.records import decimal_string as decimal_string
 from collector.sim.records import merge_stats, trade_stats
+from collector.units import DAY_MS, HOUR_MS, MINUTE_MS, WEEK_MS, wall_clock_ms
 
-HOUR = 3_600_000
-MINUTE = 60_000
-DAY = 86_400_000
-WEEK = 7 * DAY
+HOUR = HOUR_MS
+MINUTE = MINUTE_MS
+DAY = DAY_MS
+WEEK = WEEK_MS
 H0 = 1_575_158_400_000 // HOUR  # 2019-12-01T00:00Z: trade ids count from here
-FUNDING_INTERVAL = 600_000
-FUND_INTERVAL = 60_000
+FUNDING_INTERVAL = 10 * MINUTE
+FUND_INTERVAL = MINUTE
 EPOCH_MONDAY = 4 * DAY  # 1970-01-05 was a Monday; weekly klines open on Mondays
 
 INTERVALS: dict[str, int] = {
@@ -63,10 +64,6 @@ INTERVALS: dict[str, int] = {
     "1w": WEEK,
 }
 MARKET_INDEX = {"spot": 1, "option": 2, "contract": 3}
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ import concurrent.futures
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,6 +66,7 @@ from collector.storage.compaction_report import GroupReport as GroupReport
 from collector.storage.compaction_report import PartitionResult as PartitionResult
 from collector.storage.location import Archive
 from collector.storage.writer import dedupe_on_key
+from collector.units import wall_clock_ms
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,6 @@ FILE_ROWS = 32 * ROW_GROUP_ROWS
 READ_THREADS = 4
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 # -- the archive ----------------------------------------------------------------------------
 
 
@@ -99,7 +95,7 @@ def compact_archive(
     closed_before_ms: int | None = None,
     open_partitions: bool = True,
     retention_hours: float = delta.RETENTION_HOURS,
-    clock_ms: Callable[[], int] = _wall_ms,
+    clock_ms: Callable[[], int] = wall_clock_ms,
     should_stop: Callable[[], bool] = lambda: False,
     row_group_rows: int = ROW_GROUP_ROWS,
     file_rows: int = FILE_ROWS,
@@ -213,7 +209,7 @@ def compact_partition(
     data_dir: str | Path,
     partition: layout.Partition,
     *,
-    clock_ms: Callable[[], int] = _wall_ms,
+    clock_ms: Callable[[], int] = wall_clock_ms,
     only_with_duplicates: bool = False,
     row_group_rows: int = ROW_GROUP_ROWS,
     file_rows: int = FILE_ROWS,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from collector.storage import delta, layout
 from collector.storage.location import is_remote
+from collector.units import DAY_MS
 
 #: How long a partition's date must have been over before it counts as closed: late
 #: flushes and the last klines of the day land within this time.
@@ -63,7 +64,7 @@ def open_choice(
 
 
 def day_end_ms(date: dt.date) -> int:
-    return (date - dt.date(1970, 1, 1)).days * 86_400_000 + 86_400_000
+    return (date - dt.date(1970, 1, 1)).days * DAY_MS + DAY_MS
 
 
 def closed_before_ms(now_ms: int, closed_after_s: float = CLOSED_AFTER_S) -> int:

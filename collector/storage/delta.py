@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +58,7 @@ from deltalake.transaction import (
 from collector import datasets
 from collector.errors import StorageError
 from collector.storage import layout
+from collector.units import wall_clock_ms
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,6 @@ APPEND_ATTEMPTS = 5
 
 class ConflictError(StorageError):
     """A commit lost to a concurrent one that removed files it read (another compaction)."""
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # -- schemas ----------------------------------------------------------------------------
@@ -289,7 +285,12 @@ def write_file(
         raise
     size = fs.get_file_info(path).size
     return AddAction(
-        relative, int(size or 0), partition_values(partition), _wall_ms(), True, stats_json(body)
+        relative,
+        int(size or 0),
+        partition_values(partition),
+        wall_clock_ms(),
+        True,
+        stats_json(body),
     )
 
 
@@ -342,7 +343,7 @@ def remove_action(file: DataFile) -> RemoveAction:
     return RemoveAction(
         file.path,
         True,
-        _wall_ms(),
+        wall_clock_ms(),
         size=file.size,
         partition_values=partition_values(file.partition),
     )

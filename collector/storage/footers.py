@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from collector import datasets
 from collector.errors import CollectorError
 from collector.storage import delta, layout
+from collector.storage.files import STATE_DIR
 from collector.storage.location import Archive
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ def _max(a: int | None, b: int | None) -> int | None:
 # -- damaged files ----------------------------------------------------------------------
 
 #: Where the archive records the damaged files found by any reader (relative to it).
-DAMAGED_FILE = "_state/damaged.json"
+DAMAGED_FILE = f"{STATE_DIR}/damaged.json"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass
 
 from collector import datasets
+from collector.units import DAY_MS
 
 PART_PREFIX = "part-"
 PARQUET_SUFFIX = ".parquet"
@@ -49,7 +50,7 @@ class Partition:
 
 def date_of_ms(ms: int) -> dt.date:
     """UTC date of a time in milliseconds since the epoch."""
-    return dt.date(1970, 1, 1) + dt.timedelta(days=ms // 86_400_000)
+    return dt.date(1970, 1, 1) + dt.timedelta(days=ms // DAY_MS)
 
 
 def part_name(now_ms: int) -> str:

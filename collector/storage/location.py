@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from collector.errors import ConfigError, StorageError
+from collector.storage.files import write_atomically
 
 SCHEME = "s3://"
 #: S3 bucket names: 3-63 lowercase letters, digits, dots and hyphens.
@@ -143,14 +143,7 @@ class Archive:
             return
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            temp.write_bytes(data)
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise
+        write_atomically(target, data, fsync=False)  # not fsynced: a power cut may lose it
 
     def read_bytes(self, relative: str) -> bytes | None:
         """The object's bytes, or None when there is none."""

@@ -20,8 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from collector.errors import ArchiveLockedError
-
-LOCK_NAME = ".collector.lock"
+from collector.storage.files import LOCK_NAME as LOCK_NAME
 
 #: How long :meth:`ArchiveLock.acquire` keeps trying: a probe by :func:`daemon_pid`
 #: holds a shared lock for a few microseconds, which must not look like a daemon.

@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from collector.errors import CollectorError, ConfigError, StorageError
 from collector.storage import compaction, delta, layout, legacy, parquet_format, wal
 from collector.storage.lock import daemon_pid
 from collector.storage.writer import dedupe_on_key
+from collector.units import wall_clock_ms
 
 log = logging.getLogger(__name__)
 
@@ -150,17 +150,13 @@ def _size(size: int) -> str:
     return f"{size} B"
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def migrate_archive(
     source: str | Path,
     target: str | Path,
     *,
     ignore_wal: bool = False,
     progress: Callable[[PartitionMigration], None] = lambda _: None,
-    clock_ms: Callable[[], int] = _wall_ms,
+    clock_ms: Callable[[], int] = wall_clock_ms,
     row_group_rows: int = compaction.ROW_GROUP_ROWS,
     file_rows: int = compaction.FILE_ROWS,
 ) -> MigrationReport:
@@ -279,7 +275,7 @@ def migrate_partition(
     table: DeltaTable,
     partition: layout.Partition,
     *,
-    clock_ms: Callable[[], int] = _wall_ms,
+    clock_ms: Callable[[], int] = wall_clock_ms,
     row_group_rows: int = compaction.ROW_GROUP_ROWS,
     file_rows: int = compaction.FILE_ROWS,
 ) -> PartitionMigration:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import secrets
@@ -42,10 +43,11 @@ import pyarrow.ipc as ipc
 
 from collector import datasets
 from collector.errors import FatalStorageError, StorageError
+from collector.storage.files import WAL_DIR as WAL_DIR
+from collector.storage.files import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
-WAL_DIR = "_wal"
 SUFFIX = ".arrows"
 WRITER_ID_FILE = "writer-id"
 #: Seconds between fsyncs of the log: a power cut loses at most about this much.
@@ -244,12 +246,7 @@ class WriteAheadLog:
             pass
         os.makedirs(self.directory, exist_ok=True)
         text = f"jex-collector-{secrets.token_hex(8)}"
-        temp = f"{path}.tmp"
-        with open(temp, "w", encoding="ascii") as file:
-            file.write(text + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
+        write_atomically(path, (text + "\n").encode("ascii"))
         return text
 
     def delete_older(self) -> None:
@@ -287,14 +284,8 @@ class WriteAheadLog:
                 os.close(fd)
                 pending.pop()
             for directory in directories:
-                try:
-                    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-                except FileNotFoundError:
-                    continue  # deleted meanwhile
-                try:
-                    self._fsync_fd(fd, directory)
-                finally:
-                    os.close(fd)
+                with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                    fsync_dir(directory, fsync=functools.partial(self._fsync_fd, path=directory))
         finally:
             for fd, _ in pending:
                 with contextlib.suppress(OSError):

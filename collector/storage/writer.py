@@ -48,12 +48,9 @@ from collector.ops.metrics import Metrics
 from collector.storage import delta, layout, parquet_format
 from collector.storage.location import Archive
 from collector.storage.wal import WAL_DIR, WriteAheadLog
+from collector.units import DAY_MS, wall_clock_ms
 
 log = logging.getLogger(__name__)
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -91,7 +88,7 @@ class ArchiveWriter:
         root: str | Path | Archive,
         *,
         filesystem: pafs.FileSystem | None = None,
-        clock_ms: Callable[[], int] = _wall_ms,
+        clock_ms: Callable[[], int] = wall_clock_ms,
         fsync: Callable[[int], None] = os.fsync,
         wal: bool | WriteAheadLog = False,
         state_dir: str | Path | None = None,
@@ -357,7 +354,7 @@ def _split_partitions(name: str, table: pa.Table) -> list[tuple[layout.Partition
     dataset = datasets.get(name)
     days = pc.divide(
         pc.cast(pc.cast(table.column(dataset.time_column), pa.int64()), pa.int64()),
-        pa.scalar(86_400_000, pa.int64()),
+        pa.scalar(DAY_MS, pa.int64()),
     )
     keyed = table.append_column("__day", days)
     groups: list[tuple[layout.Partition, pa.Table]] = []
@@ -367,7 +364,7 @@ def _split_partitions(name: str, table: pa.Table) -> list[tuple[layout.Partition
     ):
         mask = pc.and_(pc.equal(keyed["market"], market), pc.equal(keyed["__day"], day))
         rows = keyed.filter(mask).drop_columns(["__day"])
-        groups.append((layout.Partition(name, market, layout.date_of_ms(day * 86_400_000)), rows))
+        groups.append((layout.Partition(name, market, layout.date_of_ms(day * DAY_MS)), rows))
     groups.sort(key=lambda group: group[0])
     return groups
 
