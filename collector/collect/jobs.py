@@ -38,12 +38,7 @@ from collector.collect.context import (
 )
 from collector.collect.klines import collect_klines
 from collector.collect.listings import collect_contract_info, refresh_instruments
-from collector.collect.series import (
-    collect_funding_rate,
-    collect_protection_fund,
-    paged_by_time,
-    per_symbol,
-)
+from collector.collect.series import paged_by_id, paged_by_time, per_symbol
 from collector.collect.snapshots import (
     SNAPSHOTS,
     collect_avg_price,
@@ -99,17 +94,16 @@ COLLECTORS: dict[str, PerMarket] = {
     "trades": collect_trades,
     "klines": collect_klines,
     "avg_price": collect_avg_price,
-    "funding_rate": collect_funding_rate,
-    "protection_fund": collect_protection_fund,
     "contract_info": collect_contract_info,
     **{name: (lambda n: lambda c, j, m: collect_snapshot(c, j, m, n))(name) for name in SNAPSHOTS},
 }
-# Time-paged datasets of the registry without a job of their own page with the generic one.
+# Paged datasets of the registry without a job of their own page with the generic ones.
+_GENERIC = {"id_paged": paged_by_id, "time_paged": paged_by_time}
 COLLECTORS.update(
     {
-        spec.name: per_symbol(paged_by_time, spec.name)
+        spec.name: per_symbol(_GENERIC[spec.kind], spec.name)
         for spec in datasets.DATASETS.values()
-        if spec.kind == "time_paged" and spec.name not in COLLECTORS
+        if spec.kind in _GENERIC and spec.name not in COLLECTORS
     }
 )
 

@@ -1,5 +1,5 @@
-"""Series paged from a cursor: funding rate and protection fund by id, and any
-time-paged dataset of the registry without a job of its own."""
+"""Series paged from a cursor, for any dataset of the registry without a job of its own:
+by id (funding rate, protection fund) and by time (liquidation orders)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ from collector.collect.context import (
     keep,
 )
 from collector.config import JobSettings
-from collector.exchange import endpoints, parsers
-from collector.exchange.endpoints import Endpoint
+from collector.exchange import parsers
 from collector.exchange.parsers import Parsed
 
 # The jobs log under one name (collector.collect.jobs), whichever family module runs.
@@ -39,82 +38,40 @@ class SeriesParser(Protocol):
     def __call__(self, payload: Any, *, market: str, symbol: str, received_at: int) -> Parsed: ...
 
 
-# -- futures: funding rate and protection fund ------------------------------------------------
+# -- any id-paged series of the registry (funding rate, protection fund) -------------------
 
 
-async def _paged_by_id(
-    ctx: JobContext,
-    dataset: str,
-    symbol: str,
-    endpoint: Endpoint,
-    page_size: int,
-    cursor_params: Callable[[int], dict[str, Any]],
-    size_param: str,
-    parse: SeriesParser,
-) -> int:
-    key: Cursor = (dataset, "contract", symbol)
+async def paged_by_id(ctx: JobContext, spec: datasets.Dataset, market: str, symbol: str) -> int:
+    """An ``id_paged`` series of the registry without a job of its own: pages forward
+    from the cursor (the largest id archived; nothing archived: the whole history) with
+    the endpoint's own page parameters (:class:`~collector.exchange.endpoints.Paging`).
+    Ids need not be consecutive: one sequence may be shared by all symbols, so a page's
+    neighbouring ids may lie up to :data:`HISTORY_ID_SPREAD` pages apart."""
+    assert spec.cursor is not None
+    key: Cursor = (spec.name, market, symbol)
+    column = spec.cursor.column
+    endpoint = spec.endpoints[0]
+    parse: SeriesParser = getattr(parsers, spec.parser)
     rows = 0
     for _ in range(HISTORY_PAGES_PER_ROUND):
-        # Nothing archived yet: start before the first id, i.e. fetch the whole history.
         known = ctx.state.cursors.get(key)
         cursor = 0 if known is None else known
-        params: dict[str, Any] = {"symbol": symbol, size_param: page_size}
-        params.update(cursor_params(cursor))
-        response = await ctx.client.get(endpoint, params=params)
+        params: dict[str, Any] = {"symbol": symbol, endpoint.paging.size: spec.page_size}
+        params.update(endpoint.paging.after(cursor))
+        response = await ctx.client.get(endpoint, market=market, params=params)
         parsed = intake.parse(
-            ctx,
-            response,
-            parse,
-            market="contract",
-            symbol=symbol,
-            received_at=response.received_at,
+            ctx, response, parse, market=market, symbol=symbol, received_at=response.received_at
         )
-        parsed.table = parsed.table.filter(pc.greater(parsed.table["id"], cursor))
-        intake.set_aside_outliers(ctx, response, parsed, "id", known, page_size * HISTORY_ID_SPREAD)
-        cut = intake.cut_at_unreadable(ctx, parsed, key, cursor, "id", intake.id_of)
+        parsed.table = parsed.table.filter(pc.greater(parsed.table[column], cursor))
+        spread = spec.page_size * HISTORY_ID_SPREAD
+        intake.set_aside_outliers(ctx, response, parsed, column, known, spread)
+        cut = intake.cut_at_unreadable(ctx, parsed, key, cursor, column, intake.id_of)
         if parsed.rows:
             rows += keep(ctx, parsed)
-            ctx.state.cursors[key] = int(pc.max(parsed.table["id"]).as_py())
-        if cut or len(response.payload) < page_size or not parsed.rows:
+            ctx.state.cursors[key] = int(pc.max(parsed.table[column]).as_py())
+        if cut or len(response.payload) < spec.page_size or not parsed.rows:
             break
     return rows
-
-
-async def collect_funding_rate(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
-    return await for_each_symbol(
-        "funding_rate",
-        market,
-        ctx.symbols(job, market),
-        lambda s: _paged_by_id(
-            ctx,
-            "funding_rate",
-            s,
-            endpoints.HISTORY_RATE,
-            endpoints.HISTORY_RATE_MAX,
-            lambda cursor: {"fromId": cursor + 1},
-            "limit",
-            parsers.funding_rate,
-        ),
-    )
-
-
-async def collect_protection_fund(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
-    # Note the different names: `start` is the id to start after, `size` the page size.
-    return await for_each_symbol(
-        "protection_fund",
-        market,
-        ctx.symbols(job, market),
-        lambda s: _paged_by_id(
-            ctx,
-            "protection_fund",
-            s,
-            endpoints.PROTECTION_FUND,
-            endpoints.PROTECTION_FUND_MAX,
-            lambda cursor: {"start": cursor},
-            "size",
-            parsers.protection_fund,
-        ),
-    )
 
 
 # -- any time-paged series of the registry ---------------------------------------------------

@@ -14,6 +14,20 @@ Security = Literal["NONE", "MARKET_DATA"]
 
 
 @dataclass(frozen=True)
+class Paging:
+    """How an endpoint pages: the page-size parameter, and the id parameter with whether
+    it names the first id wanted (``fromId``) or the last one already seen (``start``)."""
+
+    size: str = "limit"
+    id: str = "fromId"
+    id_is_first_wanted: bool = True
+
+    def after(self, last_id: int) -> dict[str, int]:
+        """The id parameter that asks for the records after ``last_id``."""
+        return {self.id: last_id + 1 if self.id_is_first_wanted else last_id}
+
+
+@dataclass(frozen=True)
 class Endpoint:
     name: str
     path: str
@@ -21,6 +35,7 @@ class Endpoint:
     weight_without_symbol: int | None = None
     security: Security = "NONE"
     per_market: bool = False
+    paging: Paging = Paging()
 
     def url_path(self, market: str | None) -> str:
         if self.per_market:
@@ -75,7 +90,13 @@ BOOK_TICKER = Endpoint(
 
 INDICES_PRICE = Endpoint("ticker/indicesPrice", "/api/v1/contract/ticker/indicesPrice", 1, 1)
 HISTORY_RATE = Endpoint("historyRate", "/api/v1/contract/historyRate", 1)
-PROTECTION_FUND = Endpoint("protectionFund", "/api/v1/contract/protectionFund", 1)
+# Note the different names: `start` is the id to start after, `size` the page size.
+PROTECTION_FUND = Endpoint(
+    "protectionFund",
+    "/api/v1/contract/protectionFund",
+    1,
+    paging=Paging(size="size", id="start", id_is_first_wanted=False),
+)
 LIQUIDATION_ORDER = Endpoint(
     "liquidationOrder", "/api/v1/contract/liquidationOrder", 5, security="MARKET_DATA"
 )

@@ -9,8 +9,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from collector import datasets
 from collector.errors import RateLimitError
-from collector.exchange import endpoints
 from collector.exchange.budget import WeightBudget
 from collector.exchange.clock import ExchangeClock
 from collector.exchange.turns import HISTORY, SNAPSHOT, Turns
@@ -24,16 +24,14 @@ log = logging.getLogger("collector.exchange.client")
 MAX_INLINE_WAIT_S = 30.0
 
 
-#: Endpoints whose data the jobs page through from a cursor: what a request misses now
-#: is fetched later. They yield the budget to the snapshot endpoints (budget.py).
+#: Endpoints whose data the jobs page through from a cursor (the registry's paged
+#: datasets): what a request misses now is fetched later. They yield the budget to the
+#: snapshot endpoints (budget.py).
 HISTORY_ENDPOINTS = frozenset(
-    e.name
-    for e in (
-        endpoints.HISTORICAL_TRADES,
-        endpoints.KLINES,
-        endpoints.HISTORY_RATE,
-        endpoints.PROTECTION_FUND,
-    )
+    endpoint.name
+    for spec in datasets.DATASETS.values()
+    if spec.kind in ("id_paged", "time_paged")
+    for endpoint in spec.endpoints
 )
 #: How far past the next weight window a waiting request is sent.
 WINDOW_GUARD_MS = 500

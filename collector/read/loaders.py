@@ -47,7 +47,6 @@ columns and dtypes as a non-empty one; a ``data_dir`` that does not exist is an 
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import logging
 import warnings
@@ -63,6 +62,15 @@ import pyarrow.dataset as pads
 
 from collector import datasets
 from collector.config import KLINE_INTERVALS
+from collector.read.load_args import (
+    Names,
+    TimeLike,
+    columns_of,
+    dataset_of,
+    markets_of,
+    symbols_of,
+    to_ms,
+)
 from collector.read.research import depth_wide
 from collector.storage import delta, layout, legacy
 from collector.storage.location import Archive
@@ -72,9 +80,6 @@ log = logging.getLogger(__name__)
 #: String columns with few distinct values: read as Arrow dictionaries, so they become
 #: pandas ``category`` without millions of Python strings.
 CATEGORY_COLUMNS = ("market", "symbol", "side", "interval")
-
-TimeLike = str | dt.datetime | dt.date | pd.Timestamp
-Names = str | Iterable[str]
 
 
 class LoadOptions(TypedDict, total=False):
@@ -100,7 +105,7 @@ def load(
 ) -> pd.DataFrame:
     """Rows of ``dataset`` as a DataFrame indexed by its time column (see the module doc)."""
     return _load(
-        _dataset(dataset),
+        dataset_of(dataset),
         market=market,
         symbols=symbols,
         start=start,
@@ -125,7 +130,7 @@ def load_klines(*, interval: str | None = None, **options: Unpack[LoadOptions]) 
         raise ValueError(
             f"unknown kline interval {interval!r}; intervals are: {', '.join(KLINE_INTERVALS)}"
         )
-    return _load(_dataset("klines"), where=pc.field("interval") == interval, **options)
+    return _load(dataset_of("klines"), where=pc.field("interval") == interval, **options)
 
 
 def load_depth(
@@ -147,7 +152,7 @@ def load_depth(
         where = pc.field("level") < levels
     if wide and options.get("columns") is not None:
         raise ValueError("load_depth(wide=True) takes no columns=; select from its result")
-    depth = _load(_dataset("depth"), where=where, **options)
+    depth = _load(dataset_of("depth"), where=where, **options)
     return depth_wide(depth, levels) if wide else depth
 
 
@@ -254,10 +259,10 @@ def _load(
     data_dir: str | Path = "data",
     where: pc.Expression | None = None,
 ) -> pd.DataFrame:
-    markets = _markets(spec, market)
-    wanted = _columns(spec, columns)
-    start_ms = None if start is None else _to_ms(start, "start")
-    end_ms = None if end is None else _to_ms(end, "end")
+    markets = markets_of(spec, market)
+    wanted = columns_of(spec, columns)
+    start_ms = None if start is None else to_ms(start, "start")
+    end_ms = None if end is None else to_ms(end, "end")
     archive = Archive.of(data_dir)
     if not archive.remote:
         if not archive.path.is_dir():
@@ -275,7 +280,7 @@ def _load(
         conditions.append(time >= pa.scalar(start_ms, datasets.TIMESTAMP))
     if end_ms is not None:
         conditions.append(time < pa.scalar(end_ms, datasets.TIMESTAMP))
-    names = _symbols(symbols)
+    names = symbols_of(symbols)
     if names is not None:
         symbol = pc.field("symbol")
         conditions.append(symbol == names[0] if len(names) == 1 else symbol.isin(names))
@@ -437,77 +442,3 @@ def _used_dictionaries(column: pa.ChunkedArray) -> pa.ChunkedArray:
             chunk = chunk.dictionary_decode().dictionary_encode()
         chunks.append(chunk)
     return pa.chunked_array(chunks, type=column.type)
-
-
-# -- arguments ------------------------------------------------------------------------------
-
-
-def _dataset(name: str) -> datasets.Dataset:
-    try:
-        return datasets.get(name)
-    except KeyError:
-        raise ValueError(
-            f"unknown dataset {name!r}; datasets are: {', '.join(datasets.DATASETS)}"
-        ) from None
-
-
-def _names(value: Names, what: str) -> list[str]:
-    names = [value] if isinstance(value, str) else list(value)
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"{what} must be names (str), got {name!r}")
-    return names
-
-
-def _markets(spec: datasets.Dataset, market: Names | None) -> list[str]:
-    if market is None:
-        return list(spec.markets)
-    names = _names(market, "market")
-    for name in names:
-        if name not in datasets.MARKETS:
-            raise ValueError(f"unknown market {name!r}; markets are: {', '.join(datasets.MARKETS)}")
-        if name not in spec.markets:
-            raise ValueError(
-                f"{spec.name} exists only for {', '.join(spec.markets)}, not for {name!r}"
-            )
-    return [m for m in spec.markets if m in names]
-
-
-def _symbols(symbols: Names | None) -> list[str] | None:
-    if symbols is None:
-        return None
-    names = _names(symbols, "symbols")
-    if not names:
-        raise ValueError("symbols= is empty; leave it out to read every symbol")
-    return names
-
-
-def _columns(spec: datasets.Dataset, columns: Iterable[str] | None) -> list[str]:
-    if columns is None:
-        return [name for name in spec.column_names if name != spec.time_column]
-    names = _names(columns, "columns")
-    unknown = [name for name in names if name not in spec.column_names]
-    if unknown:
-        raise ValueError(
-            f"{spec.name} has no column {', '.join(map(repr, unknown))}; "
-            f"its columns are: {', '.join(spec.column_names)}"
-        )
-    return list(dict.fromkeys(name for name in names if name != spec.time_column))
-
-
-def _to_ms(value: TimeLike, what: str) -> int:
-    """Milliseconds since the epoch, rounded up (a row at t is in [start, end) exactly
-    when t >= start and t < end, for t in whole milliseconds)."""
-    if isinstance(value, int | float):  # pandas would read a number as nanoseconds
-        raise TypeError(
-            f"{what}={value!r}: pass a string, datetime or pandas.Timestamp "
-            "(milliseconds since the epoch: pandas.Timestamp(ms, unit='ms', tz='UTC'))"
-        )
-    try:
-        stamp = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what}={value!r} is not a time: {exc}") from None
-    if pd.isna(stamp):
-        raise ValueError(f"{what}={value!r} is not a time")
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return -(-stamp.value // 1_000_000)
