@@ -29,7 +29,7 @@ def test_the_coverage_cookbook_file_is_generated_from_the_registry() -> None:
     from collector.datasets.docs import coverage_sql
 
     assert (ROOT / "queries" / "coverage_per_day.sql").read_text() == coverage_sql(), (
-        "queries/coverage_per_day.sql is stale: run `.venv/bin/python -c \"from "
+        'queries/coverage_per_day.sql is stale: run `.venv/bin/python -c "from '
         "collector.datasets.docs import coverage_sql; print(coverage_sql(), end='')\" > "
         "queries/coverage_per_day.sql`"
     )
