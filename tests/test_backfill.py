@@ -134,7 +134,7 @@ def test_funding_history_in_a_range(tmp_path: Path) -> None:
     start, end = NOW - 5 * HOUR, NOW - 2 * HOUR
 
     async def fill(filler: Backfill) -> None:
-        await filler.by_id("funding_rate", "ETHUSDT", start, end)
+        await filler.fill("funding_rate", "contract", "ETHUSDT", None, start, end)
 
     run(tmp_path, fill)
     truth = exchange().funding_rates("ETHUSDT", start, end)

@@ -14,6 +14,7 @@ import collector
 from collector import datasets
 from collector.check.verify import verify
 from collector.collect import jobs
+from collector.collect.backfill import Backfill
 from collector.exchange import parsers
 from collector.plan.schedule import make_plan
 from collector.sim.views import LIQUIDATION_EVERY_MS, MarketViews
@@ -118,3 +119,36 @@ def test_its_loader_comes_from_the_registry(sim_archive: Path) -> None:
     frame = collector.load_liquidation_orders(data_dir=sim_archive)
     assert len(frame) > 0 and frame.index.name == "time"
     assert set(frame["market"]) == {"contract"}
+
+
+def test_backfill_fills_a_range_by_time_and_keeps_each_order_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`backfill --dataset liquidation_orders` (the registry's time-paged rule): pages of 7
+    by startTime over a range that overlaps what the job archived; every order once."""
+    spec = datasets.get("liquidation_orders")
+    monkeypatch.setitem(
+        datasets.DATASETS, "liquidation_orders", dataclasses.replace(spec, page_size=7)
+    )
+    harness = Harness(tmp_path)
+    start = harness.now - 36 * HOUR
+
+    async def scenario(ctx: jobs.JobContext) -> None:
+        await jobs.run_job(ctx, "liquidation_orders")  # the newest 7 of each contract
+        harness.flush()
+        filler = Backfill(ctx.client, harness.writer, tmp_path)
+        await filler.fill("liquidation_orders", "contract", "BTCUSDT", None, start, harness.now)
+        filler.flush()
+        assert filler.result.rows > 36 * HOUR // LIQUIDATION_EVERY_MS - 7
+
+    harness.run(scenario)
+    archived = harness.rows(
+        "SELECT order_id, epoch_ms(time) FROM liquidation_orders "
+        f"WHERE symbol = 'BTCUSDT' AND epoch_ms(time) >= {start} ORDER BY 2, 1"
+    )
+    assert len(archived) == len(set(archived))
+    views = MarketViews(harness.exchange, weight_limit=1200, raw_limit_5m=10_000)
+    made = views.liquidation_orders(
+        {"symbol": "BTCUSDT", "startTime": str(start), "endTime": str(harness.now)}
+    )
+    assert archived == [(o["orderId"], o["time"]) for o in made]

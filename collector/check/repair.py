@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector import datasets
 from collector.check.verify import Finding, verify
 from collector.collect.backfill import Backfill
 from collector.config import KLINE_INTERVALS, Settings
@@ -104,31 +105,20 @@ async def fill_holes(filler: Backfill, findings: list[Finding], report: RepairRe
         if finding.holes <= 0 or not finding.hole_ranges or finding.first is None:
             continue
         before = filler.result.rows
-        if finding.dataset == "klines" and finding.interval in KLINE_INTERVALS:
-            step = KLINE_INTERVALS[finding.interval]
+        spec = datasets.get(finding.dataset)
+        start, end = _ms(finding.first), _ms(finding.last) + 1
+        if spec.per_interval and finding.interval in KLINE_INTERVALS:
             # verify lists only the first few runs: ask for every missing one in the span.
-            runs = filler.missing_klines(
-                finding.market,
-                finding.symbol,
-                finding.interval,
-                _ms(finding.first),
-                _ms(finding.last) + step,
+            end = _ms(finding.last) + KLINE_INTERVALS[finding.interval]
+        elif spec.keyless_endpoint is not None and not filler.client.has_api_key:
+            report.skipped.append(
+                f"{finding.dataset} {finding.market} {finding.symbol}: needs JEX_API_KEY "
+                f"(the {spec.keyless_endpoint.name} endpoint cannot fill holes)"
             )
-            await filler.klines(finding.market, finding.symbol, finding.interval, runs)
-        elif finding.dataset == "trades":
-            if not filler.client.has_api_key:
-                report.skipped.append(
-                    f"trades {finding.market} {finding.symbol}: needs "
-                    "JEX_API_KEY (recent trades cannot fill id holes)"
-                )
-                continue
-            await filler.trades(
-                finding.market, finding.symbol, _ms(finding.first), _ms(finding.last) + 1
-            )
-        elif finding.dataset in ("funding_rate", "protection_fund"):
-            await filler.by_id(
-                finding.dataset, finding.symbol, _ms(finding.first), _ms(finding.last) + 1
-            )
+            continue
+        await filler.fill(
+            finding.dataset, finding.market, finding.symbol, finding.interval, start, end
+        )
         added = filler.result.rows - before
         report.rows_added[finding.dataset] = report.rows_added.get(finding.dataset, 0) + added
 

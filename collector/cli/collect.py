@@ -13,7 +13,7 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from collector import config
+from collector import config, datasets
 from collector.cli import common, errors
 from collector.cli.errors import exits, fail
 from collector.cli.options import (
@@ -186,7 +186,8 @@ def sim(
 @click.option(
     "--dataset",
     required=True,
-    type=click.Choice(["trades", "klines", "funding_rate", "protection_fund"]),
+    # The paged datasets of the registry: what a snapshot missed cannot be fetched again.
+    type=click.Choice([d.name for d in datasets.DATASETS.values() if d.cursor is not None]),
 )
 @click.option(
     "--market",

@@ -339,45 +339,128 @@ class Backfill:
                 break
             cursor = last_id + 1
 
-    # -- funding rate and protection fund --------------------------------------------------
+    # -- any paged dataset of the registry ----------------------------------------------
 
-    async def by_id(self, dataset: str, symbol: str, start_ms: int, end_ms: int) -> None:
-        is_funding = dataset == "funding_rate"
-        endpoint = endpoints.HISTORY_RATE if is_funding else endpoints.PROTECTION_FUND
-        size_param = "limit" if is_funding else "size"
-        parse = parsers.funding_rate if is_funding else parsers.protection_fund
+    async def fill(
+        self,
+        dataset: str,
+        market: str,
+        symbol: str,
+        interval: str | None,
+        start_ms: int,
+        end_ms: int,
+    ) -> None:
+        """Fill ``[start_ms, end_ms)`` of one series, as its registry entry says it pages:
+        klines by open time (each missing run), trades by consecutive ids, other id-paged
+        series by id within the time range, time-paged ones by time."""
+        spec = datasets.get(dataset)
+        if spec.continuity == "open_times":
+            assert interval is not None
+            runs = self.missing_klines(market, symbol, interval, start_ms, end_ms)
+            await self.klines(market, symbol, interval, runs)
+        elif spec.continuity == "consecutive_ids":
+            await self.trades(market, symbol, start_ms, end_ms)
+        elif spec.kind == "id_paged":
+            await self.by_id(dataset, market, symbol, start_ms, end_ms)
+        elif spec.kind == "time_paged":
+            await self.by_time(dataset, market, symbol, start_ms, end_ms)
+        else:
+            raise ValueError(f"{dataset} is a snapshot: what was missed cannot be fetched again")
+
+    async def by_id(
+        self, dataset: str, market: str, symbol: str, start_ms: int, end_ms: int
+    ) -> None:
+        """An id-paged series (funding rate, protection fund) within a time range, pages
+        after the first by id, with the endpoint's own parameters; ids archived are not
+        fetched twice, nor those past a running daemon's live edge."""
+        spec = datasets.get(dataset)
+        endpoint = spec.endpoints[0]
+        column = spec.key[-1]
+        parse: Any = getattr(parsers, spec.parser)
         have = set(
             self._archived(
                 dataset,
-                f"SELECT id FROM {dataset} WHERE symbol = $s",  # noqa: S608 -- registry name
+                f"SELECT {column} FROM {dataset} WHERE symbol = $s",  # noqa: S608 -- registry
                 s=symbol,
             )
         )
-        edge = self._live_edge(dataset, "id", "contract", symbol)
+        edge = self._live_edge(dataset, column, market, symbol)
         params: dict[str, Any] = {
             "symbol": symbol,
-            size_param: 100,
+            endpoint.paging.size: spec.page_size,
             "startTime": start_ms,
             "endTime": end_ms - 1,
         }
         while True:
-            response = await self.client.get(endpoint, params=params)
+            response = await self.client.get(endpoint, market=market, params=params)
             parsed = intake.parse(
-                self.intake, response, parse, symbol=symbol, received_at=response.received_at
+                self.intake,
+                response,
+                parse,
+                market=market,
+                symbol=symbol,
+                received_at=response.received_at,
             )
             if not parsed.rows:
                 break
-            ids = parsed.table["id"]
+            ids = parsed.table[column]
             last_id = int(pc.max(ids).as_py())
             keep = pc.invert(pc.is_in(ids, pa.array(sorted(have), pa.int64())))
             if edge is not None:
                 keep = pc.and_(keep, pc.less_equal(ids, edge))
             parsed.table = parsed.table.filter(keep)
             self._keep(parsed)
-            if len(response.payload) < 100 or (edge is not None and last_id >= edge):
+            if len(response.payload) < spec.page_size or (edge is not None and last_id >= edge):
                 break
             params.pop("startTime", None)
-            if is_funding:
-                params["fromId"] = last_id + 1
-            else:
-                params["start"] = last_id
+            params.update(endpoint.paging.after(last_id))
+
+    async def by_time(
+        self, dataset: str, market: str, symbol: str, start_ms: int, end_ms: int
+    ) -> None:
+        """A time-paged series (liquidation orders) within a time range: pages by
+        ``startTime``; records already archived (by key) are not kept twice, and a full
+        page's newest millisecond is asked again with the next page."""
+        spec = datasets.get(dataset)
+        assert spec.cursor is not None
+        endpoint, column, key = spec.endpoints[0], spec.cursor.column, spec.key[-1]
+        parse: Any = getattr(parsers, spec.parser)
+        have: list[str] = []
+        if catalog.has_files(self.data_dir, dataset):
+            table = catalog.query(
+                self.data_dir,
+                f"SELECT {key} FROM {dataset} WHERE market = $m AND symbol = $s",  # noqa: S608
+                {"m": market, "s": symbol},
+                derived_views=False,
+                only=(dataset,),
+            )
+            have = [str(v) for v in table.column(0).to_pylist()]
+        cursor = start_ms
+        while cursor < end_ms:
+            params = {
+                "symbol": symbol,
+                "startTime": cursor,
+                "endTime": end_ms - 1,
+                "limit": spec.page_size,
+            }
+            response = await self.client.get(endpoint, market=market, params=params)
+            parsed = intake.parse(
+                self.intake,
+                response,
+                parse,
+                market=market,
+                symbol=symbol,
+                received_at=response.received_at,
+            )
+            times = pc.cast(parsed.table[column], pa.int64())
+            full = len(response.payload) >= spec.page_size
+            newest = pc.max(times).as_py() if parsed.rows else None
+            if full and newest is not None and pc.min(times).as_py() < newest:
+                parsed.table = parsed.table.filter(pc.less(times, newest))
+            keys = parsed.table[key].cast(pa.string())
+            parsed.table = parsed.table.filter(pc.invert(pc.is_in(keys, pa.array(have))))
+            have += [str(v) for v in parsed.table[key].to_pylist()]
+            self._keep(parsed)
+            if not full or newest is None or newest <= cursor:
+                break
+            cursor = newest if pc.min(times).as_py() < newest else newest + 1

@@ -49,7 +49,7 @@ async def run_backfill(
             for symbol in ctx.state.listing.symbols.get(market, ()):
                 if symbols and not any(fnmatch.fnmatchcase(symbol, p) for p in symbols):
                     continue
-                if dataset == "klines":
+                if get_dataset(dataset).per_interval:
                     groups += [(market, symbol, interval) for interval in chosen_intervals]
                 else:
                     groups.append((market, symbol, None))
@@ -65,24 +65,17 @@ async def run_backfill(
         with Progress(*columns, transient=False) as progress:
             task = progress.add_task(f"backfill {dataset}", total=len(groups), rows=0, pages=0)
 
-            def report(rows: int, pages: int) -> None:
+            def show(rows: int, pages: int) -> None:
                 progress.update(task, rows=filler.result.rows, pages=filler.result.pages)
 
-            filler.progress = report
+            filler.progress = show
             try:
                 for market, symbol, interval in groups:
                     label = " ".join(p for p in (market, symbol, interval) if p)
                     progress.update(task, description=f"backfill {dataset} {label}")
-                    if dataset == "klines":
-                        assert interval is not None
-                        runs = filler.missing_klines(market, symbol, interval, start_ms, end)
-                        await filler.klines(market, symbol, interval, runs)
-                    elif dataset == "trades":
-                        await filler.trades(market, symbol, start_ms, end)
-                    else:
-                        await filler.by_id(dataset, symbol, start_ms, end)
+                    await filler.fill(dataset, market, symbol, interval, start_ms, end)
                     progress.advance(task)
-                    report(0, 0)
+                    show(0, 0)
             finally:
                 filler.flush()  # keep what was fetched, even when interrupted
         return filler.result
