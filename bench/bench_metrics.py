@@ -23,11 +23,11 @@ import httpx
 from bench_wal import depth_table, trades_table
 from prometheus_client import generate_latest
 
-from collector.collect.jobs import JobReport
+from collector.collect.jobs import RoundResult
 from collector.exchange import endpoints
 from collector.exchange.budget import WeightBudget
 from collector.exchange.client import JexClient
-from collector.ops.metrics import Metrics, RoundReport
+from collector.ops.metrics import Metrics, RoundResultLike
 from collector.storage.writer import ArchiveWriter
 
 
@@ -46,7 +46,7 @@ class NoMetrics(Metrics):
     def watch_wal(self, size: Callable[[], int]) -> None: ...
     def quarantined(self, endpoint: str, kind: str) -> None: ...
     def quarantine_dropped(self, endpoint: str, kind: str) -> None: ...
-    def job_rounds(self, job: str, reports: Iterable[RoundReport]) -> None: ...
+    def job_rounds(self, job: str, reports: Iterable[RoundResultLike]) -> None: ...
 
 
 def answer(request: httpx.Request) -> httpx.Response:
@@ -117,7 +117,7 @@ def main() -> None:
 
     metrics = Metrics()
     reports = [
-        JobReport("depth", market, 3, 120, ms=12.0) for market in ("spot", "option", "contract")
+        RoundResult("depth", market, 3, 120, ms=12.0) for market in ("spot", "option", "contract")
     ]
     hooks: dict[str, Callable[[], Any]] = {
         "request(path, 200)": lambda: metrics.request("/api/v1/spot/depth", 200),

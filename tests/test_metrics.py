@@ -266,13 +266,13 @@ def test_quarantined_and_dropped_payloads_are_counted(tmp_path: Path) -> None:
 
 
 def test_a_round_with_errors_does_not_move_the_last_success_time() -> None:
-    from collector.collect.jobs import JobReport
+    from collector.collect.jobs import RoundResult
 
     now = [1000.0]
     metrics = Metrics(clock=lambda: now[0])
-    metrics.job_rounds("depth", [JobReport("depth", "spot", ms=20.0)])
+    metrics.job_rounds("depth", [RoundResult("depth", "spot", ms=20.0)])
     now[0] = 2000.0
-    metrics.job_rounds("depth", [JobReport("depth", "spot", errors=["BTCUSDT: timed out"])])
+    metrics.job_rounds("depth", [RoundResult("depth", "spot", errors=["BTCUSDT: timed out"])])
     samples = scrape(metrics)
     assert total(samples, "jex_job_last_success_timestamp_seconds", job="depth") == 1000.0
     assert total(samples, "jex_job_runs_total", outcome="ok") == 1

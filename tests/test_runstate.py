@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from collector.collect.daemon import Daemon
-from collector.collect.jobs import JobReport
+from collector.collect.jobs import RoundResult
 from collector.ops import runstate
 from collector.sim import SimServer
 from collector.storage.location import Archive
@@ -92,11 +92,11 @@ def test_a_round_is_recorded_per_market_with_outcome_and_streaks(tmp_path: Path)
     clock = FakeClock()
     state = new_state(tmp_path, clock)
     state.collecting({"depth": 5.0})
-    state.record("depth", [JobReport("depth", "spot", symbols=3, rows=30, ms=12.5)])
+    state.record("depth", [RoundResult("depth", "spot", symbols=3, rows=30, ms=12.5)])
     clock.advance(10)
-    state.record("depth", [JobReport("depth", "spot", symbols=3, errors=["BTCUSDT: boom"])])
+    state.record("depth", [RoundResult("depth", "spot", symbols=3, errors=["BTCUSDT: boom"])])
     clock.advance(10)
-    state.record("depth", [JobReport("depth", "spot", symbols=3, errors=["a", "b", "c"])])
+    state.record("depth", [RoundResult("depth", "spot", symbols=3, errors=["a", "b", "c"])])
     state.save(force=True)
 
     saved = runstate.load(tmp_path)
@@ -117,7 +117,7 @@ def test_a_round_is_recorded_per_market_with_outcome_and_streaks(tmp_path: Path)
 def test_errors_are_redacted_cut_and_on_one_line(tmp_path: Path) -> None:
     state = new_state(tmp_path, FakeClock())
     error = f"rejected: bad key {API_KEY}\n<html>" + "x" * 1000
-    state.record("trades", [JobReport("trades", "spot", symbols=1, errors=[error])])
+    state.record("trades", [RoundResult("trades", "spot", symbols=1, errors=[error])])
     state.record_failure("klines", RuntimeError(f"header X-JEX-APIKEY: {API_KEY}"))
     state.save(force=True)
 
@@ -141,11 +141,11 @@ def test_track_records_the_round_and_when_it_is_under_way(tmp_path: Path) -> Non
     state = new_state(tmp_path, clock)
     seen: list[str | None] = []
 
-    async def round_() -> list[JobReport]:
+    async def round_() -> list[RoundResult]:
         seen.append(state.state.jobs["depth"].running_since)
-        return [JobReport("depth", "spot", symbols=1, rows=5)]
+        return [RoundResult("depth", "spot", symbols=1, rows=5)]
 
-    async def failing() -> list[JobReport]:
+    async def failing() -> list[RoundResult]:
         raise RuntimeError("surprise")
 
     asyncio.run(state.track("depth", round_()))
@@ -165,7 +165,7 @@ def test_a_write_that_fails_is_logged_once_and_never_raises(
     state = runstate.RunState(tmp_path, clock=FakeClock())
     with caplog.at_level(logging.WARNING, logger="collector.ops.runstate"):
         results = [state.save(force=True) for _ in range(3)]
-        state.record("depth", [JobReport("depth", "spot")])
+        state.record("depth", [RoundResult("depth", "spot")])
         state.stopped()
     assert results == [False, False, False]
     assert len([r for r in caplog.records if "could not write" in r.message]) == 1
@@ -190,7 +190,7 @@ def test_results_wait_for_the_heartbeat_which_writes_at_most_once_a_second(
     path = state_path(tmp_path)
     before = path.read_text()
     seconds[0] += 0.5
-    state.record("depth", [JobReport("depth", "spot", rows=7)])
+    state.record("depth", [RoundResult("depth", "spot", rows=7)])
     assert path.read_text() == before  # held back for the heartbeat...
     assert asyncio.run(state.beat()) is True
     assert '"last_rows": 7' in path.read_text()  # ...which writes it
@@ -228,7 +228,7 @@ def test_a_heartbeat_still_writing_at_shutdown_never_overwrites_the_stopped_stat
     settings = fast_settings("http://127.0.0.1:9", tmp_path)
     state = runstate.RunState(archive, clock=FakeClock())
     state.started(settings.enabled_jobs())
-    state.record("depth", [JobReport("depth", "spot", rows=7)])
+    state.record("depth", [RoundResult("depth", "spot", rows=7)])
 
     async def shutdown() -> None:
         beat = asyncio.create_task(state.beat())
@@ -290,8 +290,8 @@ def test_the_daemon_keeps_the_state_current_and_atomic(
 def test_two_shards_keep_a_state_file_each(tmp_path: Path) -> None:
     spot = new_state(tmp_path, FakeClock(), name="spot")
     derivs = new_state(tmp_path, FakeClock(T0 + dt.timedelta(seconds=5)), name="derivs")
-    spot.record("depth", [JobReport("depth", "spot", symbols=3, rows=30)])
-    derivs.record("depth", [JobReport("depth", "option", symbols=2, errors=["x", "y"])])
+    spot.record("depth", [RoundResult("depth", "spot", symbols=3, rows=30)])
+    derivs.record("depth", [RoundResult("depth", "option", symbols=2, errors=["x", "y"])])
     spot.save(force=True)
     derivs.save(force=True)
 
@@ -428,7 +428,7 @@ def test_state_files_on_an_object_store(
     uri = fresh_prefix(s3_bucket)
     spot = new_state(uri, FakeClock(), name="spot")
     derivs = new_state(uri, FakeClock(), name="derivs")
-    spot.record("trades", [JobReport("trades", "spot", symbols=3, rows=9)])
+    spot.record("trades", [RoundResult("trades", "spot", symbols=3, rows=9)])
     assert asyncio.run(spot.beat()) is True
     derivs.stopped()
 
@@ -450,7 +450,7 @@ def test_an_unreachable_object_store_never_fails_the_daemon(
     state = runstate.RunState(missing, name="spot", clock=FakeClock())
     with caplog.at_level(logging.WARNING, logger="collector.ops.runstate"):
         assert state.save(force=True) is False
-        state.record("depth", [JobReport("depth", "spot", rows=1)])  # for the heartbeat
+        state.record("depth", [RoundResult("depth", "spot", rows=1)])  # for the heartbeat
         assert asyncio.run(state.beat()) is False
         state.stopped()
     assert len([r for r in caplog.records if "could not write" in r.getMessage()]) == 1

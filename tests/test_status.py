@@ -22,7 +22,7 @@ from rich.console import Console
 
 from collector import datasets
 from collector.cli import main
-from collector.collect.jobs import JobReport
+from collector.collect.jobs import RoundResult
 from collector.collect.quarantine import Quarantine
 from collector.exchange.client import PAUSE_FILE, Response
 from collector.ops import runstate, status, status_table
@@ -64,7 +64,7 @@ def ms(iso: str | None) -> int | None:
 
 
 def record_round(
-    data_dir: Path, clock: FakeClock, reports: dict[str, list[JobReport]], **jobs: Any
+    data_dir: Path, clock: FakeClock, reports: dict[str, list[RoundResult]], **jobs: Any
 ) -> runstate.RunState:
     """A state file as a daemon started at ``clock`` would write it after ``reports``."""
     settings = fast_settings("http://127.0.0.1:9", data_dir, **jobs)
@@ -77,11 +77,11 @@ def record_round(
     return state
 
 
-def all_ok(symbols: int = 1) -> dict[str, list[JobReport]]:
+def all_ok(symbols: int = 1) -> dict[str, list[RoundResult]]:
     settings = fast_settings("http://127.0.0.1:9", Path("unused"))
     return {
         name: [
-            JobReport(name, market, symbols=symbols, rows=1)
+            RoundResult(name, market, symbols=symbols, rows=1)
             for market in (["all"] if name == "instruments" else job.markets)
         ]
         for name, job in settings.enabled_jobs().items()
@@ -119,7 +119,7 @@ def test_lag_is_the_age_of_the_newest_row(sim_archive: Path) -> None:
     assert state is not None and state.stopped_at is not None
     stopped = runstate.parse_iso(state.stopped_at)
     assert stopped is not None
-    report = status.report(sim_archive, now=stopped + dt.timedelta(seconds=60))
+    report = status.overview(sim_archive, now=stopped + dt.timedelta(seconds=60))
     rows = {(r["dataset"], r["market"]): r for r in report.as_dict()["datasets"]}
     every = state.jobs["depth"].every_s  # the plan stretches the test schedule
     for market in datasets.MARKETS:
@@ -149,13 +149,13 @@ def test_the_figures_come_from_the_delta_log_without_opening_a_file(
     and files a compaction replaced (on disk until vacuumed) are not counted."""
     archive = tmp_path / "archive"
     shutil.copytree(sim_archive, archive, symlinks=True)
-    before = status.report(archive, now=NOW).groups
+    before = status.overview(archive, now=NOW).groups
     partition = next((archive / "depth" / "market=spot").glob("date=*"))
     stray = partition / "part-20261124T000000000-0000abcd.parquet"
     shutil.copyfile(next(partition.glob("*.parquet")), stray)
     for path in archive.glob("*/market=*/date=*/*.parquet"):
         path.write_bytes(b"\0" * path.stat().st_size)
-    after = status.report(archive, now=NOW).groups
+    after = status.overview(archive, now=NOW).groups
     assert after.keys() == before.keys()
     for key, group in before.items():
         assert (after[key].rows_total, after[key].first_ms, after[key].last_ms) == (
@@ -173,7 +173,7 @@ def test_the_figures_come_from_the_delta_log_without_opening_a_file(
 def test_replaced_files_awaiting_vacuum_are_not_counted(sim_archive: Path, tmp_path: Path) -> None:
     archive = tmp_path / "archive"
     shutil.copytree(sim_archive, archive, symlinks=True)
-    groups = status.report(archive, now=NOW).groups
+    groups = status.overview(archive, now=NOW).groups
     # A group with partitions of several files: compaction replaces them.
     (dataset, market), before = max(groups.items(), key=lambda item: item[1].files)
     folder = archive / dataset / f"market={market}"
@@ -182,7 +182,7 @@ def test_replaced_files_awaiting_vacuum_are_not_counted(sim_archive: Path, tmp_p
     report = compaction.compact_archive(archive)  # replaced files stay until vacuumed
     assert not report.errors
     compacted = report.group(dataset, market)
-    after = status.report(archive, now=NOW).groups[(dataset, market)]
+    after = status.overview(archive, now=NOW).groups[(dataset, market)]
     assert after.files == after.partitions == before.partitions
     assert len(list(folder.glob("date=*/*.parquet"))) > on_disk
     assert (before.rows_total, after.rows_total) == (compacted.rows_before, compacted.rows_after)
@@ -222,7 +222,7 @@ def test_a_file_committed_without_statistics_has_its_footer_read(tmp_path: Path)
         None,  # type: ignore[arg-type]  # no statistics, as other writers may commit
     )
     delta.commit(table, "depth", [add])
-    group = status.report(tmp_path, now=NOW).groups[("depth", "spot")]
+    group = status.overview(tmp_path, now=NOW).groups[("depth", "spot")]
     assert (group.rows_total, group.rows_today, group.files) == (2, 2, 1)
     assert (group.first_ms, group.last_ms) == tuple(times)
     assert group.unreadable == 0
@@ -266,13 +266,13 @@ def test_a_job_without_success_for_three_intervals_exits_1_naming_it(tmp_path: P
 
 def test_overdue_uses_the_stretched_interval_and_spares_a_long_round(tmp_path: Path) -> None:
     clock = FakeClock(NOW)
-    state = record_round(tmp_path, clock, {"depth": [JobReport("depth", "spot", symbols=3)]})
+    state = record_round(tmp_path, clock, {"depth": [RoundResult("depth", "spot", symbols=3)]})
     state.collecting({"depth": 60.0})  # the plan stretched 2 s to 60 s
-    state.record("depth", [JobReport("depth", "spot", symbols=3)])
+    state.record("depth", [RoundResult("depth", "spot", symbols=3)])
     state.save(force=True)
 
     def depth_spot(now: dt.datetime) -> status.JobStatus:
-        report = status.report(tmp_path, now=now, is_locked=True)
+        report = status.overview(tmp_path, now=now, is_locked=True)
         return next(j for j in report.jobs if (j.job, j.market) == ("depth", "spot"))
 
     assert not depth_spot(NOW + dt.timedelta(seconds=170)).overdue
@@ -288,7 +288,7 @@ def test_overdue_uses_the_stretched_interval_and_spares_a_long_round(tmp_path: P
 def test_a_failed_job_shows_its_error(tmp_path: Path) -> None:
     now = dt.datetime.now(dt.UTC)
     reports = all_ok()
-    reports["klines"][0] = JobReport(
+    reports["klines"][0] = RoundResult(
         "klines", "spot", symbols=3, errors=["BTCUSDT: server error 503 [endpoint=klines]"] * 3
     )
     record_round(tmp_path, FakeClock(now - dt.timedelta(seconds=30)), reports)
@@ -345,7 +345,7 @@ def test_daemon_states(
     state = record_round(tmp_path, clock, all_ok())
     if stopped:
         state.stopped()
-    report = status.report(tmp_path, now=NOW, is_locked=locked)
+    report = status.overview(tmp_path, now=NOW, is_locked=locked)
     assert report.daemon.state == expected
     assert (report.daemon.problem is None) == (expected == "running")
 
@@ -378,7 +378,7 @@ def test_quarantined_payloads_of_the_last_hour_are_counted_per_dataset_and_marke
     }
     assert counts.not_attributed == 1
     record_round(tmp_path, FakeClock(now), {})
-    shown = status.report(tmp_path, now=now, is_locked=True).as_dict()
+    shown = status.overview(tmp_path, now=now, is_locked=True).as_dict()
     depth = next(r for r in shown["datasets"] if (r["dataset"], r["market"]) == ("depth", "spot"))
     assert depth["quarantined_last_hour"] == 2
     assert shown["quarantine"]["by_endpoint"]["depth"] == 2
@@ -422,12 +422,12 @@ def shard_state(
     state.collecting({})
     for job_name, job in jobs.items():
         names = ["all"] if job_name == "instruments" else job.markets
-        state.record(job_name, [JobReport(job_name, m, symbols=1, rows=1) for m in names])
+        state.record(job_name, [RoundResult(job_name, m, symbols=1, rows=1) for m in names])
     state.save(force=True)
     return state
 
 
-def rendered(report: status.Report, width: int = 1000) -> str:
+def rendered(report: status.Overview, width: int = 1000) -> str:
     """The terminal view (lines as long as they come, unless ``width`` is given)."""
     console = Console(file=io.StringIO(), width=width, highlight=False)
     for part in status_table.render(report):
@@ -454,7 +454,7 @@ def test_two_shards_one_stale_each_shown_with_its_jobs(tmp_path: Path) -> None:
     derivs = FakeClock(NOW - dt.timedelta(seconds=120))
     shard_state(tmp_path, "derivs", derivs, ("option", "contract"))
 
-    report = status.report(tmp_path, now=NOW)
+    report = status.overview(tmp_path, now=NOW)
     assert [(d.shard, d.state, d.liveness) for d in report.daemons] == [
         ("derivs", "died", "heartbeat"),
         ("spot", "running", "heartbeat"),
@@ -507,7 +507,7 @@ def test_shards_splitting_one_job_are_shown_together_in_the_json(tmp_path: Path)
         NOW - dt.timedelta(minutes=5)
     )
     late.save(force=True)
-    report = status.report(tmp_path, now=NOW)
+    report = status.overview(tmp_path, now=NOW)
     row = next(
         r for r in report.as_dict()["datasets"] if (r["dataset"], r["market"]) == ("trades", "spot")
     )
@@ -527,7 +527,7 @@ def test_the_lock_is_checked_for_the_daemon_of_the_state_dir_only(tmp_path: Path
     shard_state(tmp_path, "derivs", fresh, ("option",), state_dir=local / "derivs")
 
     def states(**kwargs: Any) -> list[tuple[str | None, str, str | None]]:
-        report = status.report(tmp_path, now=NOW, **kwargs)
+        report = status.overview(tmp_path, now=NOW, **kwargs)
         return [(d.shard, d.state, d.liveness) for d in report.daemons]
 
     with ArchiveLock(local / "spot"):
@@ -561,7 +561,7 @@ def test_a_daemon_on_another_host_is_judged_by_its_heartbeat_and_nothing_reaches
     document["jobs"]["evil\x1b[8m"] = {"every_s": 1.0, "markets": {"spot\r": {}}}
     path.write_text(json.dumps(document))
 
-    report = status.report(tmp_path, now=NOW)
+    report = status.overview(tmp_path, now=NOW)
     (daemon,) = report.daemons
     assert (daemon.state, daemon.liveness) == ("running", "heartbeat")
     output = rendered(report)
@@ -586,7 +586,7 @@ def test_the_state_file_of_the_release_before_shards_is_the_daemon(tmp_path: Pat
         )
     )
     with ArchiveLock(tmp_path):
-        report = status.report(tmp_path, now=NOW)
+        report = status.overview(tmp_path, now=NOW)
     assert report.daemon is not None
     assert (report.daemon.shard, report.daemon.state, report.daemon.liveness) == (
         "all",
@@ -594,12 +594,12 @@ def test_the_state_file_of_the_release_before_shards_is_the_daemon(tmp_path: Pat
         "lock",
     )
     assert rendered(report).startswith("daemon: running (pid 4242 on ")
-    report = status.report(tmp_path, now=NOW)  # the lock is free: it died
+    report = status.overview(tmp_path, now=NOW)  # the lock is free: it died
     assert report.daemon is not None and report.daemon.state == "died"
 
     legacy.write_text(json.dumps(legacy_document(host=socket.gethostname())))
     shard_state(tmp_path, "spot", FakeClock(NOW - dt.timedelta(seconds=1)), ("spot",))
-    report = status.report(tmp_path, now=NOW)
+    report = status.overview(tmp_path, now=NOW)
     assert [d.shard for d in report.daemons] == ["all", "spot"]
     assert report.problems[0].startswith("[all] the daemon is not running (it stopped at")
     assert (
@@ -637,7 +637,7 @@ def test_status_of_an_archive_on_an_object_store(
     cwd.mkdir()
     monkeypatch.chdir(cwd)
 
-    report = status.report(uri, now=NOW)
+    report = status.overview(uri, now=NOW)
     assert report.data_dir == uri and report.pause is None
     group = report.groups[("protection_fund", "contract")]
     assert (group.rows_total, group.files, group.partitions, group.unreadable) == (3, 1, 1, 0)
@@ -658,7 +658,7 @@ def test_status_of_an_archive_on_an_object_store(
     until = status.epoch_ms(NOW) + 60_000
     (local / PAUSE_FILE).write_text(json.dumps({"status": 429, "until_ms": until}))
     with ArchiveLock(local):
-        report = status.report(uri, now=NOW, state_dir=local)
+        report = status.overview(uri, now=NOW, state_dir=local)
     assert [(d.shard, d.liveness) for d in report.daemons] == [
         ("derivs", "heartbeat"),
         ("spot", "lock"),
@@ -695,10 +695,10 @@ def test_a_full_disk_is_said_by_the_free_space(tmp_path: Path) -> None:
     now = dt.datetime.now(dt.UTC)
     record_round(tmp_path, FakeClock(now - dt.timedelta(seconds=1)), all_ok())
     with ArchiveLock(tmp_path):
-        report = status.report(tmp_path, now=now, free_bytes=4096)
+        report = status.overview(tmp_path, now=now, free_bytes=4096)
         assert report.problems[0].startswith("disk full: 0.0 MB free at ")
         assert not report.healthy
-        assert status.report(tmp_path, now=now, free_bytes=10**10).healthy
+        assert status.overview(tmp_path, now=now, free_bytes=10**10).healthy
 
 
 def test_a_full_disk_is_said_by_the_daemons_last_flush_error(tmp_path: Path) -> None:
@@ -712,13 +712,13 @@ def test_a_full_disk_is_said_by_the_daemons_last_flush_error(tmp_path: Path) -> 
     )
     state.save(force=True)
     with ArchiveLock(tmp_path):
-        report = status.report(tmp_path, now=now, free_bytes=10**10)
+        report = status.overview(tmp_path, now=now, free_bytes=10**10)
     assert report.problems[0].startswith("disk full: the daemon all cannot write: ")
     assert "(the disk is full: that is why, see above)" in report.problems[1]
     state.flushed()
     state.save(force=True)
     with ArchiveLock(tmp_path):
-        assert status.report(tmp_path, now=now, free_bytes=10**10).disk_full is None
+        assert status.overview(tmp_path, now=now, free_bytes=10**10).disk_full is None
 
 
 def test_ctrl_c_in_the_first_second_prints_no_traceback(tmp_path: Path) -> None:

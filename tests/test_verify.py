@@ -9,7 +9,7 @@ import pyarrow as pa
 from click.testing import CliRunner
 
 from collector import datasets
-from collector.check.repair import RepairReport, remove_duplicates
+from collector.check.repair import RepairResult, remove_duplicates
 from collector.check.verify import verify
 from collector.cli import main
 from collector.storage import delta
@@ -119,7 +119,7 @@ def test_removing_duplicates_rewrites_only_the_partitions_that_have_them(tmp_pat
 
     contract = files("contract")
     assert len(files("spot")) == len(contract) == 2
-    report = RepairReport()
+    report = RepairResult()
     remove_duplicates(tmp_path, "trades", report)
     remove_duplicates(tmp_path, "depth", report)  # no table: nothing to do
     assert (report.duplicates_removed, report.files_replaced) == ({"trades": 1}, 2)

@@ -37,7 +37,7 @@ DAMAGED_DIR = f"{QUARANTINE_DIR}/damaged"
 
 
 @dataclass
-class RepairReport:
+class RepairResult:
     rows_added: dict[str, int] = field(default_factory=dict)
     duplicates_removed: dict[str, int] = field(default_factory=dict)
     files_replaced: int = 0
@@ -46,7 +46,7 @@ class RepairReport:
 
 
 def set_aside(
-    data_dir: str | Path | Archive, damaged: Sequence[footers.DamagedFile], report: RepairReport
+    data_dir: str | Path | Archive, damaged: Sequence[footers.DamagedFile], report: RepairResult
 ) -> None:
     """Remove each damaged file from its table (one commit each: a reader sees the table
     with it or without it) after copying what is left of its bytes to
@@ -82,7 +82,7 @@ def set_aside(
     footers.forget_damaged(archive, damaged)
 
 
-def remove_duplicates(data_dir: str | Path, dataset: str, report: RepairReport) -> None:
+def remove_duplicates(data_dir: str | Path, dataset: str, report: RepairResult) -> None:
     """Rewrite every partition of ``dataset`` that holds duplicate keys.
 
     Raises :class:`StorageError` (:class:`collector.storage.delta.ConflictError`) when a
@@ -100,7 +100,7 @@ def remove_duplicates(data_dir: str | Path, dataset: str, report: RepairReport) 
         report.files_replaced += result.files_before
 
 
-async def fill_holes(filler: Backfill, findings: list[Finding], report: RepairReport) -> None:
+async def fill_holes(filler: Backfill, findings: list[Finding], report: RepairResult) -> None:
     for finding in findings:
         if finding.holes <= 0 or not finding.hole_ranges or finding.first is None:
             continue
@@ -132,12 +132,12 @@ async def repair(
     settings: Settings,
     findings: list[Finding],
     damaged: Sequence[footers.DamagedFile] = (),
-) -> RepairReport:
+) -> RepairResult:
     """Set ``damaged`` files aside (then check again: their removal may open holes),
     remove duplicates, and fetch the holes from the exchange."""
     from collector.exchange.client import JexClient
 
-    report = RepairReport()
+    report = RepairResult()
     data_dir = settings.storage.data_dir
     if damaged:
         set_aside(data_dir, damaged, report)

@@ -37,7 +37,7 @@ def status(config_path: Path, data_dir: str | None, state_dir: Path | None, as_j
     directory = common.data_dir(config_path, data_dir)
     common.require_archive(directory)
     with exits(*errors.STATUS, directory=directory):
-        result = health.report(directory, now=dt.datetime.now(dt.UTC), state_dir=state_dir)
+        result = health.overview(directory, now=dt.datetime.now(dt.UTC), state_dir=state_dir)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:

@@ -109,7 +109,7 @@ def plan(
     Exits 1 when the schedule does not fit (the daemon then stretches or refuses, as
     exchange.on_over_budget says)."""
     from collector.plan import live
-    from collector.plan.table import format_report, report_dict
+    from collector.plan.table import format_plan_and_disk, plan_as_dict
 
     settings = common.settings(config_path, data_dir=data_dir, base_url=base_url, shard=shard)
     server = None
@@ -122,9 +122,9 @@ def plan(
         if server is not None:
             server.stop()
     if as_json:
-        click.echo(json.dumps(report_dict(result, disk_plan), indent=2))
+        click.echo(json.dumps(plan_as_dict(result, disk_plan), indent=2))
     else:
-        click.echo(format_report(result, disk_plan))
+        click.echo(format_plan_and_disk(result, disk_plan))
     sys.exit(0 if result.fits else 1)
 
 

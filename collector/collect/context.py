@@ -78,7 +78,7 @@ class Intake:
 
 
 @dataclass
-class JobReport:
+class RoundResult:
     dataset: str
     market: str
     symbols: int = 0
@@ -98,9 +98,9 @@ async def for_each_symbol(
     market: str,
     symbols: list[str],
     fetch: Callable[[str], Awaitable[int]],
-) -> JobReport:
+) -> RoundResult:
     """Run ``fetch`` for every symbol; one failing symbol does not stop the others."""
-    report = JobReport(dataset, market, symbols=len(symbols))
+    report = RoundResult(dataset, market, symbols=len(symbols))
     results = await asyncio.gather(*(fetch(s) for s in symbols), return_exceptions=True)
     for symbol, result in zip(symbols, results, strict=True):
         if isinstance(result, BaseException):
@@ -132,4 +132,4 @@ async def for_each_symbol(
     return report
 
 
-PerMarket = Callable[[JobContext, JobSettings, str], Awaitable[JobReport]]
+PerMarket = Callable[[JobContext, JobSettings, str], Awaitable[RoundResult]]

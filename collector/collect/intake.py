@@ -1,4 +1,4 @@
-"""From a response to rows: parse, and report what could not be read.
+"""From a response to rows: parse, and note what could not be read.
 
 Every response goes through :func:`parse`: the daemon's jobs, a backfill and the plan's
 requests alike (outside the jobs with an :class:`~collector.collect.context.Intake`). A
@@ -62,7 +62,7 @@ def parse(
     A payload the parser cannot read at all raises :class:`PayloadError` (also for a
     parser's KeyError or ValueError: whatever the exchange sends is a payload
     problem, never a crash). For a :class:`Parsed` result, records set aside and
-    undocumented fields are reported (:func:`report`).
+    undocumented fields are reported (:func:`note_problems`).
     """
     try:
         result = parser(response.payload, *args, **kwargs)
@@ -87,11 +87,11 @@ def parse(
             ctx.quarantine.wrong_shape(response, str(error))
         raise error from None
     if isinstance(result, Parsed):
-        report(ctx, response, result)
+        note_problems(ctx, response, result)
     return result
 
 
-def report(ctx: JobContext | Intake, response: Response, parsed: Parsed) -> None:
+def note_problems(ctx: JobContext | Intake, response: Response, parsed: Parsed) -> None:
     """Log and quarantine the records set aside; log each new undocumented field once."""
     set_aside(ctx, response, parsed.rejected)
     seen = ctx.state.unknown_fields

@@ -33,8 +33,8 @@ from collector.collect.context import (
     CollectorState,
     Cursor,
     JobContext,
-    JobReport,
     PerMarket,
+    RoundResult,
 )
 from collector.collect.klines import collect_klines
 from collector.collect.listings import collect_contract_info, refresh_instruments
@@ -57,7 +57,7 @@ __all__ = [
     "CollectorState",
     "Cursor",
     "JobContext",
-    "JobReport",
+    "RoundResult",
     "_overlap",
     "load_cursors",
     "refresh_instruments",
@@ -108,10 +108,10 @@ COLLECTORS.update(
 )
 
 
-async def run_job(ctx: JobContext, name: str) -> list[JobReport]:
+async def run_job(ctx: JobContext, name: str) -> list[RoundResult]:
     """One round of job ``name`` over its markets; logs one line per market."""
     job = ctx.settings.jobs[name]
-    reports: list[JobReport] = []
+    reports: list[RoundResult] = []
     markets = ["all"] if name == "instruments" else list(job.markets)
     for market in markets:
         started = time.perf_counter()
@@ -121,7 +121,7 @@ async def run_job(ctx: JobContext, name: str) -> list[JobReport]:
             else:
                 report = await COLLECTORS[name](ctx, job, market)
         except CollectorError as exc:
-            report = JobReport(name, market, errors=[str(exc)])
+            report = RoundResult(name, market, errors=[str(exc)])
         report.ms = (time.perf_counter() - started) * 1000
         level = logging.WARNING if report.errors else logging.INFO
         log.log(

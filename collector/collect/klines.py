@@ -16,7 +16,7 @@ from collector.collect.context import (
     WEEK_ALIGN_MS,
     Cursor,
     JobContext,
-    JobReport,
+    RoundResult,
     for_each_symbol,
     keep,
 )
@@ -83,7 +83,7 @@ async def _klines(ctx: JobContext, job: JobSettings, market: str, symbol: str) -
     return rows
 
 
-async def collect_klines(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
+async def collect_klines(ctx: JobContext, job: JobSettings, market: str) -> RoundResult:
     return await for_each_symbol(
         "klines", market, ctx.symbols(job, market), lambda s: _klines(ctx, job, market, s)
     )

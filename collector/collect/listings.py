@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collector.collect import intake
-from collector.collect.context import Intake, JobContext, JobReport, keep
+from collector.collect.context import Intake, JobContext, RoundResult, keep
 from collector.config import JobSettings
 from collector.exchange import endpoints, instruments, parsers
 from collector.exchange.client import JexClient
@@ -36,7 +36,7 @@ async def read_listing(client: JexClient, reader: JobContext | Intake) -> Parsed
         received_at=info.received_at,
         options=options.payload,
     )
-    intake.report(reader, info, parsed)
+    intake.note_problems(reader, info, parsed)
     limits = instruments.rate_limits(info.payload)
     budget = client.budget
     if limits.weight_per_minute and limits.weight_per_minute != budget.limit:
@@ -58,10 +58,10 @@ async def read_listing(client: JexClient, reader: JobContext | Intake) -> Parsed
     return parsed
 
 
-async def refresh_instruments(ctx: JobContext, job: JobSettings | None = None) -> JobReport:
+async def refresh_instruments(ctx: JobContext, job: JobSettings | None = None) -> RoundResult:
     """Fetch the instrument lists, archive them (with ``job``), and tell the other jobs
     what exists."""
-    report = JobReport("instruments", "all")
+    report = RoundResult("instruments", "all")
     parsed = await read_listing(ctx.client, ctx)
     if job is not None:
         parsed.table = parsed.table.filter(
@@ -84,8 +84,8 @@ def _log_listing_changes(old: instruments.Listing, new: instruments.Listing) -> 
             log.info("%s symbols no longer listed: %s", market, ", ".join(sorted(removed)))
 
 
-async def collect_contract_info(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
-    report = JobReport("contract_info", market)
+async def collect_contract_info(ctx: JobContext, job: JobSettings, market: str) -> RoundResult:
+    report = RoundResult("contract_info", market)
     response = await ctx.client.get(endpoints.CONTRACT_INFO)
     parsed = intake.parse(
         ctx, response, instruments.contract_info, received_at=response.received_at

@@ -19,8 +19,8 @@ from collector.collect.context import (
     MAX_PAGES_PER_ROUND,
     Cursor,
     JobContext,
-    JobReport,
     PerMarket,
+    RoundResult,
     for_each_symbol,
     keep,
 )
@@ -119,7 +119,7 @@ async def paged_by_time(ctx: JobContext, spec: datasets.Dataset, market: str, sy
 def per_symbol(
     fetch: Callable[[JobContext, datasets.Dataset, str, str], Awaitable[int]], name: str
 ) -> PerMarket:
-    async def collect(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
+    async def collect(ctx: JobContext, job: JobSettings, market: str) -> RoundResult:
         spec = datasets.get(name)
         symbols = ctx.symbols(job, market)
         return await for_each_symbol(name, market, symbols, lambda s: fetch(ctx, spec, market, s))

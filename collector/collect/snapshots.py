@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from collector.collect import intake
 from collector.collect.context import (
     JobContext,
-    JobReport,
+    RoundResult,
     for_each_symbol,
     keep,
 )
@@ -28,7 +28,7 @@ log = logging.getLogger("collector.collect.jobs")
 # -- snapshots: depth, tickers, average price, indices ----------------------------------------
 
 
-async def collect_depth(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
+async def collect_depth(ctx: JobContext, job: JobSettings, market: str) -> RoundResult:
     async def fetch(symbol: str) -> int:
         response = await ctx.client.get(
             endpoints.DEPTH, market=market, params={"symbol": symbol, "limit": job.limit or 20}
@@ -48,7 +48,7 @@ async def collect_depth(ctx: JobContext, job: JobSettings, market: str) -> JobRe
     return await for_each_symbol("depth", market, ctx.symbols(job, market), fetch)
 
 
-async def collect_avg_price(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
+async def collect_avg_price(ctx: JobContext, job: JobSettings, market: str) -> RoundResult:
     async def fetch(symbol: str) -> int:
         response = await ctx.client.get(
             endpoints.AVG_PRICE, market=market, params={"symbol": symbol}
@@ -86,12 +86,12 @@ SNAPSHOTS: dict[str, tuple[Endpoint, SnapshotParser]] = {
 
 async def collect_snapshot(
     ctx: JobContext, job: JobSettings, market: str, dataset: str
-) -> JobReport:
+) -> RoundResult:
     """Tickers: one all-symbols request when it costs no more weight than one per symbol."""
     endpoint, parse = SNAPSHOTS[dataset]
     symbols = ctx.symbols(job, market)
     if endpoint.all_symbols_is_cheaper(len(symbols)):
-        report = JobReport(dataset, market, symbols=len(symbols))
+        report = RoundResult(dataset, market, symbols=len(symbols))
         response = await ctx.client.get(endpoint, market=market)
         parsed = intake.parse(
             ctx, response, parse, market=market, symbol=None, received_at=response.received_at

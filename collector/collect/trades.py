@@ -17,7 +17,7 @@ from collector.collect.context import (
     Cursor,
     Fingerprint,
     JobContext,
-    JobReport,
+    RoundResult,
     for_each_symbol,
     keep,
 )
@@ -217,7 +217,7 @@ async def _recent_trades(ctx: JobContext, market: str, symbol: str) -> int:
     return keep(ctx, parsed)
 
 
-async def collect_trades(ctx: JobContext, job: JobSettings, market: str) -> JobReport:
+async def collect_trades(ctx: JobContext, job: JobSettings, market: str) -> RoundResult:
     def fetch(symbol: str) -> Awaitable[int]:
         if ctx.client.has_api_key:
             return _historical_trades(ctx, job, market, symbol)

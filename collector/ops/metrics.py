@@ -44,8 +44,8 @@ FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 DEFAULT_ADDR = "127.0.0.1"
 
 
-class RoundReport(Protocol):
-    """What :meth:`Metrics.job_rounds` reads of a :class:`collector.collect.jobs.JobReport`."""
+class RoundResultLike(Protocol):
+    """What :meth:`Metrics.job_rounds` reads of a :class:`collector.collect.jobs.RoundResult`."""
 
     @property
     def market(self) -> str: ...
@@ -211,7 +211,7 @@ class Metrics:
 
     # -- the daemon ------------------------------------------------------------------------
 
-    def job_rounds(self, job: str, reports: Iterable[RoundReport]) -> None:
+    def job_rounds(self, job: str, reports: Iterable[RoundResultLike]) -> None:
         """The reports of one round of ``job`` (one per market, from ``jobs.run_job``)."""
         now = self._clock()
         for report in reports:

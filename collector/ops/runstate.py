@@ -86,7 +86,7 @@ from collector.ops.runstate_files import utc_now as utc_now
 from collector.storage.location import Archive
 
 if TYPE_CHECKING:
-    from collector.collect.context import JobReport
+    from collector.collect.context import RoundResult
     from collector.config import JobSettings
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class RunState:
             job.every_s = float(intervals.get(name, job.configured_every_s))
         self.save(force=True)
 
-    async def track(self, name: str, round_: Awaitable[list[JobReport]]) -> list[JobReport]:
+    async def track(self, name: str, round_: Awaitable[list[RoundResult]]) -> list[RoundResult]:
         """Await one round of job ``name`` and record it: its reports, or the exception it
         raised (re-raised; a cancellation is not recorded)."""
         job = self.state.jobs.get(name)
@@ -208,7 +208,7 @@ class RunState:
         self.record(name, reports)
         return reports
 
-    def record(self, name: str, reports: Iterable[JobReport]) -> None:
+    def record(self, name: str, reports: Iterable[RoundResult]) -> None:
         """One round of job ``name``: one report per market."""
         now = iso(self._clock())
         for report in reports:

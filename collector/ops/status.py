@@ -29,14 +29,14 @@ plan stretched it). Without a state file (no daemon ever ran on this archive) th
 archive is still shown, and the report is not healthy: nothing says it collects.
 
 Every function takes ``now`` (UTC, the local clock), so that tests need no sleeping.
-:mod:`collector.ops.status_table` draws the report for a terminal; :meth:`Report.as_dict`
+:mod:`collector.ops.status_table` draws the report for a terminal; :meth:`Overview.as_dict`
 is the ``--json`` document.
 
 This module assembles the report (:func:`report`) from what it reads of the archive;
 the parts live beside it, and every name is re-exported here:
 :mod:`~collector.ops.status_daemons` (each daemon's liveness, each job's verdict),
 :mod:`~collector.ops.status_quarantine` (the quarantine count),
-:mod:`~collector.ops.status_report` (the :class:`Report`, its problems, verdict and
+:mod:`~collector.ops.status_overview` (the :class:`Overview`, its problems, verdict and
 JSON) and :mod:`~collector.ops.status_format` (times and durations as shown).
 """
 
@@ -70,13 +70,13 @@ from collector.ops.status_format import duration as duration
 from collector.ops.status_format import epoch_ms as epoch_ms
 from collector.ops.status_format import iso_ms as iso_ms
 from collector.ops.status_format import when as when
+from collector.ops.status_overview import Overview as Overview
+from collector.ops.status_overview import _in_registry_order as _in_registry_order
+from collector.ops.status_overview import symbols_of as symbols_of
 from collector.ops.status_quarantine import QUARANTINE_WINDOW as QUARANTINE_WINDOW
 from collector.ops.status_quarantine import QuarantineCount as QuarantineCount
 from collector.ops.status_quarantine import count_quarantine as count_quarantine
 from collector.ops.status_quarantine import log as log
-from collector.ops.status_report import Report as Report
-from collector.ops.status_report import _in_registry_order as _in_registry_order
-from collector.ops.status_report import symbols_of as symbols_of
 from collector.storage import delta, footers, lock
 from collector.storage.location import Archive
 
@@ -85,14 +85,14 @@ from collector.storage.location import Archive
 DISK_FULL_BYTES = 16_000_000
 
 
-def report(
+def overview(
     archive: str | Path | Archive,
     *,
     now: dt.datetime,
     state_dir: str | Path | None = None,
     is_locked: bool | None = None,
     free_bytes: int | None = None,
-) -> Report:
+) -> Overview:
     """Everything ``status`` shows about ``archive`` (a local folder or
     ``s3://bucket/prefix``).
 
@@ -139,7 +139,7 @@ def report(
             if daemon.state in ("stuck", "died") and daemon.problem:
                 # Its state file could not be written either: not hung, out of space.
                 daemon.problem += " (the disk is full: that is why, see above)"
-    return Report(
+    return Overview(
         generated_at=now,
         data_dir=where.uri,
         today=today,

@@ -23,7 +23,7 @@ from rich.text import Text
 from collector.ops.status import (
     DaemonStatus,
     JobStatus,
-    Report,
+    Overview,
     age_s,
     cut,
     duration,
@@ -55,7 +55,7 @@ def _text(value: str, style: str | None = None) -> Text:
     return Text(printable(value), style=style or "")
 
 
-def render(report: Report) -> list[Any]:
+def render(report: Overview) -> list[Any]:
     """The report for a terminal: rich renderables to print one after the other."""
     lines: list[Any] = []
     pause = report.pause
@@ -121,7 +121,7 @@ def render(report: Report) -> list[Any]:
     return lines
 
 
-def _head(report: Report, daemon: DaemonStatus) -> str:
+def _head(report: Overview, daemon: DaemonStatus) -> str:
     """``daemon: running (pid 14035 on vm, up 1m19s), version 0.1.0, heartbeat 100ms ago``;
     ``daemon spot: ...`` when lines name their daemon; for a daemon judged by its
     heartbeat alone, ``(on host vm: judged by its heartbeat only, no lock checked)``."""
@@ -136,7 +136,7 @@ def _head(report: Report, daemon: DaemonStatus) -> str:
     return head
 
 
-def _table(report: Report, rows: list[tuple[str, str]], *, shard: str | None) -> Table:
+def _table(report: Overview, rows: list[tuple[str, str]], *, shard: str | None) -> Table:
     """One row per (dataset, market) of ``rows``; the job columns from daemon ``shard``'s
     job (every daemon's together for None, none for ``""``)."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)

@@ -19,7 +19,7 @@ from collector.errors import ConfigError
 from collector.exchange.client import JexClient
 from collector.plan.disk import FULL_WARNING_DAYS, DiskPlan, Reader, plan_disk
 from collector.plan.schedule import Plan, make_plan
-from collector.plan.table import format_plan, format_report
+from collector.plan.table import format_plan, format_plan_and_disk
 
 log = logging.getLogger("collector.collect.daemon")  # where the daemon's start is logged
 
@@ -82,7 +82,7 @@ def _log(plan: Plan, disk: DiskPlan, settings: Settings) -> None:
             "the schedule does not fit the exchange's rate limits; intervals are "
             "stretched (exchange.on_over_budget: stretch):"
         )
-    for line in format_report(plan, disk).splitlines():
+    for line in format_plan_and_disk(plan, disk).splitlines():
         log.log(level, "  %s", line)
     days = disk.days_until_full
     if days is not None and days < FULL_WARNING_DAYS:

@@ -2,7 +2,7 @@
 
 Text: the weight table of :func:`format_plan` (per job, requests and weight per round and
 minute against the budget, the notes and what to change), then the disk table of
-:func:`format_disk` (rows and bytes per day, free space). JSON: :func:`report_dict`.
+:func:`format_disk` (rows and bytes per day, free space). JSON: :func:`plan_as_dict`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collector.plan.disk import DiskPlan
 from collector.plan.schedule import Plan, duration_text
 
 
-def format_report(plan: Plan, disk: DiskPlan | None) -> str:
+def format_plan_and_disk(plan: Plan, disk: DiskPlan | None) -> str:
     """The weight table, then (when known) the disk table."""
     return format_plan(plan) + ("" if disk is None else "\n\n" + format_disk(disk))
 
 
-def report_dict(plan: Plan, disk: DiskPlan | None) -> dict[str, Any]:
-    """Everything :func:`format_report` says, for ``--json``."""
+def plan_as_dict(plan: Plan, disk: DiskPlan | None) -> dict[str, Any]:
+    """Everything :func:`format_plan_and_disk` says, for ``--json``."""
     payload = plan_dict(plan)
     payload["disk"] = None if disk is None else disk.as_dict()
     return payload

@@ -27,7 +27,7 @@ the log retention are deleted, so the ``_delta_log`` folder stays small.
 
 Which partitions and files are due, and the output's names, are in
 :mod:`collector.storage.compaction_policy`, the report dataclasses in
-:mod:`collector.storage.compaction_report`; this module re-exports their public names.
+:mod:`collector.storage.compaction_result`; this module re-exports their public names.
 """
 
 from __future__ import annotations
@@ -61,9 +61,9 @@ from collector.storage.compaction_policy import (
 )
 from collector.storage.compaction_policy import closed_before_ms as closed_before_ms
 from collector.storage.compaction_policy import daemon_running as daemon_running
-from collector.storage.compaction_report import CompactionReport as CompactionReport
-from collector.storage.compaction_report import GroupReport as GroupReport
-from collector.storage.compaction_report import PartitionResult as PartitionResult
+from collector.storage.compaction_result import CompactionResult as CompactionResult
+from collector.storage.compaction_result import GroupResult as GroupResult
+from collector.storage.compaction_result import PartitionResult as PartitionResult
 from collector.storage.location import Archive
 from collector.storage.writer import dedupe_on_key
 from collector.units import wall_clock_ms
@@ -102,7 +102,7 @@ def compact_archive(
     open_flush_files: int = OPEN_FLUSH_FILES,
     open_merged_files: int = OPEN_MERGED_FILES,
     full_vacuum: bool = True,
-) -> CompactionReport:
+) -> CompactionResult:
     """Compact every partition whose UTC date ended at or before ``closed_before_ms``
     (every partition, whole, when None), merge open partitions' flush files as the
     module describes (with ``open_partitions``), then vacuum and checkpoint each table.
@@ -114,7 +114,7 @@ def compact_archive(
     crash between writing a file and committing it), which the daemon does once per
     start.
     """
-    report = CompactionReport()
+    report = CompactionResult()
     archive = _root(data_dir)
     root = archive.uri
     for name in datasets.DATASETS:
@@ -181,7 +181,7 @@ def housekeeping(
     root: str,
     dataset: str,
     retention_hours: float,
-    report: CompactionReport | None = None,
+    report: CompactionResult | None = None,
     *,
     full: bool = True,
 ) -> int:

@@ -110,7 +110,7 @@ class PartitionMigration:
 
 
 @dataclass
-class MigrationReport:
+class MigrationResult:
     source: str
     target: str
     partitions: list[PartitionMigration] = field(default_factory=list)
@@ -159,7 +159,7 @@ def migrate_archive(
     clock_ms: Callable[[], int] = wall_clock_ms,
     row_group_rows: int = compaction.ROW_GROUP_ROWS,
     file_rows: int = compaction.FILE_ROWS,
-) -> MigrationReport:
+) -> MigrationResult:
     """Convert every partition of the old archive at ``source`` into the Delta tables at
     ``target`` (created as needed); ``progress`` is called after each partition.
 
@@ -182,7 +182,7 @@ def migrate_archive(
             "to Parquet (it was stopped without a final flush); start that release on "
             f"{old} once and stop it to flush them, or pass --ignore-wal to leave them out"
         )
-    report = MigrationReport(str(old), str(new))
+    report = MigrationResult(str(old), str(new))
     report.not_copied = sorted(  # hidden names are locks: nothing to copy
         entry.name
         for entry in old.iterdir()

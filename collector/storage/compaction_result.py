@@ -1,5 +1,5 @@
 """What compaction reports: per partition (:class:`PartitionResult`), per dataset and
-market (:class:`GroupReport`) and per pass (:class:`CompactionReport`, with its one-line
+market (:class:`GroupResult`) and per pass (:class:`CompactionResult`, with its one-line
 summary). :mod:`collector.storage.compaction` fills them and re-exports them.
 """
 
@@ -30,7 +30,7 @@ class PartitionResult:
 
 
 @dataclass
-class GroupReport:
+class GroupResult:
     """Totals over the partitions of one dataset and market that compaction looked at:
     ``partitions`` were rewritten, ``unchanged`` already were compact (their files and
     rows count on both sides)."""
@@ -65,14 +65,14 @@ class GroupReport:
 
 
 @dataclass
-class CompactionReport:
-    groups: dict[tuple[str, str], GroupReport] = field(default_factory=dict)
+class CompactionResult:
+    groups: dict[tuple[str, str], GroupResult] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     #: Files deleted by vacuum (replaced ones past the retention, uncommitted ones).
     removed: int = 0
 
-    def group(self, dataset: str, market: str) -> GroupReport:
-        return self.groups.setdefault((dataset, market), GroupReport(dataset, market))
+    def group(self, dataset: str, market: str) -> GroupResult:
+        return self.groups.setdefault((dataset, market), GroupResult(dataset, market))
 
     @property
     def files_before(self) -> int:

@@ -1,4 +1,4 @@
-"""The report of ``jex-collector status`` (:class:`Report`): daemons, jobs, datasets,
+"""The report of ``jex-collector status`` (:class:`Overview`): daemons, jobs, datasets,
 quarantine, pause, disk and damaged files together, its problems and verdict, the rows
 to show and the ``--json`` document."""
 
@@ -18,7 +18,7 @@ from collector.storage import footers
 
 
 @dataclass
-class Report:
+class Overview:
     """``daemons``: one status per daemon found (by name), then an ``unknown`` one when a
     daemon holds the checked lock without a state file; empty when none ever ran.
     ``jobs``: every daemon's jobs (:attr:`JobStatus.shard` says whose). ``data_dir``: the
