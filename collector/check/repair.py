@@ -27,6 +27,7 @@ from collector.check.verify import Finding, verify
 from collector.collect.backfill import Backfill
 from collector.config import KLINE_INTERVALS, Settings
 from collector.errors import StorageError
+from collector.read import catalog
 from collector.storage import compaction, delta, footers
 from collector.storage.files import QUARANTINE_DIR
 from collector.storage.location import Archive
@@ -43,6 +44,49 @@ class RepairResult:
     files_replaced: int = 0
     skipped: list[str] = field(default_factory=list)
     set_aside: list[str] = field(default_factory=list)  # "<damaged file> -> <kept at>"
+
+    def lines(self) -> list[str]:
+        """What the repair did, one line each (``verify --repair`` prints them)."""
+        return (
+            [f"repair: set aside the damaged file {line}" for line in self.set_aside]
+            + [
+                f"repair: removed {removed} duplicate row(s) from {dataset}"
+                for dataset, removed in sorted(self.duplicates_removed.items())
+            ]
+            + [
+                f"repair: added {added} missing row(s) to {dataset}"
+                for dataset, added in sorted(self.rows_added.items())
+            ]
+            + [f"repair: skipped {note}" for note in self.skipped]
+        )
+
+
+@dataclass
+class Checked:
+    """What ``verify`` found: every group's findings, and the damaged files left out."""
+
+    findings: list[Finding]
+    damaged: list[footers.DamagedFile]
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.damaged
+
+
+def check(data_dir: str | Path) -> Checked:
+    """Verify every dataset and name the damaged files (left out of the checks)."""
+    return Checked(verify(data_dir), list(catalog.damaged_files(data_dir)))
+
+
+async def repair_then_check(settings: Settings, checked: Checked) -> tuple[RepairResult, Checked]:
+    """``verify --repair``: repair what ``checked`` found (set damaged files aside, remove
+    duplicates, fill holes from the exchange), then check again."""
+    result = await repair(settings, checked.findings, checked.damaged)
+    return result, check(settings.storage.data_dir)
 
 
 def set_aside(

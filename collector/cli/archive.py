@@ -66,31 +66,18 @@ def verify(
 ) -> None:
     """Check every dataset for duplicate keys and holes, and every data file it reads;
     exit 1 when there are any (a damaged file is named and left out of the checks)."""
-    from collector.check import verify as checks
+    from collector.check import repair as checks
 
     directory = common.data_dir(config_path, data_dir)
     common.quiet_damaged_log()
-    findings = checks.verify(directory)
-    damaged = catalog.damaged_files(directory)
-    # TODO(issue 15): check, repair, check again belongs in collector.check (not ours to
-    # change when the command line was split).
-    if repair and (damaged or any(not f.ok for f in findings)):
-        from collector.check.repair import repair as run_repair
-
+    checked = checks.check(directory)
+    if repair and not checked.ok:
         settings = common.settings(config_path, data_dir=directory, base_url=base_url)
         with exits(*errors.REPAIR):
-            report = asyncio.run(run_repair(settings, findings, damaged))
-        for line in report.set_aside:
-            click.echo(f"repair: set aside the damaged file {line}")
-        for dataset, removed in sorted(report.duplicates_removed.items()):
-            click.echo(f"repair: removed {removed} duplicate row(s) from {dataset}")
-        for dataset, added in sorted(report.rows_added.items()):
-            click.echo(f"repair: added {added} missing row(s) to {dataset}")
-        for note in report.skipped:
-            click.echo(f"repair: skipped {note}")
-        findings = checks.verify(directory)
-        damaged = catalog.damaged_files(directory)
-    problems = [f for f in findings if not f.ok]
+            result, checked = asyncio.run(checks.repair_then_check(settings, checked))
+        for line in result.lines():
+            click.echo(line)
+    findings, damaged, problems = checked.findings, checked.damaged, checked.problems
     if as_json:
         for finding in findings:
             click.echo(json.dumps(finding.as_dict()))
