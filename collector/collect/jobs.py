@@ -40,8 +40,6 @@ from collector.collect.klines import collect_klines
 from collector.collect.listings import collect_contract_info, refresh_instruments
 from collector.collect.series import paged_by_id, paged_by_time, per_symbol
 from collector.collect.snapshots import (
-    SNAPSHOTS,
-    collect_avg_price,
     collect_depth,
     collect_snapshot,
 )
@@ -93,10 +91,16 @@ COLLECTORS: dict[str, PerMarket] = {
     "depth": collect_depth,
     "trades": collect_trades,
     "klines": collect_klines,
-    "avg_price": collect_avg_price,
     "contract_info": collect_contract_info,
-    **{name: (lambda n: lambda c, j, m: collect_snapshot(c, j, m, n))(name) for name in SNAPSHOTS},
 }
+# Snapshot datasets of the registry without a job of their own poll with the generic one.
+COLLECTORS.update(
+    {
+        spec.name: (lambda n: lambda c, j, m: collect_snapshot(c, j, m, n))(spec.name)
+        for spec in datasets.DATASETS.values()
+        if spec.kind == "snapshot" and spec.name not in COLLECTORS
+    }
+)
 # Paged datasets of the registry without a job of their own page with the generic ones.
 _GENERIC = {"id_paged": paged_by_id, "time_paged": paged_by_time}
 COLLECTORS.update(

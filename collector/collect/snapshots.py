@@ -1,5 +1,6 @@
-"""Snapshot jobs: depth, the tickers, average price, index prices (one request per
-symbol, or one for all symbols when that costs no more weight)."""
+"""Snapshot jobs: depth (with its levels), and one job for every other snapshot dataset of
+the registry (one request per symbol, or one for all symbols when that costs no more
+weight)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from collector import datasets
 from collector.collect import intake
 from collector.collect.context import (
     JobContext,
@@ -18,7 +20,6 @@ from collector.collect.context import (
 )
 from collector.config import JobSettings
 from collector.exchange import endpoints, parsers
-from collector.exchange.endpoints import Endpoint
 from collector.exchange.parsers import Parsed
 
 # The jobs log under one name (collector.collect.jobs), whichever family module runs.
@@ -48,26 +49,6 @@ async def collect_depth(ctx: JobContext, job: JobSettings, market: str) -> Round
     return await for_each_symbol("depth", market, ctx.symbols(job, market), fetch)
 
 
-async def collect_avg_price(ctx: JobContext, job: JobSettings, market: str) -> RoundResult:
-    async def fetch(symbol: str) -> int:
-        response = await ctx.client.get(
-            endpoints.AVG_PRICE, market=market, params={"symbol": symbol}
-        )
-        return keep(
-            ctx,
-            intake.parse(
-                ctx,
-                response,
-                parsers.avg_price,
-                market=market,
-                symbol=symbol,
-                received_at=response.received_at,
-            ),
-        )
-
-    return await for_each_symbol("avg_price", market, ctx.symbols(job, market), fetch)
-
-
 class SnapshotParser(Protocol):
     """A parser that reads one symbol's record or every symbol's at once."""
 
@@ -76,21 +57,17 @@ class SnapshotParser(Protocol):
     ) -> Parsed: ...
 
 
-SNAPSHOTS: dict[str, tuple[Endpoint, SnapshotParser]] = {
-    "ticker_24hr": (endpoints.TICKER_24HR, parsers.ticker_24hr),
-    "ticker_price": (endpoints.TICKER_PRICE, parsers.ticker_price),
-    "book_ticker": (endpoints.BOOK_TICKER, parsers.book_ticker),
-    "indices_price": (endpoints.INDICES_PRICE, parsers.indices_price),
-}
-
-
 async def collect_snapshot(
     ctx: JobContext, job: JobSettings, market: str, dataset: str
 ) -> RoundResult:
-    """Tickers: one all-symbols request when it costs no more weight than one per symbol."""
-    endpoint, parse = SNAPSHOTS[dataset]
+    """A snapshot dataset of the registry without a job of its own (the tickers, average
+    price, index prices): one request per symbol, or, where the entry says so, one
+    all-symbols request when it costs no more weight than one per symbol."""
+    spec = datasets.get(dataset)
+    endpoint = spec.endpoints[0]
+    parse: SnapshotParser = getattr(parsers, spec.parser)
     symbols = ctx.symbols(job, market)
-    if endpoint.all_symbols_is_cheaper(len(symbols)):
+    if spec.request == "all_symbols_if_cheaper" and endpoint.all_symbols_is_cheaper(len(symbols)):
         report = RoundResult(dataset, market, symbols=len(symbols))
         response = await ctx.client.get(endpoint, market=market)
         parsed = intake.parse(
