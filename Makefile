@@ -2,20 +2,28 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# run needs the package only; test adds the dev tools (pytest, mypy, ruff, playwright, ...).
+RUN_STAMP  := $(VENV)/.run-stamp
+STAMP      := $(VENV)/.installed-stamp
 
 CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test lint sim clean browser
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
 ## run: collect from the built-in exchange simulator into data/ (Ctrl-C stops)
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/jex-collector run --sim $(ARGS)
 
 ## browser: Debian's chromium for the report's screenshot test (installed when run as root)
@@ -39,7 +47,7 @@ test: $(STAMP) browser
 	$(BIN)/pytest -q $(ARGS)
 
 ## sim: serve the simulator on port 8900 for another process to use
-sim: $(STAMP)
+sim: $(RUN_STAMP)
 	$(BIN)/jex-collector sim --port 8900 --seed 1
 
 clean:

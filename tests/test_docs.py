@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -54,3 +55,14 @@ def test_schema_command_prints_the_docs() -> None:
     result = CliRunner().invoke(main, ["schema"])
     assert result.exit_code == 0
     assert result.output == datasets.markdown()
+
+
+def test_make_run_installs_what_running_needs_and_make_test_adds_the_dev_tools() -> None:
+    def commands(target: str) -> str:
+        return subprocess.run(
+            ["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+
+    run = commands("run")
+    assert "pip install --quiet -e .\n" in run and "[dev]" not in run
+    assert 'pip install --quiet -e ".[dev]"' in commands("test")
