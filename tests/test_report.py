@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from collector import config, datasets
 from collector.cli import main
+from collector.read import catalog
 from collector.report import EmptyArchiveError, generate, make_report, page, series
 from collector.report.model import DAY_MS, HOUR_MS, Report, Window, default_window
 from collector.storage import compaction
@@ -335,8 +336,20 @@ def test_a_window_without_rows_is_a_clear_error(gap_archive: Path) -> None:
 def test_the_window_defaults_to_the_newest_30_days_and_days_above_3() -> None:
     assert default_window(0, 10 * HOUR_MS, None, None) == (0, 10 * HOUR_MS + 1)
     assert default_window(0, 40 * DAY_MS, None, None) == (10 * DAY_MS + 1, 40 * DAY_MS + 1)
+    # From the first live snapshot when there is one (before the end), not the history.
+    assert default_window(0, 7 * DAY_MS, None, None, 7 * DAY_MS - 3 * M) == (
+        7 * DAY_MS - 3 * M,
+        7 * DAY_MS + 1,
+    )
+    assert default_window(0, 40 * DAY_MS, None, None, HOUR_MS)[0] == 10 * DAY_MS + 1
+    assert default_window(0, 10 * HOUR_MS, None, 2 * HOUR_MS, 3 * HOUR_MS) == (0, 2 * HOUR_MS)
+    assert default_window(0, 10 * HOUR_MS, 5, None, 3 * HOUR_MS) == (5, 10 * HOUR_MS + 1)
     assert Window.choose(0, 3 * DAY_MS).by == "hour"
     assert Window.choose(0, 3 * DAY_MS + 1).by == "day"
+    assert Window.choose(0, 2 * HOUR_MS + 1).by == "hour"
+    assert Window.choose(0, 2 * HOUR_MS).by == "minute"
+    few = Window.choose(T + 30 * S, T + 3 * M + 5 * S)  # a quick start: minutes
+    assert (few.by, few.cell_ms, few.origin_ms, few.cells) == ("minute", M, T, 4)
     assert Window.choose(0, 10 * DAY_MS, "hour").cells == 240
     window = Window.choose(90 * M, 5 * HOUR_MS)
     assert (window.origin_ms, window.cells, window.cell_of(5 * HOUR_MS - 1)) == (HOUR_MS, 4, 3)
@@ -345,11 +358,111 @@ def test_the_window_defaults_to_the_newest_30_days_and_days_above_3() -> None:
 def test_heat_map_axes_stay_readable_over_a_month() -> None:
     from collector.report.charts import cell_ticks
 
-    for by, span in (("hour", 31 * DAY_MS), ("hour", 2 * DAY_MS), ("day", 31 * DAY_MS)):
+    for by, span in (
+        ("hour", 31 * DAY_MS),
+        ("hour", 2 * DAY_MS),
+        ("day", 31 * DAY_MS),
+        ("minute", 7 * HOUR_MS),
+        ("minute", 5 * HOUR_MS + 7 * M),
+    ):
         window = Window.choose(T + 5 * HOUR_MS, T + span, by)
         ticks, labels = cell_ticks(window)
         assert 4 <= len(ticks) <= 17, (by, span, labels)
         assert ticks == sorted(ticks) and all(0 <= t <= window.cells for t in ticks)
+    _, labels = cell_ticks(Window.choose(T + 30 * S, T + 3 * M + 5 * S))
+    assert labels == ["00:00\nNov 20", "00:01", "00:02", "00:03", "00:04"]
+
+
+# -- a quick start: minutes of snapshots after days of backfilled history ----------------
+
+QUICK = T + 7 * DAY_MS  # collecting began here, 7 days after the oldest backfilled kline
+
+
+@pytest.fixture(scope="module")
+def quick_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seven days of 1m klines and of funding (every 10 min, two contracts) backfilled,
+    then three minutes of live snapshots (book_ticker every 10 s, from QUICK + 20 s)."""
+    data_dir = tmp_path_factory.mktemp("quick-archive")
+    writer = ArchiveWriter(data_dir)
+    end = QUICK + 3 * M + 20 * S
+    opens = every(T, end - M, M)
+    writer.add(
+        "klines",
+        rows(
+            "klines",
+            opens,
+            market="spot",
+            symbol="BTCUSDT",
+            interval="1m",
+            close_time=[o + M - 1 for o in opens],
+        ),
+    )
+    events = every(T, end, 10 * M)
+    for symbol, sign in (("BTCUSDT", 1), ("ETHUSDT", -1)):
+        writer.add(
+            "funding_rate",
+            rows(
+                "funding_rate",
+                events,
+                market="contract",
+                symbol=symbol,
+                id=list(range(1, len(events) + 1)),
+                funding_rate=[sign * 0.0001 * (1 + i % 3) for i in range(len(events))],
+            ),
+        )
+    writer.add(
+        "book_ticker",
+        rows("book_ticker", every(QUICK + 20 * S, end, 10 * S), market="spot", symbol="BTCUSDT"),
+    )
+    assert writer.flush().errors == []
+    return data_dir
+
+
+def test_a_quick_start_report_starts_at_the_first_snapshot(quick_archive: Path) -> None:
+    report = make_report(quick_archive)
+    window = report.window
+    assert report.archive_first_ms == T
+    assert window.start_ms == QUICK + 20 * S  # the first book_ticker, not the first kline
+    assert (window.by, window.cells) == ("minute", 4)  # 00:00 to 00:03, one column a minute
+    assert "from the first live snapshot" in report.window_rule
+    assert "left out (an earlier --start shows it)" in report.window_rule
+    for dataset in ("book_ticker", "klines"):
+        (row,) = coverage_of(report, dataset).rows
+        assert row.first_ms >= window.start_ms
+        assert all(f == 1.0 for f in row.fraction if f is not None), (dataset, row.fraction)
+    # Funding is history: its chart reaches back (the newest 30 days) to the window's end.
+    funding = report.funding
+    assert [s.name for s in funding.series] == ["BTCUSDT", "ETHUSDT"]
+    assert (funding.start_ms, funding.end_ms) == (T, window.end_ms)
+    text = page.render(report, draw=lambda: b"not drawn")
+    assert "from the first live snapshot" in text
+    assert 'alt="funding rate per contract: BTCUSDT, ETHUSDT"' in text
+
+
+def test_backfilled_history_stays_one_option_away(quick_archive: Path) -> None:
+    history = make_report(quick_archive, since_history=True)
+    assert history.window.start_ms == T and history.window.by == "day"
+    assert history.funding.start_ms == T
+    assert "backfilled history included" in history.window_rule
+    asked = make_report(quick_archive, start_ms=QUICK - 3 * HOUR_MS)
+    assert (asked.window.start_ms, asked.window.by) == (QUICK - 3 * HOUR_MS, "hour")
+    assert asked.window_rule == "from --start" and asked.funding.start_ms == QUICK - 3 * HOUR_MS
+
+
+def test_funding_has_one_panel_per_contract(quick_archive: Path) -> None:
+    from collector.report import charts
+
+    funding = make_report(quick_archive).funding
+    figure = charts.funding_plot(funding)
+    panels = [a for a in figure.axes if a.get_visible()]
+    assert [a.get_title(loc="left") for a in panels] == ["BTCUSDT", "ETHUSDT"]
+    for axes, one in zip(panels, funding.series, strict=True):
+        (line,) = [ln for ln in axes.get_lines() if len(ln.get_xdata()) > 2]  # not the zero line
+        assert max(line.get_ydata()) == pytest.approx(max(one.values) * 100)
+    assert panels[0].get_ylim() != panels[1].get_ylim()  # each its own scale
+    assert charts.funding_figure(funding).startswith(b"\x89PNG")
+    many = type(funding)([type(funding.series[0])(f"C{i}", [T], [0.0001]) for i in range(5)])
+    assert sum(a.get_visible() for a in charts.funding_plot(many).axes) == 5
 
 
 def test_the_report_command_writes_the_page_atomically(gap_archive: Path, tmp_path: Path) -> None:
@@ -431,6 +544,9 @@ _INSPECT = """() => {
             .filter((i) => !(i.complete && i.naturalWidth > 0 && visible(i)))
             .map((i) => i.alt),
         svgs: [...document.querySelectorAll('svg')].filter((s) => !visible(s)).length,
+        alts: [...document.images].map((i) => i.alt),
+        window: [...document.querySelectorAll('table.facts tr')]
+            .map((r) => r.textContent).filter((t) => t.startsWith('Window')).join(''),
     };
 }"""
 
@@ -461,7 +577,29 @@ def test_the_report_of_a_simulator_archive_renders_in_chromium(
     out = tmp_path / "report.html"
     from tests.conftest import fast_settings
 
-    generate(sim_archive, out, settings=fast_settings("http://127.0.0.1:1", sim_archive))
+    report = generate(sim_archive, out, settings=fast_settings("http://127.0.0.1:1", sim_archive))
+    # The window starts at the first live snapshot, not at the backfilled history, in
+    # minute columns (the daemon ran for seconds).
+    snapshot_datasets = [n for n, d in datasets.DATASETS.items() if d.kind == "snapshot"]
+    with catalog.connect(sim_archive) as connection:
+        firsts = [
+            connection.execute(f"SELECT epoch_ms(min(received_at)) FROM {name}").fetchone()
+            for name in snapshot_datasets
+        ]
+        contracts = connection.execute(
+            "SELECT DISTINCT symbol FROM funding_rate ORDER BY symbol"
+        ).fetchall()
+    assert report.window.start_ms == min(int(f[0]) for f in firsts if f and f[0] is not None)
+    assert report.archive_first_ms < report.window.start_ms
+    assert report.window.by == "minute" and report.window.cells <= 3
+    assert report.healthy, report.verdict  # paged series quiet for minutes are no fault
+    # One funding panel per contract.
+    names = [c[0] for c in contracts]
+    assert len(names) >= 2 and sorted(s.name for s in report.funding.series) == names
+    from collector.report.charts import funding_plot
+
+    panels = [a for a in funding_plot(report.funding).axes if a.get_visible()]
+    assert sorted(a.get_title(loc="left") for a in panels) == names
     screenshot = tmp_path / "report.png"
     found = open_page(browser, out, screenshot)
     print(f"report screenshot: {screenshot}")
@@ -471,9 +609,18 @@ def test_the_report_of_a_simulator_archive_renders_in_chromium(
     assert "Archive size" in headings
     assert [h for h in headings if h in datasets.DATASETS] == list(datasets.DATASETS)
     assert {h.split(":")[0] for h in headings if ":" in h} >= {"spot", "contract"}
-    # One heat map per dataset with rows, a price chart per market, funding, disk.
-    assert found["images"] >= 12 + 2 + 1 + 1
+    # One heat map per dataset with rows in the window (every snapshot dataset at
+    # least), a price chart per market, funding, disk.
+    maps = [c.dataset for c in report.coverage if not c.empty]
+    assert set(maps) >= set(snapshot_datasets)
+    markets = {c.market for c in report.prices if c.series}
+    assert found["images"] == len(maps) + len(markets) + 1 + 1
     assert found["broken"] == [] and found["svgs"] == 0
+    assert (
+        f"funding rate per contract: {', '.join(s.name for s in report.funding.series)}"
+        in (found["alts"])
+    )
+    assert "from the first live snapshot" in found["window"]
     assert screenshot.stat().st_size > 50_000
     assert pixel_spread(screenshot) > 20
 

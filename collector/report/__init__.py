@@ -21,7 +21,14 @@ from collector.config import Settings
 from collector.errors import CollectorError
 from collector.read import catalog
 from collector.report import coverage, page, series
-from collector.report.model import By, Report, Window, default_window, to_datetime
+from collector.report.model import (
+    DEFAULT_SPAN_MS,
+    By,
+    Report,
+    Window,
+    default_window,
+    to_datetime,
+)
 from collector.storage.files import write_atomically
 from collector.storage.location import Archive
 from collector.units import wall_clock_ms
@@ -43,6 +50,7 @@ def make_report(
     start_ms: int | None = None,
     end_ms: int | None = None,
     by: By | str = "auto",
+    since_history: bool = False,
     clock_ms: Callable[[], int] = wall_clock_ms,
 ) -> Report:
     """Read the archive and compute everything the page shows.
@@ -51,7 +59,11 @@ def make_report(
     enabled jobs (a dataset without rows is then flagged); without it, intervals are
     the median spacing of the snapshots. ``symbols`` chooses the price charts
     (``SYMBOL`` in every market that has it, or ``MARKET/SYMBOL``). ``[start_ms,
-    end_ms)`` defaults to the whole archive, or its newest 30 days when it is longer.
+    end_ms)`` defaults to the first live snapshot (the earliest ``received_at`` of the
+    snapshot datasets) to the newest row; ``since_history`` starts it at the oldest
+    row instead, backfilled history included; either way at most the newest 30 days.
+    With the window from the first snapshot, the funding chart still shows the funding
+    history up to the window's end (:func:`funding_window`).
     Raises :class:`EmptyArchiveError` when there is nothing to show and LookupError
     for a symbol without prices.
     """
@@ -72,7 +84,10 @@ def make_report(
                     f"the archive in {root} holds no rows yet: run the collector first "
                     "(jex-collector run), then the report"
                 )
-            window = Window.choose(*default_window(*span, start_ms, end_ms), by)
+            live = (
+                None if since_history or start_ms is not None else series.first_snapshot(connection)
+            )
+            window = Window.choose(*default_window(*span, start_ms, end_ms, live), by)
             present = series.datasets_with_rows(connection, window)
             if not present:
                 raise EmptyArchiveError(
@@ -94,16 +109,49 @@ def make_report(
                     series.price_chart(connection, window, market, symbol)
                     for market, symbol in series.chart_symbols(connection, window, symbols)
                 ],
-                funding=series.funding_chart(connection, window),
+                funding=series.funding_chart(connection, funding_window(window, span, live)),
                 # The chart shows the window's dates; the header's totals are the archive's.
                 disk=series.disk_use(root, window),
-                missing_datasets=sorted(enabled - present),
+                missing_datasets=sorted(series.missing_datasets(connection, enabled - present)),
+                window_rule=window_rule(window, span, live, start_ms),
             )
 
     # A damaged data file is left out of the report's reads (and logged), not its end.
     report = catalog.readable(root, datasets.DATASETS, read)
     log.info("report data read in %.1f s", time.perf_counter() - started)
     return report
+
+
+def funding_window(window: Window, span: tuple[int, int], live: int | None) -> Window:
+    """The funding chart's span: the window's; when the window starts at the first live
+    snapshot, the funding history before it too (the newest 30 days up to its end):
+    funding events are paged history, and a window of minutes holds one at most."""
+    if live is None or live >= window.end_ms:
+        return window
+    start = max(span[0], window.end_ms - DEFAULT_SPAN_MS)
+    return Window.choose(start, window.end_ms) if start < window.start_ms else window
+
+
+def window_rule(window: Window, span: tuple[int, int], live: int | None, asked: int | None) -> str:
+    """Where the window starts and why, in words (the page's header)."""
+    if asked is not None:
+        return "from --start"
+    if live is not None and live < window.end_ms:
+        if window.start_ms > live:
+            return f"the newest 30 days (collecting began {_minute(live)} UTC)"
+        if span[0] < live:
+            return (
+                f"from the first live snapshot; backfilled history since {_minute(span[0])} "
+                "UTC is left out (an earlier --start shows it)"
+            )
+        return "from the first live snapshot"
+    if window.start_ms > span[0]:
+        return "the newest 30 days, backfilled history included"
+    return "from the oldest row, backfilled history included"
+
+
+def _minute(time_ms: int) -> str:
+    return f"{to_datetime(time_ms):%Y-%m-%d %H:%M}"
 
 
 def write_html(text: str, out: str | Path) -> Path:
@@ -123,10 +171,17 @@ def generate(
     start_ms: int | None = None,
     end_ms: int | None = None,
     by: By | str = "auto",
+    since_history: bool = False,
 ) -> Report:
     """:func:`make_report`, rendered and written to ``out``; the report is returned."""
     report = make_report(
-        data_dir, settings=settings, symbols=symbols, start_ms=start_ms, end_ms=end_ms, by=by
+        data_dir,
+        settings=settings,
+        symbols=symbols,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        by=by,
+        since_history=since_history,
     )
     started = time.perf_counter()
     write_html(page.render(report), out)

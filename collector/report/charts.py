@@ -8,6 +8,7 @@ price series, so the same thing has the same colour on every chart of the page.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from matplotlib.patches import Rectangle
 from collector import datasets
 from collector.report.model import (
     DAY_MS,
+    HOUR_MS,
     DatasetCoverage,
     DiskUse,
     FundingChart,
@@ -30,6 +32,7 @@ from collector.report.model import (
     Window,
     to_datetime,
 )
+from collector.units import MINUTE_MS
 
 MARKET_COLORS = {"spot": "#1f77b4", "option": "#7b3fa0", "contract": "#d9480f"}
 SERIES_STYLES: dict[str, dict[str, Any]] = {
@@ -186,15 +189,32 @@ def _runs(cells: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+#: Labelled tick spacings (ms) of the heat maps' time axes, finest first.
+_TICK_STEPS = [
+    MINUTE_MS,
+    2 * MINUTE_MS,
+    5 * MINUTE_MS,
+    10 * MINUTE_MS,
+    15 * MINUTE_MS,
+    30 * MINUTE_MS,
+    *(hours * HOUR_MS for hours in (1, 2, 3, 6, 12, 24, 48, 168, 336, 672)),
+    10_000 * DAY_MS,
+]
+
+
 def cell_ticks(window: Window) -> tuple[list[float], list[str]]:
-    """At most about 16 labelled cell starts, on round hours or days (UTC)."""
+    """At most about 16 labelled cell starts, on round minutes, hours or days (UTC)."""
     cells = window.cells
-    if window.cell_ms == DAY_MS:
-        every = next(s for s in (1, 2, 7, 14, 28, 10_000) if cells / s <= 16)
+    step_ms = next(
+        s for s in _TICK_STEPS if s % window.cell_ms == 0 and cells * window.cell_ms / s <= 16
+    )
+    every = step_ms // window.cell_ms
+    if step_ms >= DAY_MS:
         fmt = "%b %d"
+    elif window.cell_ms < HOUR_MS:
+        fmt = "%H:%M\n%b %d"
     else:
-        every = next(s for s in (1, 2, 3, 6, 12, 24, 48, 168, 10_000) if cells / s <= 16)
-        fmt = "%H:00\n%b %d" if every < 24 else "%b %d"
+        fmt = "%H:00\n%b %d"
     ticks, labels = [], []
     previous_day = None
     for cell in range(cells + 1):
@@ -242,6 +262,11 @@ def price_figure(charts: Sequence[PriceChart]) -> bytes:
         axes.set_ylabel("price")
         axes.ticklabel_format(axis="y", useOffset=False, style="plain")
         _date_axis(axes)
+        times_ms = {t for series in chart.series for t in series.times_ms}
+        if len(times_ms) == 1:  # one point (a window of seconds): a few steps around it
+            (only,) = times_ms
+            pad = 5 * max(chart.step_ms, 1000)
+            axes.set_xlim(_times([only - pad])[0], _times([only + pad])[0])
         axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=10, ncol=4, frameon=False)
     return png(figure)
 
@@ -254,23 +279,37 @@ _SERIES_LABELS = {
 }
 
 
+def funding_plot(chart: FundingChart) -> Figure:
+    """Small multiples: one panel per contract symbol, each with its own y scale and a
+    zero line, on one shared time axis (two columns above four contracts)."""
+    count = len(chart.series)
+    columns = 1 if count <= 4 else 2
+    rows = math.ceil(count / columns)
+    figure = Figure(figsize=(WIDTH_IN, 1.9 * rows + 0.4), dpi=DPI, layout="constrained")
+    axes_grid = figure.subplots(rows, columns, sharex=True, squeeze=False)
+    for index, axes in enumerate(axes_grid.flat):
+        if index >= count:
+            axes.set_visible(False)
+            continue
+        series = chart.series[index]
+        color = SYMBOL_COLORS[index % len(SYMBOL_COLORS)]
+        axes.axhline(0, color="#495057", linewidth=0.8)
+        times, values = _times(series.times_ms), np.array(series.values) * 100
+        if len(times) == 1:
+            axes.plot(times, values, "o", color=color, markersize=5)
+        else:
+            axes.step(times, values, where="post", color=color, linewidth=1.4)
+        axes.set_title(series.name, loc="left", color=color, fontsize=12, fontweight="bold")
+        axes.set_ylabel("% / interval", fontsize=9)
+        axes.tick_params(labelsize=9)
+        if chart.end_ms > chart.start_ms:
+            axes.set_xlim(_times([chart.start_ms])[0], _times([chart.end_ms])[0])
+        _date_axis(axes)
+    return figure
+
+
 def funding_figure(chart: FundingChart) -> bytes:
-    figure = Figure(figsize=(WIDTH_IN, 3.6), dpi=DPI, layout="constrained")
-    axes = figure.add_subplot()
-    for index, series in enumerate(chart.series):
-        axes.step(
-            _times(series.times_ms),
-            np.array(series.values) * 100,
-            where="post",
-            color=SYMBOL_COLORS[index % len(SYMBOL_COLORS)],
-            linewidth=1.6,
-            label=series.name,
-        )
-    axes.axhline(0, color="#495057", linewidth=0.8)
-    axes.set_ylabel("funding rate per interval, %")
-    _date_axis(axes)
-    axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=10, ncol=8, frameon=False)
-    return png(figure)
+    return png(funding_plot(chart))
 
 
 def disk_figure(disk: DiskUse) -> bytes:

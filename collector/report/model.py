@@ -17,19 +17,23 @@ from collector.units import MINUTE_MS, SECOND_MS
 
 #: ``--by auto`` switches from hour to day cells above this span.
 AUTO_DAY_ABOVE_MS = 3 * DAY_MS
-#: The default window: the whole archive, or its newest 30 days when it is longer.
+#: ``--by auto`` takes minute cells up to this span (at most 120 columns).
+AUTO_MINUTE_UP_TO_MS = 2 * HOUR_MS
+#: The default window: from the first live snapshot (or with ``since_history``, the
+#: oldest row) to the newest row, or its newest 30 days when it is longer.
 DEFAULT_SPAN_MS = 30 * DAY_MS
 #: A snapshot dataset has a gap where consecutive snapshots are further apart than this
 #: many of its job's intervals (three polls missed in a row).
 SNAPSHOT_GAP_INTERVALS = 3
 
-By = Literal["hour", "day", "auto"]
+By = Literal["minute", "hour", "day", "auto"]
+_CELLS = {"minute": MINUTE_MS, "hour": HOUR_MS, "day": DAY_MS}
 
 
 @dataclass(frozen=True)
 class Window:
     """The report's time range ``[start_ms, end_ms)`` cut into cells of ``cell_ms``
-    aligned on UTC hours or days (the first cell starts at ``origin_ms``)."""
+    aligned on UTC minutes, hours or days (the first cell starts at ``origin_ms``)."""
 
     start_ms: int
     end_ms: int
@@ -37,17 +41,27 @@ class Window:
 
     @classmethod
     def choose(cls, start_ms: int, end_ms: int, by: By | str = "auto") -> Window:
-        if by not in ("hour", "day", "auto"):
-            raise ValueError(f"expected hour, day or auto for the heat-map columns, got {by!r}")
+        if by not in ("minute", "hour", "day", "auto"):
+            raise ValueError(
+                f"expected minute, hour, day or auto for the heat-map columns, got {by!r}"
+            )
         if end_ms <= start_ms:
             raise ValueError("the report window is empty: --end must be after --start")
         if by == "auto":
-            by = "day" if end_ms - start_ms > AUTO_DAY_ABOVE_MS else "hour"
-        return cls(start_ms, end_ms, DAY_MS if by == "day" else HOUR_MS)
+            span = end_ms - start_ms
+            by = (
+                "day"
+                if span > AUTO_DAY_ABOVE_MS
+                else "minute"
+                if span <= AUTO_MINUTE_UP_TO_MS
+                else "hour"
+            )
+        return cls(start_ms, end_ms, _CELLS[by])
 
     @property
     def by(self) -> str:
-        return "day" if self.cell_ms == DAY_MS else "hour"
+        """``minute``, ``hour`` or ``day``: what one cell is."""
+        return next((name for name, ms in _CELLS.items() if ms == self.cell_ms), "hour")
 
     @property
     def origin_ms(self) -> int:
@@ -81,13 +95,21 @@ def to_datetime(time_ms: int) -> dt.datetime:
 
 
 def default_window(
-    archive_first_ms: int, archive_last_ms: int, start_ms: int | None, end_ms: int | None
+    archive_first_ms: int,
+    archive_last_ms: int,
+    start_ms: int | None,
+    end_ms: int | None,
+    live_first_ms: int | None = None,
 ) -> tuple[int, int]:
-    """``[start, end)``: what was asked, else the whole archive, or its newest 30 days."""
+    """``[start, end)``: what was asked, else from ``live_first_ms`` (the first live
+    snapshot; None: the oldest row, backfilled history included) to the newest row, or
+    its newest 30 days when it is longer. A first snapshot at or after an asked end
+    is passed over (the window then starts at the oldest row)."""
     end = end_ms if end_ms is not None else archive_last_ms + 1
     if start_ms is not None:
         return start_ms, end
-    return max(archive_first_ms, end - DEFAULT_SPAN_MS), end
+    first = live_first_ms if live_first_ms is not None and live_first_ms < end else archive_first_ms
+    return max(first, end - DEFAULT_SPAN_MS), end
 
 
 @dataclass(frozen=True)
@@ -168,9 +190,14 @@ class PriceChart:
 
 @dataclass
 class FundingChart:
-    """Funding rates per contract symbol: ``series`` name is the symbol."""
+    """Funding rates per contract symbol (``series`` name is the symbol; one panel
+    each), over ``[start_ms, end_ms)``: the window's, or the funding history up to the
+    window's end when the window starts at the first live snapshot (a window of
+    minutes holds one funding event at most)."""
 
     series: list[Series]
+    start_ms: int = 0
+    end_ms: int = 0
 
 
 @dataclass
@@ -196,6 +223,8 @@ class Report:
     disk: DiskUse
     #: Datasets whose job is enabled in the configuration but that have no rows in the window.
     missing_datasets: list[str] = field(default_factory=list)
+    #: Where the window starts and why, in words (the header shows it).
+    window_rule: str = ""
 
     @property
     def verdict(self) -> str:

@@ -110,7 +110,7 @@ def _header(report: Report) -> str:
             "Window",
             f"{_e(_time(window.start_ms))} to {_e(_time(window.end_ms))} UTC "
             f"({_e(format_duration(window.end_ms - window.start_ms))}, one heat-map column "
-            f"per {window.by})",
+            f"per {window.by}){'; ' + _e(report.window_rule) if report.window_rule else ''}",
         ),
         (
             "Archive spans",
@@ -314,13 +314,22 @@ def _funding(report: Report, draw: Callable[..., bytes] | None) -> str:
     latest = ", ".join(
         f"{s.name} {s.values[-1] * 100:+.4f}% at {_time(s.times_ms[-1])}" for s in chart.series
     )
+    names = ", ".join(s.name for s in chart.series)
+    span = ""
+    if chart.end_ms and chart.start_ms < report.window.start_ms:
+        span = (
+            f" The chart spans {_e(_time(chart.start_ms))} to {_e(_time(chart.end_ms))} UTC, "
+            "more than the window: funding events are paged history, and the window (from "
+            "the first live snapshot) holds few of them."
+        )
     return "\n".join(
         [
             head,
-            _img(picture, "funding rate per contract"),
-            '<p class="caption">The funding rate of every funding event per contract symbol, '
-            "in percent of the position per funding interval (positive: longs pay shorts); "
-            f"averaged per step when events are denser than the chart. Latest: {_e(latest)} "
+            _img(picture, f"funding rate per contract: {names}"),
+            '<p class="caption">The funding rate of every funding event, one panel per '
+            "contract symbol (each with its own scale; the dark line is zero), in percent of "
+            "the position per funding interval (positive: longs pay shorts); averaged per "
+            f"step when events are denser than the chart.{span} Latest: {_e(latest)} "
             "UTC. <code>queries/funding_carry.sql</code> annualizes them.</p>",
             "</section>",
         ]

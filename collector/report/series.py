@@ -41,6 +41,22 @@ def archive_span(connection: Any) -> tuple[int, int] | None:
     return int(row[0]), int(row[1])
 
 
+def first_snapshot(connection: Any) -> int | None:
+    """The time (ms) of the first live snapshot: the earliest ``received_at`` of the
+    snapshot datasets (the registry's ``kind``), or None when there is none. Paged
+    series (klines, trades, funding) reach back to whatever was backfilled; this is
+    when collecting began."""
+    parts = [
+        f"SELECT epoch_ms(min({spec.time_column})) AS low FROM {name}"  # noqa: S608
+        for name, spec in datasets.DATASETS.items()
+        if spec.kind == "snapshot"
+    ]
+    row = connection.execute(
+        f"SELECT min(low) FROM ({' UNION ALL '.join(parts)})"  # noqa: S608
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def datasets_with_rows(connection: Any, window: Window) -> set[str]:
     found = set()
     for name, spec in datasets.DATASETS.items():
@@ -52,6 +68,18 @@ def datasets_with_rows(connection: Any, window: Window) -> set[str]:
         if row:
             found.add(name)
     return found
+
+
+def missing_datasets(connection: Any, without_rows_in_window: set[str]) -> set[str]:
+    """Of the enabled datasets without rows in the window, those to flag: the snapshot
+    datasets (polled all along), and the others (paged series and listings, which may
+    have nothing new for hours) only when the archive holds none of their rows."""
+    return {
+        name
+        for name in without_rows_in_window
+        if datasets.get(name).kind == "snapshot"
+        or connection.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone() is None  # noqa: S608
+    }
 
 
 def chart_symbols(connection: Any, window: Window, wanted: Sequence[str]) -> list[tuple[str, str]]:
@@ -156,7 +184,8 @@ def _series(connection: Any, name: str, sql: str, params: dict[str, Any]) -> Ser
 
 
 def funding_chart(connection: Any, window: Window) -> FundingChart:
-    """Funding rate per contract symbol, averaged per round step (about 600 points)."""
+    """Funding rate per contract symbol over ``window``, averaged per round step (about
+    600 points per symbol)."""
     params = window_params(window)
     params["step"] = nice_step_ms(window.end_ms - window.start_ms, 600)
     rows = execute(
@@ -170,7 +199,9 @@ def funding_chart(connection: Any, window: Window) -> FundingChart:
         times, values = by_symbol.setdefault(symbol, ([], []))
         times.append(int(bucket))
         values.append(float(rate))
-    return FundingChart([Series(s, t, v) for s, (t, v) in by_symbol.items()])
+    return FundingChart(
+        [Series(s, t, v) for s, (t, v) in by_symbol.items()], window.start_ms, window.end_ms
+    )
 
 
 def disk_use(data_dir: str | Path, window: Window | None = None) -> DiskUse:
