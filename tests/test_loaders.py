@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import inspect
 import subprocess
 import sys
 import threading
@@ -103,7 +104,7 @@ def test_filters_select_what_duckdb_selects(sim_archive: Path) -> None:
         "AND symbol IN ('BTCUSDT', 'ETHUSDT') AND time >= $start AND time < $end",
         {"start": start, "end": end},
     )
-    assert list(frame.columns) == ["price", "symbol", "market"]
+    assert list(frame.columns) == ["market", "symbol", "trade_id", "price"]  # the key first
     assert len(frame) == duck.num_rows > 0
     assert frame.index.min() >= start and frame.index.max() < end
     got = sorted(zip(frame["market"], frame["symbol"], frame.index, frame["price"], strict=True))
@@ -177,13 +178,15 @@ def dtypes(frame: pd.DataFrame) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("dataset", list(datasets.DATASETS))
 def test_an_empty_result_has_the_columns_and_dtypes_of_a_full_one(
-    sim_archive: Path, tmp_path: Path, dataset: str
+    sim_archive: Path, dataset: str
 ) -> None:
     full = loaders.load(dataset, data_dir=sim_archive)
     empty_range = loaders.load(dataset, start="2001-01-01", end="2001-01-02", data_dir=sim_archive)
-    backwards = loaders.load(dataset, start="2030-01-02", end="2030-01-01", data_dir=sim_archive)
-    no_dataset = loaders.load(dataset, data_dir=tmp_path)
-    for empty in (empty_range, backwards, no_dataset):
+    symbol = str(full["symbol"].iloc[0])  # archived, but not in that range: no error
+    one_symbol = loaders.load(
+        dataset, symbols=symbol, start="2001-01-01", end="2001-01-02", data_dir=sim_archive
+    )
+    for empty in (empty_range, one_symbol):
         assert len(empty) == 0
         assert dtypes(empty) == dtypes(full)
 
@@ -352,6 +355,154 @@ def test_errors_name_what_exists(tmp_path: Path) -> None:
         loaders.load_trades(data_dir=tmp_path / "typo")
 
 
+def archived_symbols(archive: Path, dataset: str, market: str) -> list[str]:
+    table = catalog.query(
+        archive, f"SELECT DISTINCT symbol FROM {dataset} WHERE market = $m", {"m": market}
+    )
+    return sorted(table["symbol"].to_pylist())
+
+
+def test_a_symbol_the_archive_does_not_hold_is_an_error_naming_those_it_holds(
+    sim_archive: Path,
+) -> None:
+    spot = archived_symbols(sim_archive, "trades", "spot")
+    assert "BTCUSDT" in spot
+    with pytest.raises(
+        ValueError, match=r"no symbol 'BTCUSD' in trades\b.*symbols archived: "
+    ) as e:
+        loaders.load_trades(symbols="BTCUSD", data_dir=sim_archive)
+    assert all(name in str(e.value) for name in spot)
+    with pytest.raises(ValueError, match=r"no symbol 'btcusdt' in trades .*did you mean 'BTCUSDT'"):
+        loaders.load_trades(symbols="btcusdt", data_dir=sim_archive)
+    # A symbol of another market: named as archived there, the market's own listed.
+    option = archived_symbols(sim_archive, "trades", "option")
+    with pytest.raises(ValueError, match=r"no symbol 'BTCUSDT' in trades of option") as e:
+        loaders.load_trades(market="option", symbols="BTCUSDT", data_dir=sim_archive)
+    assert "archived for contract, spot" in str(e.value)
+    assert (
+        f"symbols archived: {', '.join(option[:30])}" in str(e.value)
+        if option
+        else "the archive holds no trades of option" in str(e.value)
+    )
+    # One unknown name among known ones is an error too, though rows came back.
+    with pytest.raises(ValueError, match=r"no symbol 'NOPEUSDT'"):
+        loaders.load_trades(market="spot", symbols=["BTCUSDT", "NOPEUSDT"], data_dir=sim_archive)
+
+
+def test_a_symbol_of_the_market_not_in_this_archive_is_an_error(
+    sim_archive: Path, tmp_path: Path
+) -> None:
+    """An archive with BTCUSDT's funding rates alone: ETHUSDT is no symbol of it."""
+    spec = datasets.get("funding_rate")
+    rows = catalog.query(
+        sim_archive,
+        f"SELECT {', '.join(spec.column_names)} FROM funding_rate WHERE symbol = 'BTCUSDT'",
+    )
+    write(tmp_path, "funding_rate", rows.cast(spec.schema))
+    assert len(loaders.load_funding_rate(symbols="BTCUSDT", data_dir=tmp_path)) == rows.num_rows > 0
+    with pytest.raises(
+        ValueError, match=r"^no symbol 'ETHUSDT' in funding_rate; symbols archived: BTCUSDT$"
+    ):
+        loaders.load_funding_rate(symbols=["ETHUSDT", "BTCUSDT"], data_dir=tmp_path)
+
+
+def test_a_backwards_or_empty_range_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, "trades", trades_table([("A", 1, T0, 1.0)]))
+    with pytest.raises(ValueError, match=r"start='2025-11-26' is after end='2025-11-25'"):
+        loaders.load_trades(start="2025-11-26", end="2025-11-25", data_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"start=.* equals end=.*end is exclusive"):
+        loaders.load_trades(start="2025-11-25", end=dt.datetime(2025, 11, 25), data_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"is after end"):
+        loaders.load("depth", start="2030-01-02", end="2030-01-01", data_dir=tmp_path)
+
+
+def test_an_archive_without_the_dataset_names_the_datasets_it_has(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no trades in .*; datasets there: none"):
+        loaders.load_trades(data_dir=tmp_path)
+    write(tmp_path, "trades", trades_table([("A", 1, T0, 1.0)]))
+    with pytest.raises(FileNotFoundError, match=r"no depth in .*; datasets there: trades$"):
+        loaders.load_depth(data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no liquidation_orders in .*: trades$"):
+        loaders.load("liquidation_orders", data_dir=tmp_path)
+
+
+def test_klines_need_an_interval_when_the_archive_holds_several(
+    sim_archive: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=r"several intervals .*\(1m, 1h\): pass interval="):
+        loaders.load_klines(market="spot", data_dir=sim_archive)
+    with pytest.raises(ValueError, match=r"no 5m klines are archived .*intervals there: 1m, 1h"):
+        loaders.load_klines(interval="5m", market="spot", data_dir=sim_archive)
+    spec = datasets.get("klines")
+    hourly = catalog.query(
+        sim_archive, f"SELECT {', '.join(spec.column_names)} FROM klines WHERE interval = '1h'"
+    )
+    write(tmp_path, "klines", hourly.cast(spec.schema))
+    only = loaders.load_klines(data_dir=tmp_path)  # one interval: none needed
+    assert len(only) == hourly.num_rows > 0 and set(only["interval"]) == {"1h"}
+    pd.testing.assert_frame_equal(only, loaders.load_klines(interval="1h", data_dir=tmp_path))
+    assert len(loaders.load("klines", data_dir=sim_archive)) > 0  # load() reads them all
+
+
+def test_asked_columns_come_with_the_key_columns(sim_archive: Path) -> None:
+    klines = loaders.load_klines(interval="1h", columns=["close"], data_dir=sim_archive)
+    assert list(klines.columns) == ["market", "symbol", "interval", "close"]
+    depth = loaders.load_depth(columns=["qty", "price", "side"], data_dir=sim_archive)
+    assert list(depth.columns) == ["market", "symbol", "side", "level", "qty", "price"]
+    funding = loaders.load_funding_rate(columns=["funding_rate"], data_dir=sim_archive)
+    assert list(funding.columns) == ["market", "symbol", "id", "funding_rate"]
+    assert funding.index.name == "time"
+
+
+SHARED = ["market", "symbols", "start", "end", "columns", "data_dir"]
+
+
+def loader_names() -> list[str]:
+    names = [name for name in collector._LOADERS if name != "load"]
+    return [
+        *names,
+        *(spec.loader for spec in datasets.DATASETS.values() if spec.loader not in names),
+    ]
+
+
+@pytest.mark.parametrize("name", loader_names())
+def test_every_loader_shows_its_options_in_its_signature(name: str) -> None:
+    loader = getattr(loaders, name)
+    parameters = inspect.signature(loader).parameters
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
+    assert [p for p in parameters if p in SHARED] == SHARED
+    assert parameters["data_dir"].default == "data" and parameters["market"].default is None
+    extra = {"load_klines": ["interval"], "load_depth": ["levels", "wide"]}.get(name, [])
+    assert [p for p in parameters if p not in SHARED] == extra
+    assert loader.__doc__
+    with pytest.raises(
+        TypeError,
+        match=rf"{name}\(\) got an unexpected keyword argument 'symbol'; did you mean symbols=\?",
+    ):
+        loader(symbol="BTCUSDT")
+    with pytest.raises(
+        TypeError, match=rf"{name}\(\) takes its options by keyword \((\w+=, )*market=, symbols="
+    ):
+        loader("BTCUSDT")
+
+
+def test_the_load_function_and_generated_loaders_explain_themselves() -> None:
+    parameters = inspect.signature(loaders.load).parameters
+    assert list(parameters) == ["dataset", *SHARED]
+    with pytest.raises(TypeError, match=r"load\(\) got .* 'symbol'; did you mean symbols=\?"):
+        loaders.load("trades", symbol="BTCUSDT")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"'markets'; did you mean market=\?"):
+        loaders.load_trades(markets="spot")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"'interval'.*\(its options: market="):
+        loaders.load_trades(interval="1m")  # type: ignore[call-arg]
+    generated = loaders.load_liquidation_orders
+    assert generated.__name__ == "load_liquidation_orders"
+    doc = generated.__doc__ or ""
+    for option in SHARED:
+        assert f"``{option}``" in doc
+    assert "(market, symbol, order_id)" in doc and "default: contract" in doc
+
+
 # -- compaction under a load ------------------------------------------------------------------
 
 
@@ -456,6 +607,9 @@ def test_trades_to_bars_by_hand() -> None:
             "volume": [6.0, 5.0, 0.0, 2.0],
             "vwap": [(10 + 36 + 18) / 6, 99.0, nan, 11.0],
             "trade_count": np.array([3, 1, 0, 1], dtype=np.int64),
+            # A's first trade is 10 s into its bar, its last 5 s into its bar; B's one
+            # trade is 20 s into its only bar.
+            "partial": [True, True, False, True],
         },
         index=utc(
             "2025-11-25 00:00", "2025-11-25 00:00", "2025-11-25 00:01", "2025-11-25 00:02"
@@ -467,6 +621,105 @@ def test_trades_to_bars_by_hand() -> None:
     assert len(trades_to_bars(trades.iloc[:0], "1min")) == 0
     with pytest.raises(ValueError, match="fixed length"):
         trades_to_bars(trades, "1 month")
+
+
+def two_symbols() -> pd.DataFrame:
+    """A trades at 00:00:00 (10) and 00:02:30 (11); B at 00:00:30 (99) and 00:03:00 (98)."""
+    return pd.DataFrame(
+        {
+            "market": pd.Categorical(["spot"] * 4),
+            "symbol": pd.Categorical(["A", "B", "A", "B"]),
+            "price": [10.0, 99.0, 11.0, 98.0],
+            "qty": [1.0, 1.0, 1.0, 1.0],
+        },
+        index=utc(
+            "2025-11-25 00:00:00",
+            "2025-11-25 00:00:30",
+            "2025-11-25 00:02:30",
+            "2025-11-25 00:03:00",
+        ).rename("time"),
+    )
+
+
+def closes(bars: pd.DataFrame, symbol: str, column: str = "close") -> list[float]:
+    return bars.loc[bars["symbol"] == symbol, column].tolist()
+
+
+def test_bars_fill_carries_each_symbols_close_within_its_own_series() -> None:
+    trades = two_symbols()
+    plain = trades_to_bars(trades, "1min")
+    assert np.isnan(closes(plain, "A")[1]) and np.isnan(closes(plain, "B")[1])
+    filled = trades_to_bars(trades, "1min", fill=True)
+    assert closes(filled, "A") == [10.0, 10.0, 11.0]  # never B's 99
+    assert closes(filled, "B") == [99.0, 99.0, 99.0, 98.0]  # never A's 10 or 11
+    for column in ("open", "high", "low"):
+        assert closes(filled, "A", column) == [10.0, 10.0, 11.0]
+    assert np.isnan(closes(filled, "A", "vwap")[1])
+    assert closes(filled, "A", "volume") == [1.0, 0.0, 1.0]
+    # The same as a per-series forward fill of the plain bars' close.
+    per_series = plain.groupby(["market", "symbol"], observed=True)["close"].ffill()
+    assert filled["close"].tolist() == per_series.tolist()
+    assert filled.drop(columns=["open", "high", "low", "close"]).equals(
+        plain.drop(columns=["open", "high", "low", "close"])
+    )
+
+
+def test_bars_mark_the_first_and_last_bar_of_each_symbol_when_partial() -> None:
+    trades = two_symbols()
+    # Without a range: A starts on a bar boundary, B 30 s in; both end inside a bar.
+    bars = trades_to_bars(trades, "1min")
+    assert closes(bars, "A", "partial") == [False, False, True]
+    assert closes(bars, "B", "partial") == [True, False, False, True]
+    # Loaded for [00:00, 00:04): every bar inside the range is whole.
+    whole = trades_to_bars(trades, "1min", start="2025-11-25", end="2025-11-25 00:04")
+    assert not whole["partial"].any()
+    # A range starting or ending inside a bar: those bars are partial, of every symbol.
+    cut = trades_to_bars(
+        trades, "1min", start="2025-11-24 23:59:59", end=pd.Timestamp("2025-11-25 00:03:10")
+    )
+    assert closes(cut, "A", "partial") == [False, False, False]
+    assert closes(cut, "B", "partial") == [False, False, False, True]
+    late = trades_to_bars(trades, "1min", start="2025-11-25 00:00:20", end="2025-11-25 00:04")
+    assert closes(late, "A", "partial") == [True, False, False]
+    assert late["partial"].dtype == bool
+    assert trades_to_bars(trades.iloc[:0], "1min")["partial"].dtype == bool
+
+
+def test_bars_in_wide_form_have_one_column_per_symbol() -> None:
+    trades = two_symbols()
+    wide = trades_to_bars(trades, "1min", wide="close")
+    assert list(wide.columns) == ["A", "B"] and wide.index.name == "open_time"
+    assert len(wide) == 4 and wide.index.is_monotonic_increasing
+    assert wide["A"].iloc[0] == 10.0 and wide["A"].iloc[2] == 11.0
+    assert np.isnan(wide["A"].iloc[1]) and np.isnan(wide["A"].iloc[3])  # no trade, no price
+    assert wide["B"].iloc[0] == 99.0 and wide["B"].iloc[3] == 98.0
+    filled = trades_to_bars(trades, "1min", wide="close", fill=True)
+    assert filled["A"].tolist() == [10.0, 10.0, 11.0, 11.0]
+    assert filled["B"].tolist() == [99.0, 99.0, 99.0, 98.0]
+    volume = trades_to_bars(trades, "1min", wide="volume")
+    assert volume["A"].tolist()[:3] == [1.0, 0.0, 1.0]
+    two_markets = pd.concat([trades, trades.assign(market="contract")]).sort_index(kind="stable")
+    two_markets["market"] = two_markets["market"].astype("category")
+    by_market = trades_to_bars(two_markets, "1min", wide="close")
+    assert list(by_market.columns) == [
+        ("contract", "A"), ("contract", "B"), ("spot", "A"), ("spot", "B"),
+    ]  # fmt: skip
+    assert by_market.columns.names == ["market", "symbol"]
+    with pytest.raises(ValueError, match=r"wide='price' is not a bar column; bar columns: open"):
+        trades_to_bars(trades, "1min", wide="price")
+
+
+def test_bars_of_the_simulator_archive_fill_per_symbol(sim_archive: Path) -> None:
+    trades = loaders.load_trades(data_dir=sim_archive)
+    plain = trades_to_bars(trades, "1s")
+    filled = trades_to_bars(trades, "1s", fill=True)
+    assert plain["symbol"].nunique() > 1 and plain["close"].isna().any()
+    per_series = plain.groupby(["market", "symbol"], observed=True)["close"].ffill()
+    np.testing.assert_array_equal(filled["close"].to_numpy(), per_series.to_numpy())
+    middle = plain.groupby(["market", "symbol"], observed=True)["partial"].apply(
+        lambda flags: bool(flags.iloc[1:-1].any())
+    )
+    assert not middle.any()  # only a series' first and last bars can be partial
 
 
 def depth_rows(snapshots: list[tuple[str, str, list[float], list[float]]]) -> pd.DataFrame:

@@ -15,13 +15,22 @@ import numpy as np
 import pandas as pd
 
 from collector.config import KLINE_INTERVALS
+from collector.read.load_args import TimeLike
 
 #: Levels of each side summed by :func:`book_top`'s imbalance (as the SQL view depth_top).
 TOP_LEVELS = 5
 _KEYS = ("market", "symbol")
 
 
-def trades_to_bars(trades: pd.DataFrame, interval: str | dt.timedelta = "1min") -> pd.DataFrame:
+def trades_to_bars(
+    trades: pd.DataFrame,
+    interval: str | dt.timedelta = "1min",
+    *,
+    fill: bool = False,
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
+    wide: str | None = None,
+) -> pd.DataFrame:
     """Time bars from trades (as :func:`collector.read.loaders.load_trades` returns them).
 
     ``interval`` is a fixed length: ``"1min"``, ``"5min"``, ``"1h"``, ``"1D"`` (also the
@@ -29,15 +38,34 @@ def trades_to_bars(trades: pd.DataFrame, interval: str | dt.timedelta = "1min") 
     aligned on multiples of it since 1970-01-01 UTC, as the exchange's klines (up to a
     day) are, and indexed by their start (``open_time``). Columns: ``open``, ``high``,
     ``low``, ``close``, ``volume`` (sum of qty), ``vwap`` (sum of price * qty / volume),
-    ``trade_count``; ``open`` and ``close`` are the first and last trades in the frame's
-    order (time, then archive order).
+    ``trade_count`` and ``partial``; ``open`` and ``close`` are the first and last
+    trades in the frame's order (time, then archive order).
+
+    Series: with several markets or symbols, bars are made per (market, symbol), each
+    series from its own first to its last trade, and the result keeps ``market`` and
+    ``symbol`` columns, sorted by time and then by (market, symbol). Nothing ever
+    crosses from one series to another.
 
     Every bar from a series' first trade to its last is present: a bar without trades
-    has ``volume`` 0, ``trade_count`` 0 and NaN prices and vwap (no price is made up;
-    ``bars.close.ffill()`` carries the last one forward). With several markets or
-    symbols, bars are made per (market, symbol), each series from its own first to its
-    last trade, and the result keeps ``market`` and ``symbol`` columns, sorted by time
-    and then by (market, symbol).
+    has ``volume`` 0 and ``trade_count`` 0; its prices and vwap are NaN (no price is
+    made up) unless ``fill=True``, which gives it the series' previous close as
+    ``open``, ``high``, ``low`` and ``close`` (vwap stays NaN). Do not ``ffill()`` the
+    ``close`` column of a frame of several series yourself: that would carry one
+    symbol's price into another's bars; use ``fill=True`` (or
+    ``bars.groupby(["market", "symbol"], observed=True)["close"].ffill()``).
+
+    ``partial`` is True for a series' first bar when the trades may not cover its start,
+    and for its last bar when they may not cover its end: pass the ``start`` and ``end``
+    the trades were loaded with (``load_trades(start=..., end=...)``) and a bar inside
+    ``[start, end)`` is whole; without them, the first bar is whole only when the
+    series' first trade is at its very start, and the last bar only when its last trade
+    is in its last millisecond (without ``end``, the last bar may still be forming).
+    Bars between the first and last are always whole.
+
+    ``wide="close"`` (or another bar column) returns that column in wide form: one row
+    per bar time, one column per symbol (per (market, symbol) when there are several
+    markets); a symbol without a bar at a time is NaN there, or with ``fill=True`` its
+    previous value.
     """
     step = _interval(interval)
     index = _time_index(trades, "trades")
@@ -45,7 +73,7 @@ def trades_to_bars(trades: pd.DataFrame, interval: str | dt.timedelta = "1min") 
     price = trades["price"].to_numpy(dtype=float)
     qty = trades["qty"].to_numpy(dtype=float)
     frame = pd.DataFrame(
-        {"price": price, "qty": qty, "notional": price * qty},
+        {"price": price, "qty": qty, "notional": price * qty, "time": index},
         index=index.floor(step).rename("open_time"),
     )
     for name in keys:
@@ -56,36 +84,85 @@ def trades_to_bars(trades: pd.DataFrame, interval: str | dt.timedelta = "1min") 
     sums = grouped[["qty", "notional"]].sum()
     bars["volume"] = sums["qty"]
     bars["vwap"] = sums["notional"] / sums["qty"]
+    times = grouped["time"].agg(["min", "max"])
+    bars["first_trade"], bars["last_trade"] = times["min"], times["max"]
     series = [bars] if not keys else [part for _, part in bars.groupby(level=keys, observed=True)]
-    filled = [_fill_empty_bars(part, step, keys) for part in series]
-    columns = [*keys, "open", "high", "low", "close", "volume", "vwap", "trade_count"]
+    window = (_bound(start, "start"), _bound(end, "end"))
+    filled = [_fill_empty_bars(part, step, keys, fill, window) for part in series]
+    columns = [*keys, "open", "high", "low", "close", "volume", "vwap", "trade_count", "partial"]
     if not filled:
-        empty = pd.DataFrame(
+        result = pd.DataFrame(
             {name: pd.Series(dtype=float) for name in columns},
             index=pd.DatetimeIndex([], dtype=index.dtype, name="open_time"),
         )
-        empty["trade_count"] = empty["trade_count"].astype(np.int64)
-        for name in keys:
-            empty[name] = empty[name].astype(trades[name].dtype)
-        return empty
-    result = pd.concat(filled)
+        result["trade_count"] = result["trade_count"].astype(np.int64)
+        result["partial"] = result["partial"].astype(bool)
+    else:
+        result = pd.concat(filled)[columns]
     for name in keys:
         result[name] = result[name].astype(trades[name].dtype)
-    result = result[columns]
-    return result.iloc[np.argsort(cast(pd.DatetimeIndex, result.index).asi8, kind="stable")]
+    result = result.iloc[np.argsort(cast(pd.DatetimeIndex, result.index).asi8, kind="stable")]
+    return result if wide is None else _bars_wide(result, wide, keys, fill)
 
 
-def _fill_empty_bars(bars: pd.DataFrame, step: pd.Timedelta, keys: list[str]) -> pd.DataFrame:
+def _fill_empty_bars(
+    bars: pd.DataFrame,
+    step: pd.Timedelta,
+    keys: list[str],
+    fill: bool,
+    window: tuple[pd.Timestamp | None, pd.Timestamp | None],
+) -> pd.DataFrame:
+    """One series' bars with the bars without trades added, ``partial`` set."""
     times = bars.index.get_level_values("open_time")
     labels = {name: bars.index.get_level_values(name)[0] for name in keys}
     full = pd.date_range(times[0], times[-1], freq=step, name="open_time")
+    first_trade, last_trade = bars["first_trade"].iloc[0], bars["last_trade"].iloc[-1]
     part = bars.reset_index(level=keys, drop=True) if keys else bars
-    part = part.reindex(full)
+    part = part.reindex(full).drop(columns=["first_trade", "last_trade"])
     part["volume"] = part["volume"].fillna(0.0)
     part["trade_count"] = part["trade_count"].fillna(0).astype(np.int64)
+    if fill:
+        close = part["close"].ffill()
+        for name in ("open", "high", "low"):
+            part[name] = part[name].fillna(close)
+        part["close"] = close
+    start, end = window
+    covered_from = first_trade if start is None else start
+    covered_to = last_trade + pd.Timedelta(milliseconds=1) if end is None else end
+    partial = np.zeros(len(part), dtype=bool)
+    partial[0] |= full[0] < covered_from
+    partial[-1] |= full[-1] + step > covered_to
+    part["partial"] = partial
     for name, value in labels.items():
         part[name] = value
     return part
+
+
+def _bars_wide(bars: pd.DataFrame, column: str, keys: list[str], fill: bool) -> pd.DataFrame:
+    """One bar column in wide form: a column per symbol (per market and symbol when
+    there are several markets), a row per bar time."""
+    values = [name for name in bars.columns if name not in keys]
+    if column not in values:
+        raise ValueError(f"wide={column!r} is not a bar column; bar columns: {', '.join(values)}")
+    several_markets = "market" in keys and bars["market"].nunique() > 1
+    by = [name for name in keys if name != "market" or several_markets]
+    if not by:
+        return bars[[column]]
+    frame = bars.reset_index()
+    for name in by:
+        frame[name] = frame[name].astype(str)
+    wide = frame.pivot(index="open_time", columns=by, values=column)
+    wide.columns.names = by if len(by) > 1 else [by[0]]
+    return wide.ffill() if fill else wide
+
+
+def _bound(value: TimeLike | None, what: str) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    stamp = pd.Timestamp(value)
+    if pd.isna(stamp):
+        raise ValueError(f"{what}={value!r} is not a time")
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def depth_wide(depth: pd.DataFrame, levels: int | None = None) -> pd.DataFrame:
