@@ -301,8 +301,17 @@ def test_views_and_run_on_an_unwritable_folder_fail_in_one_line(tmp_path: Path) 
     data_dir = blocker / "archive"
     runner = CliRunner()
     views = runner.invoke(main, ["views", "--data-dir", str(data_dir)])
+    assert views.exit_code == 2, views.output  # no archive there to write views of
+    assert views.output.startswith(f"error: no archive at {data_dir}")
+    assert len(views.output.strip().splitlines()) == 1
+    archive = tmp_path / "archive"
+    writer = ArchiveWriter(archive)
+    writer.add("protection_fund", fund_rows([1]))
+    writer.flush()
+    out = data_dir / catalog.DB_NAME
+    views = runner.invoke(main, ["views", "--data-dir", str(archive), "--out", str(out)])
     assert views.exit_code == 1, views.output
-    assert views.output.startswith(f"error: cannot write the views to {data_dir}")
+    assert views.output.startswith(f"error: cannot write the views to {out}")
     assert len(views.output.strip().splitlines()) == 1 and "--out" in views.output
     config = tmp_path / "schedules.yaml"
     config.write_text("jobs: {}\n")

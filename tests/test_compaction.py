@@ -446,7 +446,7 @@ def test_compact_command_prints_files_before_and_after(tmp_path: Path) -> None:
 
 def test_compact_command_fails_clearly_without_an_archive(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["compact", "--data-dir", str(tmp_path / "nothing")])
-    assert result.exit_code == 1 and "no archive" in result.output
+    assert result.exit_code == 2 and "no archive" in result.output
 
 
 def test_the_daemon_compacts_closed_days_while_it_keeps_collecting(

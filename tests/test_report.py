@@ -486,7 +486,7 @@ def test_the_report_command_writes_the_page_atomically(gap_archive: Path, tmp_pa
     assert text.startswith("<!DOCTYPE html>") and "2026-11-20 01:00:00 to" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temp left
     empty = CliRunner().invoke(main, ["report", "--data-dir", str(tmp_path), "--out", str(out)])
-    assert empty.exit_code == 1 and "holds no rows yet" in empty.output
+    assert empty.exit_code == 2 and "no archive at" in empty.output
     unknown = CliRunner().invoke(
         main, ["report", "--data-dir", str(gap_archive), "--out", str(out), "--symbol", "NOPE"]
     )

@@ -103,7 +103,9 @@ def test_holes_and_duplicates_are_counted_and_located(tmp_path: Path) -> None:
 
 def test_an_empty_archive_verifies(tmp_path: Path) -> None:
     assert verify(tmp_path) == []
-    assert CliRunner().invoke(main, ["verify", "--data-dir", str(tmp_path)]).exit_code == 0
+    # The command: a folder without a table is no archive (exit 2, naming it).
+    result = CliRunner().invoke(main, ["verify", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and f"no archive at {tmp_path}" in result.output
 
 
 def test_removing_duplicates_rewrites_only_the_partitions_that_have_them(tmp_path: Path) -> None:

@@ -31,11 +31,12 @@ from collector.read import catalog
 def status(config_path: Path, data_dir: str | None, state_dir: Path | None, as_json: bool) -> None:
     """Whether the daemon runs and its jobs succeed, and per dataset and market what the
     archive holds. Exits 1 when a job has not succeeded within three of its intervals,
-    the daemon is not running, or it never ran on this archive."""
+    the daemon is not running, or it never ran on this archive; 2 when there is no
+    archive (neither a dataset's table nor a daemon's state)."""
     from collector.ops import status as health
 
     directory = common.data_dir(config_path, data_dir)
-    common.require_archive(directory)
+    common.require_archive(directory, daemon_state=True)
     with exits(*errors.STATUS, directory=directory):
         result = health.overview(directory, now=dt.datetime.now(dt.UTC), state_dir=state_dir)
     if as_json:
@@ -68,7 +69,7 @@ def verify(
     exit 1 when there are any (a damaged file is named and left out of the checks)."""
     from collector.check import repair as checks
 
-    directory = common.data_dir(config_path, data_dir)
+    directory = common.archive_dir(config_path, data_dir)
     common.quiet_damaged_log()
     checked = checks.check(directory)
     if repair and not checked.ok:
@@ -132,8 +133,7 @@ def compact(
     each table; readers never see it half-done."""
     from collector.storage import compaction, delta
 
-    directory = common.data_dir(config_path, data_dir)
-    common.require_archive(directory)
+    directory = common.archive_dir(config_path, data_dir)
     closed_before = None
     if not include_open:
         now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
@@ -178,7 +178,7 @@ def views(config_path: Path, data_dir: str | None, out: Path | None) -> None:
     """Write archive.duckdb: one view per dataset, and the derived views."""
     from collector.storage.location import Archive
 
-    directory = common.data_dir(config_path, data_dir)
+    directory = common.archive_dir(config_path, data_dir)
     remote = Archive.of(directory).remote
     if out is None and remote:
         out = Path(catalog.DB_NAME)

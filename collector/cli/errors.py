@@ -92,6 +92,15 @@ class exits(contextlib.ContextDecorator):  # lower case: it reads as a statement
                 fail(rule.text(exc, self.context), rule.status)
 
 
+class NoArchiveError(CollectorError):
+    """A command that reads the archive was pointed at a place that holds none."""
+
+    def __init__(self, directory: str, reason: str) -> None:
+        super().__init__(f"{directory}: {reason}")
+        self.directory = directory
+        self.reason = reason
+
+
 # -- the table ------------------------------------------------------------------------------
 
 CONFIG = Exit((ConfigError,), 2)
@@ -100,6 +109,16 @@ FAILURE = Exit((CollectorError,), 1)
 SETTINGS = (CONFIG,)
 DATA_DIR = (Exit((ConfigError,), 2, "--data-dir: {exc}"),)
 LEGACY = (Exit((LegacyArchiveError,), 2),)
+# Before the generic rules: a reading command on a folder without a table.
+NO_ARCHIVE = (
+    Exit(
+        (NoArchiveError,),
+        2,
+        "no archive at {exc.directory}: {exc.reason}; create one with "
+        "`jex-collector run --sim` (simulated data) or `jex-collector run`, or point "
+        "--data-dir (storage.uri) at an archive",
+    ),
+)
 TIME = (
     Exit(
         (ValueError,),

@@ -49,6 +49,12 @@ from collector.read import catalog
     help="Rows shown in table format (csv and json print all).",
 )
 @click.option(
+    "--list",
+    "list_cookbook",
+    is_flag=True,
+    help="List the cookbook (the SQL files of queries/): name, question, parameters.",
+)
+@click.option(
     "--unsafe-allow-files",
     is_flag=True,
     help="Let the SQL read and write any file this user can (COPY … TO, read_csv, "
@@ -63,6 +69,7 @@ def query(
     data_dir: str | None,
     output: str,
     max_rows: int,
+    list_cookbook: bool,
     unsafe_allow_files: bool,
 ) -> None:
     """Run SQL (text or --file) on the archive's views and print the result.
@@ -70,10 +77,19 @@ def query(
     Parameters are bound by DuckDB, never pasted into the SQL; a file's header declares
     them with their defaults (`-- param: symbol = BTCUSDT`). The SQL can read the
     archive's views only: DuckDB's file access, ATTACH, INSTALL/LOAD and its settings
-    are locked (--unsafe-allow-files lifts that).
+    are locked (--unsafe-allow-files lifts that). --list shows the cookbook's files.
     """
     from collector.read import sqlfiles
 
+    if list_cookbook:
+        if sql is not None or sql_file is not None or params:
+            fail("--list takes no SQL, --file or --param", 2)
+        with exits(*errors.SQL_FILE):
+            files = sqlfiles.cookbook()
+            folder = sqlfiles.queries_dir()
+        for line in render.cookbook_lines(files, folder):
+            click.echo(line)
+        return
     given = parse_params(params)
     if (sql is None) == (sql_file is None):
         fail("give either SQL text or --file, not both or neither", 2)
@@ -85,7 +101,7 @@ def query(
     else:
         bound = given
     assert sql is not None
-    directory = common.data_dir(config_path, data_dir)
+    directory = common.archive_dir(config_path, data_dir)
 
     open_archive = catalog.connect if unsafe_allow_files else catalog.connect_read_only
 
@@ -154,7 +170,7 @@ def report(
     """
     from collector import report as coverage_report
 
-    directory = common.data_dir(config_path, data_dir)
+    directory = common.archive_dir(config_path, data_dir)
     settings = common.settings(config_path) if config_path.exists() else None
     common.quiet_damaged_log()
     with exits(*errors.REPORT, out=out):

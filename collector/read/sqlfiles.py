@@ -66,6 +66,7 @@ class SqlFile:
     text: str
     title: str
     params: tuple[Param, ...] = field(default=())
+    question: str = ""
 
     @property
     def param_names(self) -> list[str]:
@@ -119,7 +120,7 @@ def read(path: Path) -> SqlFile:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc}", source=str(path)) from exc
-    title = ""
+    title = question = ""
     params: list[Param] = []
     for line in header_lines(text):
         match = _FIELD.match(line)
@@ -128,6 +129,8 @@ def read(path: Path) -> SqlFile:
         key, value = match.groups()
         if key == "title":
             title = value
+        elif key == "question":
+            question = value
         elif key == "param":
             param = _PARAM.match(value)
             if param is None:
@@ -142,7 +145,13 @@ def read(path: Path) -> SqlFile:
             params.append(Param(name, default, description or ""))
     if not title:
         raise ConfigError("the header has no `-- title: ...` line", source=str(path))
-    return SqlFile(path, text, title, tuple(params))
+    return SqlFile(path, text, title, tuple(params), question)
+
+
+def cookbook() -> list[SqlFile]:
+    """The cookbook: the SQL files directly in the SQL folder (not its ``views/``), by
+    name, their headers parsed."""
+    return [read(path) for path in sorted(queries_dir().glob("*.sql"))]
 
 
 def without_comments(text: str) -> str:
