@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -13,6 +14,7 @@ from collector.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+DOCS = ROOT / "docs"
 
 
 def test_docs_datasets_md_is_generated_from_the_schemas() -> None:
@@ -66,3 +68,43 @@ def test_make_run_installs_what_running_needs_and_make_test_adds_the_dev_tools()
     run = commands("run")
     assert "pip install --quiet -e .\n" in run and "[dev]" not in run
     assert 'pip install --quiet -e ".[dev]"' in commands("test")
+
+
+def test_the_readme_is_short_and_links_to_every_docs_page() -> None:
+    assert len(README.splitlines()) <= 260
+    for section in ("## Quick start", "## Research in five minutes", "## What is collected"):
+        assert f"\n{section}\n" in README, section
+    for page in sorted(DOCS.glob("*.md")):
+        if page.name != "index.md":
+            assert f"](docs/{page.name})" in README, page.name
+
+
+def test_the_readmes_links_lead_somewhere() -> None:
+    """mkdocs checks the pages' links (below); the README is outside the site, so here."""
+    from markdown.extensions.toc import slugify
+
+    links = re.findall(r"\]\(([^)\s]+)\)", README)
+    assert links
+    for link in links:
+        if re.match(r"[a-z]+://", link):
+            continue
+        path, _, anchor = link.partition("#")
+        target = ROOT / path if path else ROOT / "README.md"
+        assert target.exists(), link
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", target.read_text(), flags=re.MULTILINE)
+            assert anchor in {slugify(h, "-") for h in headings}, link
+
+
+def test_the_docs_site_builds_strictly(tmp_path: Path) -> None:
+    """Strict: a broken link or anchor, or a page missing from the nav, fails the build."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "index.html").exists()
+    assert (tmp_path / "troubleshooting" / "index.html").exists()
