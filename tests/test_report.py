@@ -637,3 +637,16 @@ def test_a_broken_image_is_caught(gap_report: Report, browser: Any, tmp_path: Pa
     blank.write_text("<!DOCTYPE html><html><body></body></html>")
     open_page(browser, blank, tmp_path / "blank.png")
     assert pixel_spread(tmp_path / "blank.png") == 0
+
+
+def test_the_report_command_starts_at_the_first_snapshot_unless_since_history(
+    sim_archive: Path, tmp_path: Path
+) -> None:
+    live, history = tmp_path / "live.html", tmp_path / "history.html"
+    for out, extra in ((live, []), (history, ["--since-history"])):
+        result = CliRunner().invoke(
+            main, ["report", "--data-dir", str(sim_archive), "--out", str(out), *extra]
+        )
+        assert result.exit_code == 0, result.output
+    assert "from the first live snapshot" in live.read_text()
+    assert "from the first live snapshot" not in history.read_text()

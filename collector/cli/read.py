@@ -148,10 +148,15 @@ def query(
 @click.option("--end", default=None, help="End, exclusive (default: the newest row).")
 @click.option(
     "--by",
-    type=click.Choice(["hour", "day", "auto"]),
+    type=click.Choice(["minute", "hour", "day", "auto"]),
     default="auto",
     show_default=True,
-    help="Heat-map columns (auto: days when the window is longer than 3 days).",
+    help="Heat-map columns (auto: minutes up to 2 hours, hours up to 3 days, then days).",
+)
+@click.option(
+    "--since-history",
+    is_flag=True,
+    help="Start at the oldest row (backfilled history), not at the first live snapshot.",
 )
 def report(
     config_path: Path,
@@ -161,10 +166,12 @@ def report(
     start: str | None,
     end: str | None,
     by: str,
+    since_history: bool,
 ) -> None:
     """Write a self-contained HTML coverage report: gaps per dataset, prices, funding, size.
 
-    The window defaults to the whole archive, or its newest 30 days when it is longer.
+    The window defaults to the first live snapshot up to the newest row (at most the
+    newest 30 days); --since-history or an earlier --start shows the backfilled history.
     Snapshot coverage is counted against the job intervals of --config (measured from
     the data when the file does not exist).
     """
@@ -182,6 +189,7 @@ def report(
             start_ms=time_ms(start, "--start") if start else None,
             end_ms=time_ms(end, "--end") if end else None,
             by=by,
+            since_history=since_history,
         )
     click.echo(f"wrote {out}: {result.verdict}")
     for file in catalog.damaged_files(directory):
