@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from collector import datasets
@@ -108,3 +111,35 @@ def test_the_docs_site_builds_strictly(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "index.html").exists()
     assert (tmp_path / "troubleshooting" / "index.html").exists()
+
+
+def readme_blocks(language: str) -> list[str]:
+    section = README.split("## Research in five minutes", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_the_readme_research_examples_run_on_a_simulator_archive(
+    sim_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The five-minute research section, as written, against an archive the daemon filled
+    from the simulator: the Python blocks run in one namespace, the SQL lines through the
+    command line; each query returns rows."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").symlink_to(sim_archive, target_is_directory=True)
+    python = readme_blocks("python")
+    assert len(python) == 2
+    namespace: dict[str, Any] = {}
+    for block in python:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert (tmp_path / "btcusdt_crossover.png").stat().st_size > 0
+    assert len(namespace["bars"]) > 0 and len(namespace["spreads"]) > 0
+    queries = [
+        shlex.split(line)[2]
+        for line in readme_blocks("sh")[0].splitlines()
+        if line.startswith(".venv/bin/jex-collector query ")
+    ]
+    assert len(queries) == 3
+    for sql in queries:
+        result = CliRunner().invoke(main, ["query", "--format", "csv", sql])
+        assert result.exit_code == 0, (sql, result.output)
+        assert len(result.output.strip().splitlines()) > 1, sql  # a header and rows
