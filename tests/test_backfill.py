@@ -16,7 +16,7 @@ from collector import datasets
 from collector.collect.backfill import Backfill
 from collector.exchange.client import ExchangeClock, JexClient
 from collector.read import catalog
-from collector.sim import SimExchange, create_app
+from collector.sim import SimExchange, SimServer, create_app
 from collector.storage.writer import ArchiveWriter
 from tests.conftest import unpaced_budget
 
@@ -257,3 +257,24 @@ def test_a_backfill_next_to_a_running_daemon_shares_the_weight_without_429s(
         tmp_path, f"SELECT count(*) FROM trades WHERE epoch_ms(time) < {start_ms + HOUR}"
     )
     assert backfilled == [(len(sim.trades("spot", "BTCUSDT", start_ms, start_ms + HOUR)),)]
+
+
+def test_backfill_command_names_the_listed_symbols_for_an_unknown_one(tmp_path: Path) -> None:
+    """Issue 16: `--symbol BTCUSD` used to backfill nothing without a word."""
+    from click.testing import CliRunner
+
+    from collector.cli import main
+
+    with SimServer(SimExchange(seed=3, history_days=1)) as server:
+        result = CliRunner().invoke(
+            main,
+            [
+                "backfill",
+                *("--dataset", "trades", "--market", "spot", "--symbol", "BTCUSD"),
+                *("--start", "2026-11-24", "--base-url", server.base_url),
+                *("--data-dir", str(tmp_path)),
+            ],
+        )
+    assert result.exit_code == 2, result.output
+    assert "'BTCUSD' matches no symbol the exchange lists in spot" in result.output
+    assert "did you mean BTCUSDT" in result.output

@@ -189,3 +189,36 @@ def test_plan_of_a_shard_counts_only_its_share(tmp_path: Path) -> None:
     assert 0 < spot_plan[wanted] < whole_plan[wanted]
     unknown = runner.invoke(main, ["plan", "--sim", "--config", str(config_path), "--shard", "x"])
     assert unknown.exit_code == 2 and "spot, derivs" in unknown.output
+
+
+def test_a_scheduled_symbol_the_exchange_does_not_list_is_a_warning_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: `symbols: [BTCUSD]` (the exchange lists BTCUSDT) used to pass without a
+    word. plan notes it, with the close match; the daemon warns at start and runs on
+    (listings change: a symbol listed later is collected then)."""
+    schedule = tmp_path / "schedule.yaml"
+    schedule.write_text(
+        "jobs:\n"
+        "  depth: {every: 2s, markets: [spot], symbols: [BTCUSD, ETH*]}\n"
+        "  instruments: {every: 5m}\n"
+    )
+    shown = CliRunner().invoke(
+        main, ["plan", "--sim", "--config", str(schedule), "--data-dir", str(tmp_path)]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "jobs.depth.symbols: 'BTCUSD' matches no symbol the exchange lists in spot" in (
+        shown.output
+    )
+    assert "did you mean BTCUSDT" in shown.output and "'ETH*'" not in shown.output
+    with SimServer(SimExchange(seed=3, history_days=1)) as server:
+        raw = {
+            "exchange": {"base_url": server.base_url},
+            "storage": {"uri": str(tmp_path / "archive"), "flush_every": "2s"},
+            "jobs": {"depth": {"every": "2s", "markets": ["spot"], "symbols": ["BTCUSD"]}},
+        }
+        settings = config.from_mapping(raw, source="<test>", environ={})
+        with caplog.at_level("WARNING"):
+            asyncio.run(Daemon(settings).run(1, handle_signals=False))
+    warned = [r for r in caplog.records if "'BTCUSD' matches no symbol" in r.getMessage()]
+    assert warned and warned[0].levelname == "WARNING"

@@ -156,7 +156,7 @@ FAULT = (
     Exit((ValueError,), 2, "--fault {item!r}: expected KIND=PROBABILITY, e.g. error_500=0.05"),
 )
 FAULTS = (Exit((ValueError, TypeError), 2, "--fault: {exc}"),)
-BACKFILL = (FAILURE,)
+BACKFILL = (CONFIG, FAILURE)
 
 REPAIR = (Exit((CollectorError,), 1, "repair stopped: {exc}"),)
 COMPACT = (Exit((OSError, CollectorError), 1, "compaction of {directory} failed: {exc}"),)

@@ -7,7 +7,9 @@ when the two together reach the budget (``exchange.weight_fraction`` of the limi
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+from collections.abc import Mapping, Sequence
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -16,6 +18,7 @@ from collector.collect.backfill import Backfill, Result
 from collector.collect.quarantine import Quarantine
 from collector.config import Settings
 from collector.datasets import get as get_dataset
+from collector.errors import ConfigError
 from collector.exchange.client import JexClient
 from collector.storage.writer import ArchiveWriter
 
@@ -53,6 +56,7 @@ async def run_backfill(
                     groups += [(market, symbol, interval) for interval in chosen_intervals]
                 else:
                     groups.append((market, symbol, None))
+        _check_patterns(symbols, chosen_markets, ctx.state.listing.symbols)
         filler = Backfill(client, writer, settings.storage.data_dir, quarantine=quarantine)
         columns = (
             TextColumn("{task.description}"),
@@ -79,3 +83,20 @@ async def run_backfill(
             finally:
                 filler.flush()  # keep what was fetched, even when interrupted
         return filler.result
+
+
+def _check_patterns(
+    patterns: tuple[str, ...], markets: Sequence[str], listed: Mapping[str, Sequence[str]]
+) -> None:
+    """A ``--symbol`` that matches no symbol the exchange lists in ``markets`` is a
+    ConfigError naming them (with the close match), instead of a backfill of nothing."""
+    names = sorted({s for m in markets for s in listed.get(m, ())})
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            close = difflib.get_close_matches(pattern.upper(), names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"{pattern!r} matches no symbol the exchange lists in {', '.join(markets)}"
+                f"{hint} (listed: {', '.join(names[:30]) or 'none'})",
+                source="--symbol",
+            )

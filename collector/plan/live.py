@@ -8,6 +8,8 @@ exchange's responses as the jobs do (:func:`collector.collect.intake.parse`).
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -17,6 +19,7 @@ from collector.collect.listings import read_listing
 from collector.config import JobSettings, Settings
 from collector.errors import ConfigError
 from collector.exchange.client import JexClient
+from collector.exchange.instruments import Listing
 from collector.plan.disk import FULL_WARNING_DAYS, DiskPlan, Reader, plan_disk
 from collector.plan.schedule import Plan, make_plan
 from collector.plan.table import format_plan, format_plan_and_disk
@@ -28,10 +31,31 @@ Names = Callable[[JobSettings, str], Sequence[str]]
 SNAPSHOT_RESERVE_MARGIN = 1.2
 
 
-def for_client(settings: Settings, client: JexClient, names: Names) -> Plan:
-    """:func:`make_plan` with the client's limits (as ``exchangeInfo`` announced them)."""
+def unlisted_symbols(settings: Settings, listing: Listing) -> list[str]:
+    """A note for each symbol (or pattern) of ``schedules.yaml`` that matches no symbol
+    the exchange lists in the job's markets: a warning, not an error, since listings
+    change (a symbol not yet listed is followed once it is)."""
+    notes = []
+    for name, job in settings.enabled_jobs().items():
+        if job.symbols == "all":
+            continue
+        listed = sorted({s for m in job.markets for s in listing.symbols.get(m, ())})
+        for pattern in job.symbols:
+            if not any(fnmatch.fnmatchcase(symbol, pattern) for symbol in listed):
+                close = difflib.get_close_matches(pattern.upper(), listed, n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                notes.append(
+                    f"jobs.{name}.symbols: {pattern!r} matches no symbol the exchange lists in "
+                    f"{', '.join(job.markets)}{hint}; it is collected once listed"
+                )
+    return notes
+
+
+def for_client(settings: Settings, client: JexClient, names: Names, listing: Listing) -> Plan:
+    """:func:`make_plan` with the client's limits (as ``exchangeInfo`` announced them), and
+    a note for each scheduled symbol the exchange does not list."""
     budget = client.budget
-    return make_plan(
+    plan = make_plan(
         settings,
         lambda job, market: len(names(job, market)),
         has_api_key=client.has_api_key,
@@ -39,6 +63,8 @@ def for_client(settings: Settings, client: JexClient, names: Names) -> Plan:
         raw_limit=budget.raw_limit,
         raw_interval_ms=budget.raw_window_ms,
     )
+    plan.notes.extend(unlisted_symbols(settings, listing))
+    return plan
 
 
 def reserve_for_snapshots(client: JexClient, plan: Plan) -> None:
@@ -56,7 +82,9 @@ async def start(settings: Settings, ctx: JobContext) -> Plan:
     """The daemon's plan at start: the schedule's cost against the exchange's limits
     (stretched, or a :class:`ConfigError` when ``on_over_budget`` is ``refuse``), the
     snapshot reserve, and the disk per day (a warning when the disk fills within a week)."""
-    plan = for_client(settings, ctx.client, ctx.symbols)
+    plan = for_client(settings, ctx.client, ctx.symbols, ctx.state.listing)
+    for note in unlisted_symbols(settings, ctx.state.listing):
+        log.warning("%s", note)
     reserve_for_snapshots(ctx.client, plan)
     if not plan.fits and settings.exchange.on_over_budget == "refuse":
         # Before the disk estimate: refusing sends nothing more to the exchange.
@@ -108,5 +136,5 @@ async def ask(settings: Settings) -> tuple[Plan, DiskPlan]:
         def names(job: JobSettings, market: str) -> list[str]:
             return [s for s in listing.active(market, now) if job.wants(s)]
 
-        plan = for_client(settings, client, names)
+        plan = for_client(settings, client, names, listing)
         return plan, await plan_disk(settings, plan, client, names, reader)
