@@ -744,4 +744,9 @@ def test_ctrl_c_in_the_first_second_prints_no_traceback(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
         assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
-        assert process.returncode in (0, 130), (delay, process.returncode, output)
+        # -SIGINT: the signal came before the interpreter had installed its own handler
+        # (a loaded machine can take longer than 0.1 s to start Python): it dies by the
+        # signal, silently, before any of our code ran.
+        assert process.returncode in (0, 130) or (
+            process.returncode == -signal.SIGINT and not output
+        ), (delay, process.returncode, output)
