@@ -4,10 +4,16 @@ codes (0 fine, 1 a failure, 2 a usage or configuration error)."""
 
 from __future__ import annotations
 
+import signal
 import sys
 
-from collector.cli.interrupt import by_ctrl_c
+from collector.cli.interrupt import LoadingGuard, by_ctrl_c
 
+# Ctrl-C while Python loads the program: nothing began yet, exit 130. The guard notes the
+# signal too, since a library's import may swallow the KeyboardInterrupt it raises (a
+# bare `except:` around an optional import) and the program would go on as if no Ctrl-C
+# had come.
+_guard = LoadingGuard(signal.SIGINT)
 try:
     from typing import Any, NoReturn
 
@@ -15,10 +21,14 @@ try:
 
     from collector import __version__
     from collector.cli import archive, collect, errors, read
-except BaseException as exc:  # Ctrl-C while Python loads the program: nothing began yet
-    if by_ctrl_c(exc):
+except BaseException as exc:
+    if by_ctrl_c(exc) or _guard.interrupted:
         sys.exit(130)
     raise
+finally:
+    _guard.release()
+if _guard.interrupted:
+    sys.exit(130)
 
 
 class _Cli(click.Group):
