@@ -305,6 +305,71 @@ def test_bans_escalate_and_end() -> None:
     assert limiter.admit("other-ip", 1, now + 1).status == 200
 
 
+# -- a rolling weight window -------------------------------------------------------------------
+
+
+def test_a_rolling_window_counts_the_last_60_seconds_not_the_clock_minute() -> None:
+    limiter = RateLimiter(weight_limit=10, window="rolling")
+    minute = 1_764_003_600_000
+    assert limiter.admit("ip", 4, minute + 50_000).used_weight == 4
+    assert limiter.admit("ip", 3, minute + 55_000).used_weight == 7
+    # A fixed window would have started again from 0 at the minute.
+    assert limiter.admit("ip", 1, minute + 61_000).used_weight == 8
+    # The first 4 left the count 60 s after they were admitted, the next 3 at 115 s.
+    assert limiter.admit("ip", 1, minute + 110_000).used_weight == 5
+    assert limiter.admit("ip", 1, minute + 115_000).used_weight == 3
+    fixed = RateLimiter(weight_limit=10)
+    fixed.admit("ip", 4, minute + 50_000)
+    assert fixed.admit("ip", 1, minute + 61_000).used_weight == 1
+
+
+def test_a_rolling_window_says_to_retry_when_enough_weight_has_left_it() -> None:
+    limiter = RateLimiter(weight_limit=10, window="rolling")
+    assert limiter.admit("ip", 6, 10_000).status == 200
+    assert limiter.admit("ip", 4, 40_000).status == 200
+    # 5 fit once the first 6 have left, at 70 s: 28.5 s from now, rounded up.
+    refused = limiter.admit("ip", 5, 41_500)
+    assert (refused.status, refused.used_weight, refused.retry_after_s) == (429, 10, 29)
+    assert limiter.admit("ip", 1, 60_000).status == 418  # sent before Retry-After: banned
+    after_ban = 60_000 + 120_000
+    assert limiter.admit("ip", 10, after_ban).status == 200
+
+
+def test_a_rolling_window_counts_raw_requests_over_the_last_five_minutes() -> None:
+    limiter = RateLimiter(weight_limit=1_000, raw_limit=3, window="rolling")
+    for second in (0, 100, 200):
+        assert limiter.admit("ip", 1, second * 1_000).status == 200
+    refused = limiter.admit("ip", 1, 250_000)
+    assert refused.status == 429 and refused.retry_after_s == 50  # the first leaves at 300 s
+    assert limiter.admit("ip", 1, 300_000).status == 200
+
+
+def test_the_window_kind_is_checked() -> None:
+    with pytest.raises(ValueError, match="rolling"):
+        RateLimiter(window="sliding")  # type: ignore[arg-type]
+
+
+def test_sim_state_reports_the_window_and_what_each_client_was_admitted() -> None:
+    clock = [NOW]
+    app = create_app(
+        SimExchange(seed=5, clock=lambda: clock[0]), weight_limit=12, weight_window="rolling"
+    )
+    call(app, "/api/v1/spot/ticker/price", {"symbol": "BTCUSDT"})  # 1
+    clock[0] += MINUTE
+    call(app, "/api/v1/spot/historicalTrades", {"symbol": "BTCUSDT"}, key="k")  # 5
+    call(app, "/api/v1/spot/ticker/24hr")  # 40: refused, not counted
+    state = call(app, "/_sim/state").json()
+    assert state["weight_window"] == "rolling"
+    client = state["clients"]["127.0.0.1"]
+    assert (client["requests"], client["weight"], client["429s"]) == (2, 6, 1)
+    first = NOW - NOW % MINUTE
+    assert client["weight_per_minute"] == {str(first): 1, str(first + MINUTE): 5}
+    assert client["used_weight"] == 5  # the first left the rolling count a minute later
+    clock[0] += 61 * MINUTE  # the per-minute record keeps the last hour
+    assert call(app, "/_sim/state").json()["clients"]["127.0.0.1"]["weight_per_minute"] == {}
+    assert call(create_app(exchange()), "/_sim/state").json()["weight_window"] == "fixed"
+
+
 @pytest.mark.parametrize(
     ("switch", "status", "check"),
     [
@@ -445,3 +510,5 @@ def test_sim_help_lists_every_fault_kind() -> None:
     result = CliRunner().invoke(main, ["sim", "--help"], terminal_width=1000)
     assert result.exit_code == 0
     assert all(kind in result.output for kind in KINDS)
+    assert "--weight-window [fixed|rolling]" in result.output
+    assert "per clock minute" in result.output and "over the last 60 seconds" in result.output

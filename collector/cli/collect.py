@@ -140,6 +140,16 @@ def plan(
     help="Request weight per minute before 429s.",
 )
 @click.option(
+    "--weight-window",
+    type=click.Choice(["fixed", "rolling"]),
+    default="fixed",
+    show_default=True,
+    help="How the weight (and raw requests) are counted: fixed = per clock minute, from 0 "
+    "at each minute's start (raw requests per five clock minutes); rolling = over the last "
+    "60 seconds (raw requests over the last five minutes). X-MBX-USED-WEIGHT-1M reports "
+    "that count.",
+)
+@click.option(
     "--fault",
     "faults",
     multiple=True,
@@ -157,6 +167,7 @@ def sim(
     port: int,
     seed: int,
     weight_limit: int,
+    weight_window: str,
     faults: tuple[str, ...],
     log_level: str,
     log_format: str,
@@ -175,7 +186,12 @@ def sim(
         fault_switches = Faults.from_dict({**switches, "seed": seed})
     click.echo(f"JEX simulator (seed {seed}) on http://{host}:{port}  (Ctrl-C stops)", err=True)
     run_forever(
-        SimExchange(seed=seed), host, port, weight_limit=weight_limit, faults=fault_switches
+        SimExchange(seed=seed),
+        host,
+        port,
+        weight_limit=weight_limit,
+        weight_window=weight_window,
+        faults=fault_switches,
     )
 
 

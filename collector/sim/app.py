@@ -1,6 +1,7 @@
 """The simulator's HTTP API: JEX's market-data endpoints for spot, option and contract.
 
-Every request passes the per-IP rate limiter (weights as documented, headers
+Every request passes the per-IP rate limiter (weights as documented, counted per clock
+minute or over the last 60 seconds as ``weight_window`` says, headers
 ``X-MBX-USED-WEIGHT-1M``/``X-MBX-USED-WEIGHT``, 429 then 418), then a handler
 that reads the deterministic market in :mod:`collector.sim.market`, then the
 fault switches (:mod:`collector.sim.faults`; payload faults are applied by
@@ -23,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from collector.sim.faults import Faults
-from collector.sim.limits import RateLimiter
+from collector.sim.limits import RateLimiter, WindowKind
 from collector.sim.market import DAY, INTERVALS, MINUTE, SimExchange
 from collector.sim.mutations import MUTATIONS, mutate
 from collector.sim.params import ApiError, Params
@@ -131,13 +132,16 @@ def create_app(
     raw_limit_5m: int = 5000,
     faults: Faults | None = None,
     api_keys: frozenset[str] | None = None,
+    weight_window: WindowKind = "fixed",
 ) -> Starlette:
     """The JEX-compatible ASGI app over ``exchange``.
 
     ``api_keys=None`` accepts any non-empty ``X-JEX-APIKEY`` on MARKET_DATA endpoints.
+    ``weight_window``: ``"fixed"`` counts weight per clock minute, ``"rolling"`` over the
+    last 60 seconds (:mod:`collector.sim.limits`).
     """
     views = MarketViews(exchange, weight_limit=weight_limit, raw_limit_5m=raw_limit_5m)
-    limiter = RateLimiter(weight_limit, raw_limit_5m)
+    limiter = RateLimiter(weight_limit, raw_limit_5m, window=weight_window)
     state: dict[str, Faults] = {"faults": faults or Faults()}
 
     async def admin(request: Request) -> Response:
@@ -155,6 +159,7 @@ def create_app(
                 {
                     "now": now,
                     "seed": exchange.seed,
+                    "weight_window": limiter.window,
                     "clients": limiter.state(now),
                     "faults": state["faults"].to_dict(),
                     "faults_injected": state["faults"].injected,

@@ -43,7 +43,10 @@ def _server(exchange: SimExchange, **app_options: Any) -> uvicorn.Server:
 
 
 class SimServer:
-    """The simulator on 127.0.0.1 in a background thread. Also a context manager."""
+    """The simulator on 127.0.0.1 in a background thread. Also a context manager.
+
+    ``app_options`` are :func:`~collector.sim.app.create_app`'s (``weight_limit``,
+    ``weight_window``, ``faults``, ...)."""
 
     def __init__(
         self, exchange: SimExchange, host: str = "127.0.0.1", port: int = 0, **app_options: Any
