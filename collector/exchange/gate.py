@@ -101,11 +101,11 @@ class Gate:
             raw = self.budget.last_wait == "raw"
             log.info(
                 "%s budget reached (%d of %d %s, exchange limit %d): requests wait "
-                "%.0fs for the next window",
+                "%.0fs for the oldest to leave the window",
                 "raw-request" if raw else "weight",
                 self.budget.raw_used if raw else self.budget.used,
                 (self.budget.raw_allowed or 0) if raw else self.budget.allowed_at(now),
-                "in five minutes" if raw else "this minute",
+                "in the last five minutes" if raw else "in the last minute",
                 (self.budget.raw_limit or 0) if raw else self.budget.limit,
                 wait_ms / 1000,
             )
