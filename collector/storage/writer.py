@@ -46,6 +46,7 @@ from collector import datasets
 from collector.errors import FatalStorageError, StorageError
 from collector.ops.metrics import Metrics
 from collector.storage import delta, layout, parquet_format
+from collector.storage.groups import distinct, first_of_each
 from collector.storage.location import Archive
 from collector.storage.wal import WAL_DIR, WriteAheadLog
 from collector.units import DAY_MS, wall_clock_ms
@@ -358,10 +359,8 @@ def _split_partitions(name: str, table: pa.Table) -> list[tuple[layout.Partition
     )
     keyed = table.append_column("__day", days)
     groups: list[tuple[layout.Partition, pa.Table]] = []
-    pairs = keyed.select(["market", "__day"]).group_by(["market", "__day"]).aggregate([])
-    for market, day in zip(
-        pairs.column("market").to_pylist(), pairs.column("__day").to_pylist(), strict=True
-    ):
+    for values in distinct(keyed, ("market", "__day")):
+        market, day = str(values[0]), int(values[1])
         mask = pc.and_(pc.equal(keyed["market"], market), pc.equal(keyed["__day"], day))
         rows = keyed.filter(mask).drop_columns(["__day"])
         groups.append((layout.Partition(name, market, layout.date_of_ms(day * DAY_MS)), rows))
@@ -373,19 +372,13 @@ def dedupe_on_key(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     """Keep the first row of each key; rows with a null key column (recent trades) all stay."""
     if table.num_rows < 2:
         return table
-    indexed = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
-    complete = functools.reduce(pc.and_kleene, [pc.is_valid(indexed[k]) for k in key])
-    firsts = (
-        indexed.filter(complete)
-        .group_by(list(key), use_threads=False)
-        .aggregate([("__row", "min")])
-    )
-    keep = pa.concat_arrays(
-        [
-            firsts.column("__row_min").combine_chunks(),
-            indexed.filter(pc.invert(complete)).column("__row").combine_chunks(),
-        ]
-    )
+    rows = pa.array(range(table.num_rows), pa.int64())
+    complete = functools.reduce(pc.and_kleene, [pc.is_valid(table[k]) for k in key])
+    if isinstance(complete, pa.ChunkedArray):
+        complete = complete.combine_chunks()
+    keyed = table.select(list(key)).filter(complete)
+    firsts = pc.take(rows.filter(complete), first_of_each(keyed, key))
+    keep = pa.concat_arrays([firsts, rows.filter(pc.invert(complete))])
     if len(keep) == table.num_rows:
         return table
     return table.take(pc.take(keep, pc.sort_indices(keep)))
