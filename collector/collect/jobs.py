@@ -46,7 +46,7 @@ from collector.collect.snapshots import (
 from collector.collect.trades import _overlap, collect_trades  # _overlap: for the tests
 from collector.errors import CollectorError
 from collector.exchange import endpoints
-from collector.read import catalog
+from collector.read import scan
 
 __all__ = [
     "COLLECTORS",
@@ -77,11 +77,11 @@ def load_cursors(data_dir: str, state: CollectorState) -> None:
     for spec in datasets.DATASETS.values():
         if spec.cursor is None:
             continue
-        found = catalog.max_by_group(data_dir, spec.name, spec.cursor.column, spec.cursor.group)
+        found = scan.max_by_group(data_dir, spec.name, spec.cursor.column, spec.cursor.group)
         for key, value in found.items():
             state.cursors[(spec.name, *key)] = int(value)
     # Without an API key, the first poll after a restart overlaps what was archived last.
-    state.recent_trades.update(catalog.last_recent_trades(data_dir, endpoints.RECENT_TRADES_MAX))
+    state.recent_trades.update(scan.last_recent_trades(data_dir, endpoints.RECENT_TRADES_MAX))
 
 
 # -- dispatch ---------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ from collector import datasets
 from collector.errors import ConfigError
 from collector.read import derived
 from collector.read.damaged import READ_ATTEMPTS as READ_ATTEMPTS
-from collector.read.damaged import READ_ERRORS as READ_ERRORS
 from collector.read.damaged import damaged_files as damaged_files
 from collector.read.damaged import find_damaged as find_damaged
 from collector.read.damaged import left_out_paths, readable_files_sql
@@ -52,8 +51,13 @@ from collector.read.duck_setup import path_literal as path_literal
 from collector.read.duck_setup import sql_string as sql_string
 from collector.read.duck_setup import table_path as table_path
 from collector.read.duck_setup import use_object_store as use_object_store
+from collector.read.scan import last_recent_trades as last_recent_trades
+from collector.read.scan import max_by_group as max_by_group
 from collector.storage import delta
 from collector.storage.location import Archive
+
+#: DuckDB's errors when a Parquet file cannot be read (a truncated file, a bad page).
+READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException)
 
 if TYPE_CHECKING:
     import pyarrow.dataset as pads
@@ -347,81 +351,3 @@ def query(
             return connection.sql(sql, params=params or None).to_arrow_table()
 
     return readable(data_dir, datasets.DATASETS if only is None else only, read)
-
-
-def max_by_group(
-    data_dir: str | Path, dataset: str, column: str, group: tuple[str, ...]
-) -> dict[tuple[Any, ...], Any]:
-    """``max(column)`` per group over the archived files: where each job resumes.
-
-    Times come back as milliseconds since the epoch.
-    """
-    spec = datasets.get(dataset)
-    for name in (column, *group):
-        if name not in spec.column_names:
-            raise ValueError(f"{dataset} has no column {name!r}")
-    if not has_files(data_dir, dataset):
-        return {}
-    keys = ", ".join(group)
-    is_time = spec.schema.field(column).type == datasets.TIMESTAMP
-    aggregate = f"epoch_ms(max({column}))" if is_time else f"max({column})"
-    sql = (
-        # Names only, all checked against the dataset registry above.
-        f"SELECT {keys}, {aggregate} FROM {dataset} "  # noqa: S608
-        f"WHERE {column} IS NOT NULL GROUP BY {keys}"
-    )
-
-    def read() -> list[tuple[Any, ...]]:
-        with connect(data_dir, derived_views=False, only=(dataset,)) as connection:
-            return connection.execute(sql).fetchall()
-
-    return {tuple(row[:-1]): row[-1] for row in readable(data_dir, (dataset,), read)}
-
-
-def last_recent_trades(
-    data_dir: str | Path, per_symbol: int
-) -> dict[tuple[str, str], list[tuple[int, float, float]]]:
-    """The newest ``per_symbol`` trades without an id, per market and symbol, oldest first.
-
-    These came from the recent-trades endpoint; a restarted job compares its first poll
-    with them so that it does not store the overlap again. Rows keep the order the
-    exchange sent them in: files sort by name in creation order (compacted files carry
-    the creation time of their newest input), and a file's rows are stably sorted by
-    time. ``delta_scan`` has no row numbers, so the files of the table's current
-    version are read directly (they outlive this read: see the module).
-    """
-    archive = Archive.of(data_dir)
-    return readable(archive, ("trades",), lambda: _last_recent_trades(archive, per_symbol))
-
-
-def _last_recent_trades(
-    archive: Archive, per_symbol: int
-) -> dict[tuple[str, str], list[tuple[int, float, float]]]:
-    table = delta.open_table(archive.uri, "trades")
-    # Paths from the log, not file_uris(): those are URIs (a space becomes %20).
-    found_files = [] if table is None else delta.files(table, "trades")
-    left_out = left_out_paths(archive, "trades")
-    files = [
-        delta.file_path(archive.uri, "trades", file.path)
-        for file in found_files
-        if file.path not in left_out
-    ]
-    if not files:
-        return {}
-    if archive.remote:
-        _shared_object_store()
-    with _shared_database().cursor() as connection:
-        rows = connection.execute(
-            "SELECT market, symbol, epoch_ms(time), price, qty FROM ("
-            "  SELECT *, row_number() OVER (PARTITION BY market, symbol"
-            "    ORDER BY time DESC, filename DESC, file_row_number DESC) AS newest"
-            "  FROM read_parquet($files, filename = true, file_row_number = true,"
-            "    hive_partitioning = true, hive_types = {'market': VARCHAR, 'date': DATE})"
-            "  WHERE trade_id IS NULL"
-            ") WHERE newest <= $n ORDER BY market, symbol, newest DESC",
-            {"files": files, "n": per_symbol},
-        ).fetchall()
-    found: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
-    for market, symbol, time_ms, price, qty in rows:
-        found.setdefault((market, symbol), []).append((time_ms, price, qty))
-    return found

@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
-import duckdb
-
 from collector import datasets
 from collector.read.duck_setup import DUCKDB_TYPES, path_literal, table_path
 from collector.storage import delta, footers
@@ -37,8 +35,14 @@ _damaged_lock = threading.Lock()
 #: Reads tried again after damaged files were found: more than one damaged file found
 #: one at a time (files the footers pass but DuckDB cannot read) take one each.
 READ_ATTEMPTS = 4
-#: DuckDB's errors when a Parquet file cannot be read (a truncated file, a bad page).
-READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException)
+
+
+def duckdb_read_errors() -> tuple[type[BaseException], ...]:
+    """DuckDB's errors when a Parquet file cannot be read (a truncated file, a bad page).
+    DuckDB is imported here, not with the module: a daemon reads with pyarrow alone."""
+    import duckdb
+
+    return (duckdb.IOException, duckdb.InvalidInputException)
 
 
 def left_out_paths(data_dir: str | Path | Archive, dataset: str) -> set[str]:
@@ -103,7 +107,7 @@ def find_damaged(
         files = [f for f in delta.files(table, name) if f.path not in known]
         bad = footers.check_files(archive, name, files)
         if not bad and error is not None:
-            # The footer is fine but a page is not: DuckDB's message names the file.
+            # The footer is fine but a page is not: the reader's message names the file.
             text = str(error)
             base = table_path(archive, name) + "/"
             bad = [
@@ -126,16 +130,23 @@ def find_damaged(
     return found
 
 
-def readable(data_dir: str | Path | Archive, names: Iterable[str], read: Callable[[], T]) -> T:
+def readable(
+    data_dir: str | Path | Archive,
+    names: Iterable[str],
+    read: Callable[[], T],
+    *,
+    errors: tuple[type[BaseException], ...] | None = None,
+) -> T:
     """``read()`` (which makes its own connection), tried again without the damaged
-    files of the tables ``names`` when DuckDB cannot read one: a damaged file is left
-    out, logged and recorded, never the end of the read. Raises the error when no
-    damaged file explains it."""
+    files of the tables ``names`` when it cannot read one (``errors``: DuckDB's by
+    default): a damaged file is left out, logged and recorded, never the end of the
+    read. Raises the error when no damaged file explains it."""
     tables = tuple(names)
+    caught = duckdb_read_errors() if errors is None else errors
     for attempt in range(1, READ_ATTEMPTS + 1):
         try:
             return read()
-        except READ_ERRORS as exc:
+        except caught as exc:
             if attempt == READ_ATTEMPTS or not find_damaged(data_dir, tables, exc):
                 raise
     raise AssertionError("unreachable")

@@ -16,15 +16,18 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import duckdb
 import pyarrow as pa
 
 from collector import datasets
 from collector.errors import ConfigError
 from collector.storage import location
 from collector.storage.location import Archive
+
+if TYPE_CHECKING:
+    import duckdb
 
 #: The DuckDB type of each column type of the dataset registry.
 DUCKDB_TYPES: dict[pa.DataType, str] = {
@@ -41,6 +44,8 @@ def extension_file(name: str) -> Path | None:
     """The DuckDB extension ``name`` shipped by the pip package ``duckdb-extension-<name>``
     for the installed DuckDB version, or None when that package (or that version's
     binary) is not installed."""
+    import duckdb
+
     spec = importlib.util.find_spec(f"duckdb_extension_{name}")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -59,6 +64,8 @@ def load_extension(connection: duckdb.DuckDBPyConnection, name: str) -> None:
     no download is needed). Only when neither is there, a plain ``LOAD``, which DuckDB
     may satisfy by downloading it. A ConfigError says how to install it when all fail.
     """
+    import duckdb
+
     if not name.isidentifier() or not name.islower():
         raise ValueError(f"not a DuckDB extension name: {name!r}")
     state = connection.execute(
