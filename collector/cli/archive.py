@@ -20,7 +20,6 @@ from collector.cli.options import (
     local_target,
     state_dir_option,
 )
-from collector.read import catalog
 
 
 @click.command()
@@ -176,6 +175,7 @@ def compact(
 )
 def views(config_path: Path, data_dir: str | None, out: Path | None) -> None:
     """Write archive.duckdb: one view per dataset, and the derived views."""
+    from collector.read import catalog
     from collector.storage.location import Archive
 
     directory = common.archive_dir(config_path, data_dir)

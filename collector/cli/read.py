@@ -13,7 +13,6 @@ import click
 from collector.cli import common, errors, render
 from collector.cli.errors import exits, fail
 from collector.cli.options import config_option, data_dir_option, parse_params, time_ms
-from collector.read import catalog
 
 
 @click.command()
@@ -79,7 +78,7 @@ def query(
     archive's views only: DuckDB's file access, ATTACH, INSTALL/LOAD and its settings
     are locked (--unsafe-allow-files lifts that). --list shows the cookbook's files.
     """
-    from collector.read import sqlfiles
+    from collector.read import catalog, sqlfiles
 
     if list_cookbook:
         if sql is not None or sql_file is not None or params:
@@ -176,6 +175,7 @@ def report(
     the data when the file does not exist).
     """
     from collector import report as coverage_report
+    from collector.read import catalog
 
     directory = common.archive_dir(config_path, data_dir)
     settings = common.settings(config_path) if config_path.exists() else None

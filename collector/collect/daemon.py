@@ -38,6 +38,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from collector import datasets
 from collector.collect import jobs
 from collector.collect.quarantine import Quarantine
+from collector.collect.views import ViewsRebuild
 from collector.config import Settings
 from collector.errors import (
     CollectorError,
@@ -49,7 +50,6 @@ from collector.ops import runstate
 from collector.ops.metrics import Metrics, MetricsServer
 from collector.plan import live
 from collector.plan.schedule import Plan
-from collector.read import catalog
 from collector.storage import compaction, delta, legacy, wal
 from collector.storage.location import Archive
 from collector.storage.lock import ArchiveLock
@@ -117,8 +117,9 @@ class Daemon:
         self._running: set[asyncio.Task[Any]] = set()
         self._skip_logged: dict[str, float] = {}
         self._datasets_with_files = {
-            name for name in datasets.DATASETS if catalog.has_files(self.data_dir, name)
+            name for name in datasets.DATASETS if delta.has_rows(self.archive.uri, name)
         }
+        self.views = ViewsRebuild(self.archive)
         self.plan: Plan | None = None
         self._pause_logged = 0.0
 
@@ -192,7 +193,8 @@ class Daemon:
             self._stop_fatally(exc)
             return
         self.quarantine.remove_orphans()
-        self._refresh_views()
+        if self._datasets_with_files and self.views.stale():
+            self.views.request()
         log.info("collecting from %s into %s", self.settings.exchange.base_url, self.writer.root)
         if not self.client.has_api_key:
             log.warning(
@@ -222,7 +224,7 @@ class Daemon:
                 await self._flush()
                 # Rows a failed final flush kept are only in the log: make it durable.
                 await self._sync_wal()
-            self._refresh_views()
+            await self.views.finish()
             log.info("stopped")
 
     async def _first_contact(self, stop_at: float | None) -> bool:
@@ -436,7 +438,7 @@ class Daemon:
         new = set(result.rows) - self._datasets_with_files
         if new:
             self._datasets_with_files |= new
-            self._refresh_views()
+            self.views.request()
 
     async def _sync_wal(self) -> None:
         try:
@@ -469,14 +471,6 @@ class Daemon:
             return
         self._vacuumed_full = self._vacuumed_full or not report.errors
         log.info("compaction: %s", report.summary())
-
-    def _refresh_views(self) -> None:
-        if self.archive.remote:
-            return  # a DuckDB file cannot live on an object store: `jex-collector views --out`
-        try:
-            catalog.write_views(self.data_dir)
-        except Exception as exc:  # the views are a convenience; never stop collecting for them
-            log.warning("could not rebuild %s/%s: %s", self.data_dir, catalog.DB_NAME, exc)
 
 
 def loop_time() -> float:
