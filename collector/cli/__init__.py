@@ -37,6 +37,14 @@ class _Cli(click.Group):
     calls :meth:`main` instead, so tests keep their process."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        words = [a for a in (kwargs.get("args") or sys.argv[1:]) if not a.startswith("-")]
+        if words[:1] == ["run"]:
+            # A daemon process: pandas and matplotlib stay out (collector.collect.lean).
+            # Not under CliRunner, whose process goes on to other commands.
+            from collector.collect import lean
+
+            lean.keep_out()
+            lean.tune_allocators()
         errors.end_program(lambda: self.main(*args, **kwargs))
 
 
