@@ -139,3 +139,23 @@ def test_object_storage_short_run_agrees_on_s3(tmp_path: Path) -> None:
             "Dask local",
             "Dask S3",
         }
+
+
+def test_daemon_short_run_measures_the_daemon_and_the_httpx_loop(tmp_path: Path) -> None:
+    """bench/daemon.py in a short mode: three processes, the same requests on both sides."""
+    out = tmp_path / "daemon.json"
+    run(
+        "daemon.py",
+        *("--minutes", "0.4", "--sample-minute", "8", "--sample", "1", "--lag", "0.5"),
+        *("--out", tmp_path / "work", "--json", out),
+    )
+    result = json.loads(out.read_text())
+    daemon, reference = result["daemon"], result["reference"]
+    assert result["returncode"] == 0
+    assert daemon["requests"] > 20 and set(daemon["status"]) == {"200"}  # no 429, no ban
+    assert daemon["rows"] > 0 and daemon["cpu_s"] > 0 and daemon["peak_rss_mb"] > 0
+    assert daemon["heavy_modules_mapped"] == []  # no pandas, no matplotlib in its memory
+    # The loop replayed what the daemon sent (less what its last half second sent).
+    assert 0.8 * daemon["requests"] <= reference["requests"] <= daemon["requests"]
+    assert reference["cpu_ms_per_request"] > 0
+    assert len(result["minutes"]) >= 2

@@ -92,9 +92,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The heartbeat is written at least this often while the daemon runs.
-HEARTBEAT_EVERY_S = 2.0
+HEARTBEAT_EVERY_S = 10.0
 #: Writes are at most this frequent (job results arriving in between wait for the next).
-MIN_WRITE_INTERVAL_S = 1.0
+MIN_WRITE_INTERVAL_S = 3.0
 #: Error texts are cut to this many characters.
 ERROR_CHARS = 300
 #: Shorter "secrets" are not real keys, and replacing them would garble every text.
