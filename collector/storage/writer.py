@@ -174,6 +174,9 @@ class ArchiveWriter:
                 self.wal.delete_older()
             if pending:
                 self.metrics.flushed(time.perf_counter() - started)
+                # Arrow's allocator keeps freed memory for reuse; a flush every 30 s has
+                # no use for it in between.
+                pa.default_memory_pool().release_unused()
             return result
 
     def _write_pending(
