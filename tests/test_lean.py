@@ -11,8 +11,10 @@ replaced pyarrow's Acero grouping and DuckDB in it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,9 +27,14 @@ import pytest
 
 from collector import datasets
 from collector.collect import lean
+from collector.collect.daemon import Daemon
+from collector.collect.views import ViewsRebuild
 from collector.read import catalog, scan
+from collector.sim import SimExchange, SimServer
 from collector.storage import groups
+from collector.storage.location import Archive
 from collector.storage.writer import dedupe_on_key
+from tests.conftest import fast_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,3 +180,29 @@ def test_the_cursors_read_with_pyarrow_equal_duckdbs(sim_archive: Path) -> None:
         assert scan.max_by_group(sim_archive, spec.name, column, group) == expected
         checked += bool(expected)
     assert checked >= 4  # trades, klines, funding, fund and liquidations have rows
+
+
+def test_the_views_are_rebuilt_by_a_child_process_at_start(
+    sim_archive: Path, sim_exchange: SimExchange, tmp_path: Path
+) -> None:
+    data = tmp_path / "archive"
+    shutil.copytree(sim_archive, data)
+    (data / catalog.DB_NAME).unlink(missing_ok=True)
+    with SimServer(sim_exchange) as server:
+        daemon = Daemon(fast_settings(server.base_url, data))
+        asyncio.run(daemon.run(2, handle_signals=False))
+    assert daemon.views.runs >= 1  # at start; the stop waited for it
+    with duckdb.connect(str(data / catalog.DB_NAME), read_only=True) as connection:
+        catalog.load_delta(connection)
+        (count,) = connection.execute("SELECT count(*) FROM depth").fetchone() or (0,)
+    assert count > 0
+
+
+def test_a_failed_views_rebuild_is_a_warning_with_the_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rebuild = ViewsRebuild(Archive.of(tmp_path))  # no table here: `views` refuses it
+    asyncio.run(rebuild._rebuild())
+    (record,) = [r for r in caplog.records if "could not rebuild" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert "exited 2" in record.getMessage() and str(tmp_path) in record.getMessage()

@@ -193,7 +193,7 @@ class Daemon:
             self._stop_fatally(exc)
             return
         self.quarantine.remove_orphans()
-        if self._datasets_with_files and self.views.stale():
+        if self._datasets_with_files:
             self.views.request()
         log.info("collecting from %s into %s", self.settings.exchange.base_url, self.writer.root)
         if not self.client.has_api_key:

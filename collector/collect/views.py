@@ -3,10 +3,10 @@
 The views file is a DuckDB database: writing it loads DuckDB, its ``delta`` extension and
 the pandas DuckDB imports, about 80 MB that would stay in a daemon's memory for good for a
 file rewritten a few times a run. So ``jex-collector views`` does it, in a child process
-that exits when done. The daemon asks for a rebuild when a dataset gets its first file
-(a flush), at start when the file is missing or older than the collector's view
-definitions, and at stop when a rebuild was asked for or is running; requests made while
-one runs are served by one more run after it.
+that exits when done. The daemon asks for a rebuild at start (when the archive holds a
+table: the views hold absolute paths, and the archive may have moved or the collector
+changed) and when a dataset gets its first file (a flush); at stop it waits for a rebuild
+that runs or was asked for. Requests made while one runs are served by one more run.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ log = logging.getLogger(__name__)
 
 #: The views file, in the archive folder (:data:`collector.read.catalog.DB_NAME`).
 DB_NAME = "archive.duckdb"
-#: What the views are made from: the dataset registry, the readers, the derived views.
-_PACKAGE = Path(__file__).resolve().parent.parent
-_DEFINITIONS = ("datasets", "read", "queries/views")
 #: How long a stopping daemon waits for a rebuild, in seconds.
 STOP_WAIT_S = 60.0
 
@@ -41,21 +38,6 @@ class ViewsRebuild:
     @property
     def path(self) -> Path:
         return Path(self.archive.uri) / DB_NAME
-
-    def stale(self) -> bool:
-        """Whether the file is missing or older than the collector's view definitions."""
-        if self.archive.remote:
-            return False
-        try:
-            built = self.path.stat().st_mtime
-        except FileNotFoundError:
-            return True
-        return any(
-            path.stat().st_mtime > built
-            for folder in _DEFINITIONS
-            for path in (_PACKAGE / folder).glob("*")
-            if path.is_file()
-        )
 
     def request(self) -> None:
         """Rebuild soon: now, or once more after the rebuild that is running."""
