@@ -4,6 +4,7 @@ out), the fields each endpoint documents (:data:`DOCUMENTED`), and a few helpers
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,7 +95,8 @@ def build_rows(
     """
     schema = datasets.get(dataset).schema
     columns: dict[str, list[Any]] = {name: [] for name in schema.names}
-    ranges = _integer_ranges(schema)
+    appends = [(name, values.append) for name, values in columns.items()]
+    ranges = _integer_ranges(dataset)
     rejected: list[tuple[Any, str]] = []
     unknown: set[tuple[str, str]] = set()
     for record in records:
@@ -116,8 +118,8 @@ def build_rows(
             rejected.append((record, reason))
             continue
         for row in rows:
-            for name in schema.names:
-                columns[name].append(row.get(name))
+            for name, append in appends:
+                append(row.get(name))
     table = pa.table(
         {name: pa.array(values, type=schema.field(name).type) for name, values in columns.items()},
         schema=schema,
@@ -125,8 +127,10 @@ def build_rows(
     return Parsed(dataset, table, rejected, unknown)
 
 
-def _integer_ranges(schema: pa.Schema) -> dict[str, tuple[int, int]]:
-    """The values each integer (and timestamp) column of ``schema`` can hold."""
+@functools.cache
+def _integer_ranges(dataset: str) -> dict[str, tuple[int, int]]:
+    """The values each integer (and timestamp) column of ``dataset`` can hold."""
+    schema = datasets.get(dataset).schema
     ranges = {}
     for schema_field in schema:
         kind = schema_field.type
