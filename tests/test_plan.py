@@ -50,7 +50,7 @@ def test_the_shipped_schedule_fits_the_default_limit_with_room_to_catch_up() -> 
 
 
 def test_a_tight_budget_stretches_snapshots_first_and_keeps_paging_jobs() -> None:
-    plan = make_plan(shipped(), count, has_api_key=True, weight_limit=800)
+    plan = make_plan(shipped(), count, has_api_key=True, weight_limit=700)
     assert not plan.fits
     assert plan.weight_per_minute <= plan.allowed * HEADROOM + 1e-9
     for load in plan.loads:

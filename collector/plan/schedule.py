@@ -33,7 +33,7 @@ from collector.config import JobSettings, Settings
 
 #: Share of the budget the steady schedule may plan for; the rest absorbs catch-up
 #: pages, first-start backfills, clock syncs and symbols listed later.
-HEADROOM = 0.9
+HEADROOM = 0.95
 #: Snapshots are stretched at most this much before the paging jobs give way.
 MAX_SNAPSHOT_STRETCH = 10.0
 #: A schedule using more than this share of what it may plan for gets a note.
