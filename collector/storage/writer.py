@@ -177,6 +177,7 @@ class ArchiveWriter:
                 # Arrow's allocator keeps freed memory for reuse; a flush every 30 s has
                 # no use for it in between.
                 pa.default_memory_pool().release_unused()
+                _trim_malloc()
             return result
 
     def _write_pending(
@@ -385,3 +386,22 @@ def dedupe_on_key(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     if len(keep) == table.num_rows:
         return table
     return table.take(pc.take(keep, pc.sort_indices(keep)))
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim from the process's own symbols; None elsewhere (musl, macOS)."""
+    import ctypes
+
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+def _trim_malloc() -> None:
+    """Return the C heap's free pages to the system (glibc's malloc_trim)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
