@@ -53,7 +53,7 @@ from collector.plan.schedule import Plan
 from collector.storage import compaction, delta, legacy, wal
 from collector.storage.location import Archive
 from collector.storage.lock import ArchiveLock
-from collector.storage.writer import ArchiveWriter
+from collector.storage.writer import ArchiveWriter, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -469,6 +469,8 @@ class Daemon:
         except Exception:
             log.exception("compaction failed unexpectedly; it runs again next round")
             return
+        finally:
+            await asyncio.to_thread(release_memory)  # a pass reads whole partitions
         self._vacuumed_full = self._vacuumed_full or not report.errors
         log.info("compaction: %s", report.summary())
 

@@ -174,10 +174,7 @@ class ArchiveWriter:
                 self.wal.delete_older()
             if pending:
                 self.metrics.flushed(time.perf_counter() - started)
-                # Arrow's allocator keeps freed memory for reuse; a flush every 30 s has
-                # no use for it in between.
-                pa.default_memory_pool().release_unused()
-                _trim_malloc()
+                release_memory()
             return result
 
     def _write_pending(
@@ -400,8 +397,11 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-def _trim_malloc() -> None:
-    """Return the C heap's free pages to the system (glibc's malloc_trim)."""
+def release_memory() -> None:
+    """Give freed memory back to the system after a flush or a compaction pass: Arrow's
+    allocator keeps it for reuse and the C heap (response bodies, Python objects above
+    512 bytes) keeps its free pages, and a daemon has no use for either until the next."""
+    pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
