@@ -12,10 +12,11 @@ Three processes, so that each one's CPU is its own:
   exchange admitted per clock minute and the 429s and 418s, and writes every request of
   the daemon (path and query) to a log;
 * the **daemon**: ``python -m collector run`` with the schedule (``shipped``: the default
-  ``schedules.yaml``; ``full``: the same jobs at about twice its pace, asking for a little
-  more weight than the budget allows, so the governor runs at its limit), an API key, a fresh archive, for
-  ``--minutes``. ``--tree`` runs the daemon from another checkout (a git worktree of an
-  older commit: the "before" figures), with the simulator and this script from this one;
+  ``schedules.yaml``; ``full``: trades, depth, book tickers and klines at about twice its
+  pace, asking for a little more weight than the budget allows, so the governor runs at
+  its limit), an API key and a fresh archive, for ``--minutes``. ``--tree`` runs the
+  daemon from another checkout (a git worktree of an older commit: the "before" figures),
+  with the simulator and this script from this one;
 * the **reference loop** (``_reference`` role): ``httpx.AsyncClient`` sending the same
   requests as the daemon, read from the simulator's log and sent ``--lag`` seconds after
   the daemon's, with the same concurrency, from 127.0.0.2 so the simulator counts its
@@ -59,7 +60,6 @@ REFERENCE_ADDRESS = "127.0.0.2"
 API_KEY = "bench-key"
 CONCURRENCY = 4  # the shipped schedules.yaml's exchange.concurrency
 TICKS = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 #: The ``full`` schedule: the shipped one with trades, depth, book tickers and klines at
 #: about twice its pace, asking a little more than a 1,200 weight a minute budget (trades
 #: alone 780), so the daemon stretches it to fit and runs at its limit. Seconds per round.
@@ -88,12 +88,13 @@ class Recorder:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         if scope["path"] == "/_bench/stats":
             body = json.dumps(self.clients).encode()
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": body})
-            return None
+            return
         seen: dict[str, Any] = {}
 
         async def watch(message: dict[str, Any]) -> None:
@@ -123,7 +124,6 @@ class Recorder:
         if address == DAEMON_ADDRESS and not scope["path"].startswith("/_"):
             target = scope["path"] + ("?" + query if query else "")
             self.log.write(json.dumps({"t": now, "path": target}) + "\n")
-        return None
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -191,14 +191,21 @@ def proc_sample(pid: int) -> dict[str, Any] | None:
     """CPU seconds (user + system), RSS MB and whether heavy modules are mapped."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        statm = Path(f"/proc/{pid}/statm").read_text().split()
+        status = Path(f"/proc/{pid}/status").read_text()
         maps = Path(f"/proc/{pid}/maps").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = stat.rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / TICKS
     heavy = [m for m in HEAVY_MODULES if f"/{m}/" in maps]
-    return {"cpu_s": cpu, "rss_mb": int(statm[1]) * PAGE / 2**20, "heavy": heavy}
+    # Resident memory, and its anonymous part (the heap; the rest is mapped library code).
+    kb = {
+        line.split(":")[0]: int(line.split()[1])
+        for line in status.splitlines()
+        if line.startswith(("VmRSS:", "RssAnon:"))
+    }
+    rss, anon = kb.get("VmRSS", 0) / 1024, kb.get("RssAnon", 0) / 1024
+    return {"cpu_s": cpu, "rss_mb": rss, "anon_mb": anon, "heavy": heavy}
 
 
 def schedule_file(kind: str, directory: Path) -> Path:
@@ -230,7 +237,7 @@ def stats(base_url: str) -> dict[str, Any]:
 
 
 def start(role: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    return subprocess.Popen(  # noqa: S603 (this script, with its own arguments)
         [sys.executable, __file__, role, *args],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -277,7 +284,7 @@ def run_daemon(
         *("--duration", str(seconds), "--log-level", "warning"),
     ]
     started = time.time()
-    daemon = subprocess.Popen(
+    daemon = subprocess.Popen(  # noqa: S603 (this interpreter, the collector's CLI)
         command,
         env=env,
         cwd=args.tree or ROOT,
@@ -311,6 +318,7 @@ def run_daemon(
                 "minute": len(minutes) + 1,
                 "daemon_cpu_s": sample["cpu_s"] - last["daemon"],
                 "daemon_rss_mb": sample["rss_mb"],
+                "daemon_anon_mb": sample["anon_mb"],
             }
             last["daemon"] = sample["cpu_s"]
             if ref:
@@ -353,7 +361,7 @@ def summarize(
     theirs = exchange.get(REFERENCE_ADDRESS, {"requests": 0, "weight": 0})
     # Admitted weight per full clock minute (the first and the last are partial).
     per_minute = [ours["minutes"][k] for k in sorted(ours["minutes"])][1:-1]
-    for row, (key, weight) in zip(minutes, sorted(ours["minutes"].items()), strict=False):
+    for row, (_, weight) in zip(minutes, sorted(ours["minutes"].items()), strict=False):
         row["clock_minute_weight"] = weight
     rows = archived_rows(work / "data") if (work / "data").exists() else {}
     cpu = rusage.ru_utime + rusage.ru_stime
@@ -407,7 +415,8 @@ def summarize(
 def report(result: dict[str, Any]) -> None:
     from common import table
 
-    columns = ["minute", "daemon_cpu_s", "daemon_rss_mb", "reference_cpu_s", "reference_rss_mb"]
+    columns = ["minute", "daemon_cpu_s", "daemon_rss_mb", "daemon_anon_mb", "reference_cpu_s"]
+    columns.append("reference_rss_mb")
     columns.append("clock_minute_weight")
     print(table(columns, [[row.get(c, "") for c in columns] for row in result["minutes"]]))
     print(json.dumps({k: v for k, v in result.items() if k != "minutes"}, indent=1))
