@@ -142,11 +142,11 @@ def test_object_storage_short_run_agrees_on_s3(tmp_path: Path) -> None:
 
 
 def test_daemon_short_run_measures_the_daemon_and_the_httpx_loop(tmp_path: Path) -> None:
-    """bench/daemon.py in a short mode: three processes, the same requests on both sides."""
+    """bench/daemon.py for 18 s: three processes, the same requests on both sides."""
     out = tmp_path / "daemon.json"
     run(
         "daemon.py",
-        *("--minutes", "0.4", "--sample-minute", "8", "--sample", "1", "--lag", "0.5"),
+        *("--minutes", "0.3", "--sample-minute", "6", "--sample", "1", "--lag", "0.5"),
         *("--out", tmp_path / "work", "--json", out),
     )
     result = json.loads(out.read_text())
