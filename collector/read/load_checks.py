@@ -10,11 +10,9 @@ are read only when a symbol asked is missing from the result.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable
-
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from collector import datasets
 from collector.config import KLINE_INTERVALS
@@ -34,12 +32,13 @@ def no_table(archive: Archive, dataset: str) -> FileNotFoundError:
     )
 
 
-def values_in(table: pa.Table, column: str) -> set[str]:
-    """The distinct values of a (string or dictionary) column of ``table``."""
-    unique = pc.unique(table.column(column))  # of a dictionary column: no strings made
-    if isinstance(unique, pa.DictionaryArray):
-        unique = unique.dictionary_decode()
-    return {value for value in unique.to_pylist() if value is not None}
+@dataclasses.dataclass(frozen=True)
+class Found:
+    """What a load found: its rows, and the values they hold in each category column
+    (``market``, ``symbol``, ...; a category without rows is not among them)."""
+
+    rows: int
+    values: dict[str, set[str]]
 
 
 def check_symbols(
@@ -90,8 +89,8 @@ def check_interval(
         )
 
 
-#: A check of a load's Arrow table, given the archive, the markets and the symbols asked.
-Check = Callable[[Archive, list[str], list[str] | None, pa.Table], None]
+#: A check of what a load found, given the archive, the markets and the symbols asked.
+Check = Callable[[Archive, list[str], list[str] | None, Found], None]
 
 
 def interval_held(interval: str) -> Check:
@@ -99,19 +98,19 @@ def interval_held(interval: str) -> Check:
     :func:`check_interval`."""
 
     def check(
-        archive: Archive, markets: list[str], symbols: list[str] | None, table: pa.Table
+        archive: Archive, markets: list[str], symbols: list[str] | None, found: Found
     ) -> None:
-        if not table.num_rows:
+        if not found.rows:
             check_interval(archive, markets, symbols, interval)
 
     return check
 
 
 def one_interval(
-    archive: Archive, markets: list[str], symbols: list[str] | None, table: pa.Table
+    archive: Archive, markets: list[str], symbols: list[str] | None, found: Found
 ) -> None:
     """Raise when a load of every interval found several (their rows would mix)."""
-    intervals = values_in(table, "interval")
+    intervals = found.values["interval"]
     if len(intervals) > 1:
         held = _ordered(intervals)
         raise ValueError(

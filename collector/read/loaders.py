@@ -41,6 +41,11 @@ or with no time inside it are never opened; symbol, time and column filters are 
 down to Parquet, which skips row groups by their statistics. ``market`` is not inside
 the files: each file's market comes from the log, as a guarantee of its fragment.
 
+A load holds little beside the frame it returns: the rows are copied into the frame's
+arrays batch by batch as the scan reads them, and what the load frees goes back to the
+system once the process has grown by half again the frame built so far
+(:mod:`collector.read.arrow_read`; ``bench/README.md`` has the figures).
+
 A load reads one version of the table: a compaction committing meanwhile replaces
 files in a later version, and the files it replaced stay on disk for the table's
 retention period (:data:`collector.storage.delta.RETENTION_HOURS`), so a load returns
