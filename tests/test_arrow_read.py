@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector import datasets
-from collector.read import arrow_read, loaders
+from collector.read import arrow_read, frames, loaders
 from collector.storage import delta
 from collector.storage.location import Archive
 from collector.storage.writer import ArchiveWriter
@@ -182,12 +182,12 @@ def test_categories_are_those_arrow_gives_the_chunks_cut_to_the_values_used(
         for chunk in chunks
     ]
     want = pa.chunked_array(cut, kind).to_pandas().array
-    column: arrow_read._Column = arrow_read._Categories(kind, 0)
+    column: frames._Column = frames._Categories(kind, 0)
     start = 0
     for chunk in chunks:
         column = column.add(chunk, start, start + len(chunk))
         start += len(chunk)
-    assert isinstance(column, arrow_read._Categories)
+    assert isinstance(column, frames._Categories)
     got = column.pandas(start, None)
     assert got.dtype == want.dtype  # the categories, their order and their dtype
     assert got.codes.tolist() == want.codes.tolist()

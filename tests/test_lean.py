@@ -62,7 +62,7 @@ PROBE = textwrap.dedent(
     from collector.cli import main
 
     sys.argv = ["jex-collector", "run", "--sim", "--config", sys.argv[2],
-                "--data-dir", str(data), "--duration", "12", "--log-level", "warning"]
+                "--data-dir", str(data), "--duration", "8", "--log-level", "warning"]
     main()
     """
 )

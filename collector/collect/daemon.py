@@ -46,6 +46,7 @@ from collector.errors import (
     RateLimitError,
 )
 from collector.exchange.client import MAX_INLINE_WAIT_S, JexClient
+from collector.memory import release_memory
 from collector.ops import runstate
 from collector.ops.metrics import Metrics, MetricsServer
 from collector.plan import live
@@ -53,7 +54,7 @@ from collector.plan.schedule import Plan
 from collector.storage import compaction, delta, legacy, wal
 from collector.storage.location import Archive
 from collector.storage.lock import ArchiveLock
-from collector.storage.writer import ArchiveWriter, release_memory
+from collector.storage.writer import ArchiveWriter
 
 log = logging.getLogger(__name__)
 

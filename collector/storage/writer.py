@@ -44,6 +44,7 @@ from deltalake.exceptions import DeltaError
 
 from collector import datasets
 from collector.errors import FatalStorageError, StorageError
+from collector.memory import release_memory
 from collector.ops.metrics import Metrics
 from collector.storage import delta, layout, parquet_format
 from collector.storage.groups import distinct, first_of_each
@@ -383,25 +384,3 @@ def dedupe_on_key(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     if len(keep) == table.num_rows:
         return table
     return table.take(pc.take(keep, pc.sort_indices(keep)))
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim from the process's own symbols; None elsewhere (musl, macOS)."""
-    import ctypes
-
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
-
-
-def release_memory() -> None:
-    """Give freed memory back to the system after a flush or a compaction pass: Arrow's
-    allocator keeps it for reuse and the C heap (response bodies, Python objects above
-    512 bytes) keeps its free pages, and a daemon has no use for either until the next."""
-    pa.default_memory_pool().release_unused()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
