@@ -83,7 +83,7 @@ class Recorder:
 
     def _client(self, address: str) -> dict[str, Any]:
         return self.clients.setdefault(
-            address, {"requests": 0, "weight": 0, "status": {}, "minutes": {}, "max_used": {}}
+            address, {"requests": 0, "weight": 0, "status": {}, "minutes": {}}
         )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -100,9 +100,6 @@ class Recorder:
         async def watch(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"x-mbx-used-weight-1m":
-                        seen["used"] = int(value)
             await send(message)
 
         await self.app(scope, receive, watch)
@@ -119,8 +116,6 @@ class Recorder:
             weight = resolved[0].cost(dict(parse_qsl(query)))
             client["weight"] += weight
             client["minutes"][minute] = client["minutes"].get(minute, 0) + weight
-        if "used" in seen:
-            client["max_used"][minute] = max(client["max_used"].get(minute, 0), seen["used"])
         if address == DAEMON_ADDRESS and not scope["path"].startswith("/_"):
             target = scope["path"] + ("?" + query if query else "")
             self.log.write(json.dumps({"t": now, "path": target}) + "\n")
